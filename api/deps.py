@@ -1,0 +1,33 @@
+"""Typed dependencies: the settings and the queue live on ``app.state``, made at start-up."""
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from api.metrics import ApiMetrics
+from api.queue import JobQueue
+from api.security import api_key_header, require_api_key
+from api.settings import ApiSettings
+
+
+def get_settings(request: Request) -> ApiSettings:
+    return request.app.state.settings
+
+
+def get_queue(request: Request) -> JobQueue:
+    return request.app.state.queue
+
+
+def get_metrics(request: Request) -> ApiMetrics:
+    return request.app.state.metrics
+
+
+async def _key(request: Request, _: Annotated[str | None, Depends(api_key_header)]) -> None:
+    await require_api_key(request)
+
+
+Settings = Annotated[ApiSettings, Depends(get_settings)]
+Queue = Annotated[JobQueue, Depends(get_queue)]
+Metrics = Annotated[ApiMetrics, Depends(get_metrics)]
+KEY_REQUIRED = [Depends(_key)]

@@ -1,0 +1,65 @@
+"""Build the FastAPI app. ``uvicorn api.main:app``.
+
+Settings are read when the app is built; Redis clients are created in ``lifespan`` (at
+start-up), never at import of a route module.
+"""
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+
+import redis.asyncio as aioredis
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from api import errors
+from api.limits import BodySizeLimit
+from api.metrics import ApiMetrics
+from api.queue import JobQueue
+from api.routes import health, jobs, search, uploads
+from api.settings import ApiSettings
+
+log = logging.getLogger("clipq.api")
+
+
+def _clients(settings: ApiSettings) -> tuple[aioredis.Redis, aioredis.Redis]:
+    t = settings.redis_timeout
+    fast = aioredis.Redis.from_url(settings.redis_url, socket_timeout=t, socket_connect_timeout=t)
+    blocking = aioredis.Redis.from_url(settings.redis_url, socket_timeout=settings.search_timeout + t,
+                                       socket_connect_timeout=t)
+    return fast, blocking
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI):
+    settings: ApiSettings = app.state.settings
+    fast, blocking = _clients(settings)
+    app.state.queue = JobQueue(fast, blocking, settings.queue_namespace, settings.max_queue_depth)
+    if not settings.api_keys:
+        log.warning("API_KEY is not set: anyone who reaches this API can upload, search and delete")
+    try:
+        yield
+    finally:
+        await fast.aclose()
+        await blocking.aclose()
+
+
+def create_app(settings: ApiSettings | None = None) -> FastAPI:
+    settings = settings or ApiSettings.from_env()
+    logging.basicConfig(level=settings.log_level.upper())
+    app = FastAPI(title="clipq", version="0.1.0", lifespan=lifespan,
+                  description="Product photos in, searchable CLIP vectors out, behind a Redis queue.")
+    app.state.settings = settings
+    app.state.metrics = ApiMetrics()
+    errors.install(app)
+    for module in (uploads, jobs, search, health):
+        app.include_router(module.router)
+    app.middleware("http")(app.state.metrics.middleware)
+    if settings.cors_origin_list:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origin_list,
+                           allow_methods=["GET", "POST", "DELETE"], allow_headers=["X-API-Key", "Content-Type"])
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    return app
+
+
+app = create_app()

@@ -1,0 +1,96 @@
+"""The API's side of the queue protocol (redis.asyncio): enqueue, read, retry, ask workers."""
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import uuid
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from batcher.queue.jobs import STATUSES, JobSpec, new_job_id, public_status
+from batcher.queue.keys import Keys
+from batcher.queue.scripts import Scripts
+
+
+class QueueFull(Exception):
+    def __init__(self, depth: int) -> None:
+        super().__init__(f"queue holds {depth} jobs")
+        self.depth = depth
+
+
+class JobQueue:
+    def __init__(self, client: aioredis.Redis, blocking: aioredis.Redis, namespace: str,
+                 max_depth: int) -> None:
+        self.redis = client          # short socket timeout: fail fast when Redis is down
+        self.blocking = blocking     # for waits on worker replies
+        self.keys = Keys(namespace)
+        self.scripts = Scripts(client)
+        self.max_depth = max_depth
+
+    async def enqueue(self, spec: JobSpec, image: bytes) -> str:
+        job_id = new_job_id()
+        k = self.keys
+        fields = [x for pair in spec.to_fields().items() for x in pair]
+        ok, value = await self.scripts.enqueue(keys=[k.queue, k.stats, k.job(job_id), k.image(job_id)],
+                                               args=[self.max_depth, job_id, image, *fields])
+        if not ok:
+            raise QueueFull(int(value))
+        return job_id
+
+    async def status(self, job_id: str) -> dict[str, Any] | None:
+        h = await self.redis.hgetall(self.keys.job(job_id))
+        if not h:
+            return None
+        return public_status({k.decode(): v.decode() for k, v in h.items()})
+
+    async def depth(self) -> int:
+        return int(await self.redis.llen(self.keys.queue))
+
+    async def stats(self) -> dict[str, Any]:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.llen(self.keys.queue)
+        pipe.zcard(self.keys.delayed)
+        pipe.hgetall(self.keys.stats)
+        pending, delayed, counters = await pipe.execute()
+        counts = {k.decode(): int(v) for k, v in counters.items()}
+        jobs = {s: max(0, counts.get(s, 0)) for s in STATUSES}
+        jobs["total"] = counts.get("total", 0)
+        return {"queue_name": self.keys.queue, "pending_in_queue": pending, "delayed_retries": delayed,
+                "jobs": jobs}
+
+    async def retry(self, job_id: str) -> tuple[int, str]:
+        k = self.keys
+        code, status = await self.scripts.retry(
+            keys=[k.job(job_id), k.image(job_id), k.queue, k.stats, k.failed], args=[job_id])
+        return int(code), status.decode() if isinstance(status, bytes) else status
+
+    async def live_workers(self) -> int:
+        members = await self.redis.smembers(self.keys.workers)
+        if not members:
+            return 0
+        pipe = self.redis.pipeline(transaction=False)
+        for m in members:
+            pipe.exists(self.keys.heartbeat(m.decode()))
+        return sum(await pipe.execute())
+
+    async def ask(self, request: dict[str, Any], timeout_s: float) -> dict[str, Any] | None:
+        """Put a query on the workers' lane and wait for its answer; None on time-out."""
+        request_id = uuid.uuid4().hex
+        await self.redis.rpush(self.keys.requests, json.dumps({**request, "id": request_id}))
+        reply = await self.blocking.blpop([self.keys.reply(request_id)], timeout=timeout_s)
+        if reply is None:
+            return None
+        return json.loads(reply[1])
+
+
+def image_request(image: bytes, **fields: Any) -> dict[str, Any]:
+    return {"kind": "image", "image_b64": base64.b64encode(image).decode(), **fields}
+
+
+async def ping(client: aioredis.Redis, timeout_s: float) -> bool:
+    try:
+        return bool(await asyncio.wait_for(client.ping(), timeout_s))
+    except Exception:
+        return False

@@ -1,0 +1,46 @@
+"""Job status, queue stats and manual retry."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import redis
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from api.deps import KEY_REQUIRED, Queue
+from api.errors import ApiError, error_body
+
+router = APIRouter(prefix="/api/v1/queue", tags=["jobs"])
+
+
+@router.get("/status/{job_id}", responses={404: {}})
+async def job_status(job_id: str, queue: Queue) -> dict:
+    status = await queue.status(job_id)
+    if status is None:
+        raise ApiError(404, "job_not_found", f"no job {job_id!r} (unknown, or expired)", "job_id")
+    return status
+
+
+@router.get("/stats", responses={503: {}})
+async def queue_stats(queue: Queue):
+    now = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+    try:
+        stats = await queue.stats()
+    except redis.RedisError:
+        body = {"available": False, "timestamp": now,
+                **error_body("redis_unavailable", "the job store (Redis) is unavailable")}
+        return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})
+    return {"available": True, **stats, "timestamp": now}
+
+
+@router.post("/retry/{job_id}", status_code=202, dependencies=KEY_REQUIRED, responses={404: {}, 409: {}})
+async def retry_job(job_id: str, queue: Queue) -> dict:
+    code, status = await queue.retry(job_id)
+    if code == 0:
+        raise ApiError(404, "job_not_found", f"no job {job_id!r} (unknown, or expired)", "job_id")
+    if code == -1:
+        raise ApiError(409, "job_not_failed", f"only failed jobs can be retried; this one is {status}", "job_id")
+    if code == -2:
+        raise ApiError(409, "image_expired", "the job's image is no longer kept; upload the product again",
+                       "job_id")
+    return {"status": "retrying", "job_id": job_id, "message": "Job re-queued for processing"}

@@ -1,0 +1,83 @@
+"""Search by words or by photo, and read or delete a product: answered by the workers."""
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Form, UploadFile
+from pydantic import BaseModel, ConfigDict, Field
+
+from api.deps import KEY_REQUIRED, Queue, Settings
+from api.errors import ApiError
+from api.queue import image_request
+from api.routes.uploads import read_upload
+from api.validation import check_product_id, parse_object
+
+router = APIRouter(tags=["search"], dependencies=KEY_REQUIRED)
+Scalar = str | int | float | bool
+
+
+class TextSearch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    text: str = Field(min_length=1, max_length=1000)
+    limit: int = Field(10, ge=1, le=100)
+    filter: dict[str, Scalar] = Field(default_factory=dict,
+                                      description="Exact matches on metadata keys, plus product_id.")
+
+
+class SearchResult(BaseModel):
+    product_id: str
+    score: float
+    name: str | None
+    description: str | None
+    metadata: dict[str, Any]
+
+
+class SearchResponse(BaseModel):
+    results: list[SearchResult]
+    took_ms: float
+
+
+def check_filter(value: Any) -> dict[str, Scalar]:
+    if not isinstance(value, dict) or not all(isinstance(v, Scalar) for v in value.values()):
+        raise ApiError(422, "invalid_field", "filter must be an object of key: scalar value", "filter")
+    return value
+
+
+async def ask_workers(queue, settings, request: dict) -> dict:
+    if not await queue.live_workers():
+        raise ApiError(503, "no_worker", "no worker is running to answer queries", headers={"Retry-After": "5"})
+    reply = await queue.ask(request, settings.search_timeout)
+    if reply is None:
+        raise ApiError(504, "search_timeout", f"no worker answered within {settings.search_timeout:g}s")
+    if not reply.get("ok"):
+        raise ApiError(reply.get("status", 500), reply.get("code", "error"), reply.get("message", ""))
+    return reply
+
+
+@router.post("/api/v1/search", response_model=SearchResponse, responses={503: {}, 504: {}})
+async def search_text(body: TextSearch, queue: Queue, settings: Settings) -> dict:
+    reply = await ask_workers(queue, settings, {"kind": "text", **body.model_dump()})
+    return {"results": reply["results"], "took_ms": reply["took_ms"]}
+
+
+@router.post("/api/v1/search/image", response_model=SearchResponse,
+             responses={413: {}, 415: {}, 422: {}, 503: {}, 504: {}})
+async def search_image(queue: Queue, settings: Settings, image_file: Annotated[UploadFile, File()],
+                       limit: Annotated[int, Form(ge=1, le=100)] = 10,
+                       filter: Annotated[str | None, Form()] = None) -> dict:
+    conditions = check_filter(parse_object(filter, "filter", settings.max_metadata_bytes))
+    image, _ = await read_upload(image_file, settings.max_upload_bytes, settings.max_image_pixels)
+    reply = await ask_workers(queue, settings, image_request(image, limit=limit, filter=conditions))
+    return {"results": reply["results"], "took_ms": reply["took_ms"]}
+
+
+@router.get("/api/v1/products/{product_id}", responses={404: {}, 503: {}, 504: {}})
+async def get_product(product_id: str, queue: Queue, settings: Settings) -> dict:
+    reply = await ask_workers(queue, settings, {"kind": "get", "product_id": check_product_id(product_id)})
+    return reply["product"]
+
+
+@router.delete("/api/v1/products/{product_id}", responses={404: {}, 503: {}, 504: {}})
+async def delete_product(product_id: str, queue: Queue, settings: Settings) -> dict:
+    await ask_workers(queue, settings, {"kind": "delete", "product_id": check_product_id(product_id)})
+    return {"deleted": True, "product_id": product_id}

@@ -1,0 +1,72 @@
+"""``python -m batcher``: run one worker. Flags override the environment."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+
+log = logging.getLogger("clipq.worker")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m batcher", description=__doc__)
+    p.add_argument("--worker-id", help="unique worker name (env WORKER_ID)")
+    p.add_argument("--batch-mode", action="store_true",
+                   help="process what is queued (and its retries), then exit")
+    p.add_argument("--max-jobs", type=int, help="exit after claiming this many jobs")
+    p.add_argument("--max-batch-size", type=int, help="largest micro-batch (env WORKER_BATCH_SIZE)")
+    p.add_argument("--max-wait-ms", type=float, help="batch window after the first job (env WORKER_MAX_WAIT_MS)")
+    p.add_argument("--metrics-port", type=int, help="port of /metrics, 0 for none (env WORKER_METRICS_PORT)")
+    return p.parse_args(argv)
+
+
+def build_settings(args: argparse.Namespace):
+    from batcher.settings import WorkerSettings
+
+    return WorkerSettings.from_env(worker_id=args.worker_id, worker_batch_size=args.max_batch_size,
+                                   worker_max_wait_ms=args.max_wait_ms, worker_metrics_port=args.metrics_port)
+
+
+def install_signal_handlers(stop: threading.Event, grace_s: float) -> None:
+    def on_signal(signum, _frame):
+        if stop.is_set():
+            return
+        log.info("%s: finishing the batch in flight (grace %.0fs)", signal.Signals(signum).name, grace_s)
+        stop.set()
+        timer = threading.Timer(grace_s, _grace_exceeded)
+        timer.daemon = True
+        timer.start()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+
+def _grace_exceeded() -> None:
+    log.error("shutdown grace exceeded: exiting; unacknowledged jobs go back through the reaper")
+    os._exit(1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    settings = build_settings(args)
+    logging.basicConfig(level=settings.log_level.upper(), stream=sys.stdout,
+                        format="%(asctime)s %(levelname)s %(name)s [" + settings.worker_id + "] %(message)s")
+    from batcher.app import WorkerApp, StartupError
+
+    stop = threading.Event()
+    install_signal_handlers(stop, settings.worker_shutdown_grace)
+    try:
+        app = WorkerApp.start(settings, stop=stop)
+    except StartupError as exc:
+        log.error("cannot start: %s", exc)
+        return 2
+    totals = app.run(burst=args.batch_mode, max_jobs=args.max_jobs)
+    log.info("exiting: %d completed, %d failed, %d retried", totals.completed, totals.failed, totals.retried)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

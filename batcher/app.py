@@ -1,0 +1,96 @@
+"""Assemble a worker: Redis, the model, the vector store, metrics, heartbeat, query lane.
+
+Everything is created here at start-up, never at import. Tests use ``WorkerApp.start``
+with their own settings and a fresh metrics registry.
+"""
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from dataclasses import dataclass
+
+import redis
+from prometheus_client import CollectorRegistry, start_http_server
+
+from batcher.heartbeat import Heartbeat
+from batcher.metrics import WorkerMetrics
+from batcher.queries import QueryServer
+from batcher.queue.consumer import JobConsumer
+from batcher.settings import WorkerSettings
+from batcher.store import StoreLocked, VectorStore
+from batcher.worker import Totals, Worker
+from models.clip import ClipEncoder, WeightsUnavailable, load_encoder
+
+log = logging.getLogger("clipq.worker")
+
+
+class StartupError(RuntimeError):
+    """The worker cannot start; the message says why and how to fix it."""
+
+
+def connect_redis(url: str) -> redis.Redis:
+    client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_keepalive=True,
+                                  health_check_interval=30)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise StartupError(f"cannot reach Redis at {url}: {exc}") from None
+    return client
+
+
+@dataclass
+class WorkerApp:
+    settings: WorkerSettings
+    redis: redis.Redis
+    encoder: ClipEncoder
+    store: VectorStore
+    metrics: WorkerMetrics
+    stop: threading.Event
+
+    @classmethod
+    def start(cls, settings: WorkerSettings, *, stop: threading.Event | None = None,
+              registry: CollectorRegistry | None = None, encoder: ClipEncoder | None = None) -> "WorkerApp":
+        client = connect_redis(settings.redis_url)
+        if encoder is None:
+            try:
+                encoder = load_encoder(settings.clip_model, settings.clip_pretrained, settings.clip_device,
+                                       settings.clip_seed, settings.clip_cache_dir)
+            except WeightsUnavailable as exc:
+                raise StartupError(str(exc)) from None
+            encoder.warm_up(settings.worker_batch_size if encoder.device.type == "cuda" else 1)
+        fields = tuple(f for f in settings.qdrant_indexed_fields.split(",") if f)
+        try:
+            store = VectorStore.open(settings.qdrant_url, settings.qdrant_path, settings.qdrant_collection,
+                                     encoder.dim, settings.qdrant_api_key, fields)
+        except StoreLocked as exc:
+            raise StartupError(str(exc)) from None
+        metrics = WorkerMetrics(registry or CollectorRegistry())
+        metrics.info.labels(settings.worker_id, str(encoder.device), encoder.name).set(1)
+        if settings.worker_metrics_port and registry is None:
+            start_http_server(settings.worker_metrics_port, registry=metrics.registry)
+            log.info("metrics on :%d/metrics", settings.worker_metrics_port)
+        return cls(settings, client, encoder, store, metrics, stop or threading.Event())
+
+    def run(self, burst: bool = False, max_jobs: int | None = None) -> Totals:
+        s = self.settings
+        consumer = JobConsumer(self.redis, s, s.worker_id)
+        heartbeat = Heartbeat(consumer, s.worker_heartbeat_ttl,
+                              {"worker_id": s.worker_id, "host": socket.gethostname(),
+                               "device": str(self.encoder.device), "model": self.encoder.name})
+        heartbeat.beat_now()
+        heartbeat.start()
+        queries = QueryServer(self.redis, consumer.keys, self.encoder, self.store, self.metrics,
+                              s.max_image_pixels, self.stop, poll_s=min(1.0, s.worker_poll_interval))
+        queries.start()
+        log.info("worker %s ready: batch<=%d, window %.0fms, %s", s.worker_id, s.worker_batch_size,
+                 s.worker_max_wait_ms, "burst" if burst else "serving")
+        worker = Worker(s, consumer, self.encoder, self.store, self.metrics, burst=burst,
+                        max_jobs=max_jobs, stop=self.stop)
+        try:
+            return worker.run()
+        finally:
+            self.stop.set()
+            queries.join(timeout=5)
+            heartbeat.stop()
+            self.store.close()

@@ -1,0 +1,33 @@
+"""Worker metrics, in base units. A registry is passed in, so tests use a fresh one."""
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+BATCH_BUCKETS = tuple(float(2 ** i) for i in range(0, 11))  # 1 .. 1024
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+STAGES = ("claim", "decode", "infer", "upsert", "ack")
+
+
+class WorkerMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.batch_size = Histogram("clipq_batch_size", "Images per forward pass.",
+                                    buckets=BATCH_BUCKETS, registry=registry)
+        self.stage = Histogram("clipq_stage_duration_seconds", "Time per batch in each stage.",
+                               ["stage"], buckets=LATENCY_BUCKETS, registry=registry)
+        self.job_latency = Histogram("clipq_job_latency_seconds", "Enqueue to completed.",
+                                     buckets=LATENCY_BUCKETS, registry=registry)
+        self.queue_wait = Histogram("clipq_queue_wait_seconds", "Enqueue to claimed.",
+                                    buckets=LATENCY_BUCKETS, registry=registry)
+        self.jobs = Counter("clipq_jobs_total", "Jobs finished by this worker, by outcome.",
+                            ["outcome"], registry=registry)
+        self.oom_splits = Counter("clipq_oom_splits_total", "Batches split after a device OOM.",
+                                  registry=registry)
+        self.queries = Counter("clipq_queries_total", "Query-lane requests answered, by kind.",
+                               ["kind"], registry=registry)
+        self.info = Gauge("clipq_worker_info", "Constant 1, labelled with what this worker runs.",
+                          ["worker_id", "device", "model"], registry=registry)
+        for outcome in ("completed", "failed", "retried"):
+            self.jobs.labels(outcome)
+        for stage in STAGES:
+            self.stage.labels(stage)

@@ -1,0 +1,137 @@
+"""The query lane: searches and product reads/deletes, answered ahead of bulk indexing.
+
+The API stays free of torch and, in embedded mode, cannot open Qdrant, so it puts each
+query on ``{clipq}:requests`` with a reply key and waits on that key. A thread of every
+worker blocks on that list, takes what is waiting, embeds all texts in one pass and all
+images in one pass, searches Qdrant in one batched call, and pushes each answer to its
+reply key with a short TTL. It runs beside the indexing loop, so a query waits for no batch.
+
+Request: ``{"id", "kind": "text"|"image"|"get"|"delete", "text", "image_b64", "limit",
+"filter", "product_id"}``. Reply: ``{"ok": true, ...}`` or ``{"ok": false, "status",
+"code", "message"}``.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+import time
+
+import numpy as np
+import redis
+
+from batcher.decode import DecodeError, decode
+from batcher.metrics import WorkerMetrics
+from batcher.queue.keys import Keys
+from batcher.store import Hit, VectorStore
+from models.clip import ClipEncoder
+
+log = logging.getLogger("clipq.queries")
+REPLY_TTL_MS = 60_000
+
+
+def _result(hit: Hit) -> dict:
+    p = hit.payload
+    return {"product_id": p.get("product_id"), "score": round(float(hit.score), 6), "name": p.get("name"),
+            "description": p.get("description"), "metadata": p.get("metadata") or {}}
+
+
+def _error(status: int, code: str, message: str) -> dict:
+    return {"ok": False, "status": status, "code": code, "message": message}
+
+
+class QueryServer(threading.Thread):
+    def __init__(self, client: redis.Redis, keys: Keys, encoder: ClipEncoder, store: VectorStore,
+                 metrics: WorkerMetrics, max_image_pixels: int, stop: threading.Event,
+                 max_batch: int = 64, poll_s: float = 1.0) -> None:
+        super().__init__(name="queries", daemon=True)
+        self.redis, self.keys, self.encoder, self.store = client, keys, encoder, store
+        self.metrics, self.max_image_pixels, self.stop_event = metrics, max_image_pixels, stop
+        self.max_batch, self.poll_s = max_batch, poll_s
+
+    def run(self) -> None:
+        backoff = 0.5
+        while not self.stop_event.is_set():
+            try:
+                first = self.redis.blpop([self.keys.requests], timeout=self.poll_s)
+                if first is None:
+                    continue
+                raw = [first[1], *(self.redis.lpop(self.keys.requests, self.max_batch - 1) or [])]
+                self.answer_all(raw)
+                backoff = 0.5
+            except redis.RedisError as exc:
+                log.warning("query lane: redis unavailable (%s)", exc)
+                self.stop_event.wait(backoff)
+                backoff = min(backoff * 2, 10)
+
+    def answer_all(self, raw: list[bytes]) -> None:
+        requests = []
+        for item in raw:
+            try:
+                requests.append(json.loads(item))
+            except ValueError:
+                log.warning("query lane: dropped a request that is not JSON")
+        replies = self.answer(requests)
+        pipe = self.redis.pipeline(transaction=False)
+        for request_id, reply in replies.items():
+            key = self.keys.reply(request_id)
+            pipe.lpush(key, json.dumps(reply))
+            pipe.pexpire(key, REPLY_TTL_MS)
+        pipe.execute()
+
+    def answer(self, requests: list[dict]) -> dict[str, dict]:
+        replies: dict[str, dict] = {}
+        searches = []
+        for r in requests:
+            try:
+                if r["kind"] in ("text", "image"):
+                    searches.append(r)
+                else:
+                    replies[r["id"]] = self._product(r)
+            except Exception as exc:  # never let one request kill the lane
+                log.exception("query lane: request failed")
+                replies[r.get("id", "?")] = _error(500, "internal_error", f"{exc.__class__.__name__}")
+        if searches:
+            replies |= self._search(searches)
+        for r in requests:
+            self.metrics.queries.labels(r.get("kind", "unknown")).inc()
+        return replies
+
+    def _search(self, requests: list[dict]) -> dict[str, dict]:
+        t0 = time.perf_counter()
+        replies, vectors, asked = {}, [], []
+        texts = [r for r in requests if r["kind"] == "text"]
+        if texts:
+            vectors.append(self.encoder.embed_texts([r["text"] for r in texts]))
+            asked += texts
+        images, pixels = [], []
+        for r in (r for r in requests if r["kind"] == "image"):
+            try:
+                pixels.append(decode(base64.b64decode(r["image_b64"]), self.encoder.preprocessing,
+                                     self.max_image_pixels))
+                images.append(r)
+            except DecodeError as exc:
+                replies[r["id"]] = _error(422, "invalid_image", str(exc))
+        if images:
+            vectors.append(self.encoder.embed_images(np.stack(pixels)))
+            asked += images
+        if not asked:
+            return replies
+        hits = self.store.search(np.concatenate(vectors), [int(r.get("limit", 10)) for r in asked],
+                                 [r.get("filter") or {} for r in asked])
+        took_ms = round((time.perf_counter() - t0) * 1000, 2)
+        for r, found in zip(asked, hits):
+            replies[r["id"]] = {"ok": True, "results": [_result(h) for h in found], "took_ms": took_ms}
+        return replies
+
+    def _product(self, r: dict) -> dict:
+        product_id = r["product_id"]
+        if r["kind"] == "get":
+            payload = self.store.get(product_id)
+            return {"ok": True, "product": payload} if payload else \
+                _error(404, "product_not_found", f"no product {product_id!r} in the index")
+        if r["kind"] == "delete":
+            return {"ok": True, "deleted": product_id} if self.store.delete(product_id) else \
+                _error(404, "product_not_found", f"no product {product_id!r} in the index")
+        return _error(400, "bad_request", f"unknown query kind {r['kind']!r}")

@@ -1,0 +1,1 @@
+"""The Redis queue protocol: key names, job records, Lua scripts. No torch here."""

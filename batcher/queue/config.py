@@ -1,0 +1,61 @@
+"""Typed settings read from the environment.
+
+Each process builds one settings object at start-up (never at import). Field names are the
+environment variable names in lower case; unknown keyword arguments are rejected, and
+environment variables that look like ours but are unknown are reported, so a typo in a
+deployment manifest does not go unnoticed.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+log = logging.getLogger(__name__)
+
+DAY = 24 * 3600
+
+
+class EnvSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Environment prefixes owned by this settings class: unknown variables with them are reported.
+    owned_prefixes: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any):
+        environ = os.environ if environ is None else environ
+        values = {name: environ[name.upper()] for name in cls.model_fields if name.upper() in environ}
+        values = {k: (None if v == "" else v) for k, v in values.items()}
+        known = {name.upper() for name in cls.model_fields}
+        for key in environ:
+            if key.startswith(cls.owned_prefixes) and key not in known:
+                log.warning("unknown setting %s is ignored (known: %s)", key, ", ".join(sorted(known)))
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    @classmethod
+    def documentation(cls) -> dict[str, str]:
+        """Environment variable -> description, for the README table and manifest checks."""
+        return {name.upper(): f.description or "" for name, f in cls.model_fields.items()}
+
+
+class QueueSettings(EnvSettings):
+    """Settings shared by the API and the worker."""
+
+    redis_url: str = Field("redis://localhost:6379/0", description="Redis server URL.")
+    queue_namespace: str = Field(
+        "clipq", pattern=r"^[A-Za-z0-9_.-]+$",
+        description="Hash tag of every Redis key: `{clipq}:queue`, `{clipq}:job:<id>`, ...",
+    )
+    max_attempts: int = Field(3, ge=1, le=100, description="Attempts before a job with transient failures fails.")
+    job_ttl: int = Field(7 * DAY, ge=60, description="Seconds a completed job record is kept.")
+    failed_job_ttl: int = Field(30 * DAY, ge=60, description="Seconds a failed job record is kept.")
+    failed_image_ttl: int = Field(
+        DAY, ge=0, description="Seconds a failed job's image is kept so that a manual retry can re-run it."
+    )
+    max_image_pixels: int = Field(40_000_000, ge=1, description="Largest image (width x height) accepted and decoded.")
+    log_level: str = Field("INFO", description="Python log level.")

@@ -1,0 +1,89 @@
+"""The job record: how a job is stored in its Redis hash and shown to clients."""
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+QUEUED, PROCESSING, COMPLETED, FAILED = "queued", "processing", "completed", "failed"
+STATUSES = (QUEUED, PROCESSING, COMPLETED, FAILED)
+
+
+def new_job_id() -> str:
+    """``job-`` + 128 random bits as 32 hex characters: unguessable, so a job id is a capability."""
+    return "job-" + secrets.token_hex(16)
+
+
+def iso_from_ms(ms: int | str | None) -> str | None:
+    if ms in (None, ""):
+        return None
+    return datetime.fromtimestamp(int(ms) / 1000, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What the API stores for a new job (the image bytes are stored beside it)."""
+
+    product_id: str
+    name: str
+    description: str
+    metadata: dict[str, Any]
+    image_sha256: str
+    content_type: str
+
+    def to_fields(self) -> dict[str, str]:
+        return {
+            "product_id": self.product_id,
+            "name": self.name,
+            "description": self.description,
+            "metadata": json.dumps(self.metadata, separators=(",", ":")),
+            "image_sha256": self.image_sha256,
+            "content_type": self.content_type,
+        }
+
+
+@dataclass
+class Job:
+    """A job as read back from Redis by a worker, with its image bytes."""
+
+    job_id: str
+    product_id: str
+    name: str
+    description: str
+    metadata: dict[str, Any]
+    image_sha256: str
+    created_at_ms: int
+    retry_count: int
+    status: str = PROCESSING
+    image: bytes | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_hash(cls, h: dict[bytes, bytes], image: bytes | None) -> "Job":
+        s = {k.decode(): v.decode() for k, v in h.items()}
+        return cls(
+            job_id=s["job_id"],
+            product_id=s["product_id"],
+            name=s.get("name", ""),
+            description=s.get("description", ""),
+            metadata=json.loads(s.get("metadata") or "{}"),
+            image_sha256=s.get("image_sha256", ""),
+            created_at_ms=int(s.get("created_at", 0)),
+            retry_count=int(s.get("retry_count", 0)),
+            status=s.get("status", ""),
+            image=image,
+        )
+
+
+def public_status(h: dict[str, str]) -> dict[str, Any]:
+    """The status document served by ``GET /api/v1/queue/status/{job_id}``."""
+    return {
+        "job_id": h["job_id"],
+        "status": h["status"],
+        "product_id": h.get("product_id"),
+        "created_at": iso_from_ms(h.get("created_at")),
+        "updated_at": iso_from_ms(h.get("updated_at")),
+        "retry_count": int(h.get("retry_count", 0)),
+        "error_message": h.get("error_message") or None,
+    }

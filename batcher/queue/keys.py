@@ -1,0 +1,66 @@
+"""Every Redis key clipq uses, in one place.
+
+All keys share one hash tag (``{clipq}`` by default) so that every multi-key Lua script
+also runs on Redis Cluster: the whole queue lives in one slot.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_NAMESPACE = "clipq"
+
+
+@dataclass(frozen=True)
+class Keys:
+    namespace: str = DEFAULT_NAMESPACE
+
+    @property
+    def tag(self) -> str:
+        return "{" + self.namespace + "}"
+
+    # -- the job queue ---------------------------------------------------------------
+    @property
+    def queue(self) -> str:
+        """The pending list: the API LPUSHes job ids, workers move them from the right."""
+        return f"{self.tag}:queue"
+
+    @property
+    def delayed(self) -> str:
+        """Sorted set of job ids waiting for a retry, scored by due time in ms (Redis time)."""
+        return f"{self.tag}:delayed"
+
+    @property
+    def failed(self) -> str:
+        """Sorted set of finally failed job ids, scored by failure time in ms."""
+        return f"{self.tag}:failed"
+
+    @property
+    def stats(self) -> str:
+        """Hash of counters by status plus ``total``; changed only inside Lua scripts."""
+        return f"{self.tag}:stats"
+
+    @property
+    def workers(self) -> str:
+        """Set of worker ids that may own a processing list (the reaper's work list)."""
+        return f"{self.tag}:workers"
+
+    def job(self, job_id: str) -> str:
+        return f"{self.tag}:job:{job_id}"
+
+    def image(self, job_id: str) -> str:
+        return f"{self.tag}:image:{job_id}"
+
+    def processing(self, worker_id: str) -> str:
+        return f"{self.tag}:processing:{worker_id}"
+
+    def heartbeat(self, worker_id: str) -> str:
+        return f"{self.tag}:heartbeat:{worker_id}"
+
+    # -- the query lane (search, product get/delete) --------------------------------
+    @property
+    def requests(self) -> str:
+        """List of query requests (JSON) that workers answer ahead of bulk indexing."""
+        return f"{self.tag}:requests"
+
+    def reply(self, request_id: str) -> str:
+        return f"{self.tag}:reply:{request_id}"

@@ -1,0 +1,29 @@
+-- Move up to ARGV[2] more job ids from the queue into this worker's processing list and mark
+-- every claimed job (those moved here plus the ids in ARGV[3..], already moved by BLMOVE)
+-- as processing. Ids whose record is gone or already finished leave the processing list.
+-- KEYS: queue, processing, stats
+-- ARGV: job_key_prefix, n_more, already_claimed_id...
+-- Returns {now_ms, id...}: the ids moved by this call (a worker drops ids without a record).
+local t = redis.call('TIME')
+local now = tostring(tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+local ids, out = {}, {now}
+for i = 3, #ARGV do ids[#ids + 1] = ARGV[i] end
+for _ = 1, tonumber(ARGV[2]) do
+  local id = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
+  if not id then break end
+  ids[#ids + 1] = id
+  out[#out + 1] = id
+end
+for _, id in ipairs(ids) do
+  local job = ARGV[1] .. id
+  local status = redis.call('HGET', job, 'status')
+  if status == 'queued' then
+    redis.call('HINCRBY', KEYS[3], 'queued', -1)
+    redis.call('HINCRBY', KEYS[3], 'processing', 1)
+    redis.call('HSET', job, 'status', 'processing', 'updated_at', now, 'claimed_at', now)
+  elseif status ~= 'processing' then
+    -- gone, or already finished (a stale duplicate id): nothing to do
+    redis.call('LREM', KEYS[2], 1, id)
+  end
+end
+return out

@@ -1,0 +1,22 @@
+-- Store a job record and its image, push its id on the queue: all or nothing.
+-- KEYS: queue, stats, job, image
+-- ARGV: max_depth, job_id, image_bytes, field1, value1, ...
+-- Returns {1, now_ms} when queued, {0, depth} when the queue is full.
+local depth = redis.call('LLEN', KEYS[1])
+if depth >= tonumber(ARGV[1]) then
+  return {0, depth}
+end
+local t = redis.call('TIME')
+local now = tostring(tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+local fields = {'job_id', ARGV[2], 'status', 'queued', 'retry_count', '0', 'error_message', '',
+                'created_at', now, 'updated_at', now}
+for i = 4, #ARGV, 2 do
+  fields[#fields + 1] = ARGV[i]
+  fields[#fields + 1] = ARGV[i + 1]
+end
+redis.call('HSET', KEYS[3], unpack(fields))
+redis.call('SET', KEYS[4], ARGV[3])
+redis.call('LPUSH', KEYS[1], ARGV[2])
+redis.call('HINCRBY', KEYS[2], 'queued', 1)
+redis.call('HINCRBY', KEYS[2], 'total', 1)
+return {1, now}

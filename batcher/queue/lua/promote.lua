@@ -1,0 +1,12 @@
+-- Move delayed retries whose due time (Redis time) has come to the consuming end of the queue.
+-- KEYS: delayed, queue
+-- ARGV: limit
+-- Returns the number of jobs moved.
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now_ms, 'LIMIT', 0, tonumber(ARGV[1]))
+for _, id in ipairs(due) do
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('RPUSH', KEYS[2], id)
+end
+return #due

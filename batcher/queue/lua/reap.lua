@@ -1,0 +1,47 @@
+-- Hand a worker's processing list back to the queue.
+-- mode 'reap': only when the worker's heartbeat has expired; each job counts a delivery
+--   attempt, and a job that has used all its attempts fails (a poison pill that kills
+--   workers must not kill them forever).
+-- mode 'release': a worker returning its own claimed-but-unstarted jobs at shutdown.
+-- KEYS: processing, queue, stats, failed, workers, heartbeat
+-- ARGV: job_key_prefix, image_key_prefix, mode, worker_id, max_attempts, failed_ttl_s,
+--       failed_image_ttl_s
+-- Returns the number of jobs requeued, or -1 when the worker is alive (reap mode).
+local mode = ARGV[3]
+if mode == 'reap' and redis.call('EXISTS', KEYS[6]) == 1 then
+  return -1
+end
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = tostring(now_ms)
+local requeued = 0
+while true do
+  local id = redis.call('LPOP', KEYS[1])
+  if not id then break end
+  local job, image = ARGV[1] .. id, ARGV[2] .. id
+  local status = redis.call('HGET', job, 'status')
+  if status == 'processing' then
+    redis.call('HINCRBY', KEYS[3], 'processing', -1)
+    local attempts = 0
+    if mode == 'reap' then attempts = redis.call('HINCRBY', job, 'retry_count', 1) end
+    if mode == 'reap' and attempts >= tonumber(ARGV[5]) then
+      redis.call('HSET', job, 'status', 'failed', 'updated_at', now, 'error_message',
+                 'worker died while processing this job (' .. attempts .. ' attempts)')
+      redis.call('ZADD', KEYS[4], now_ms, id)
+      redis.call('EXPIRE', job, tonumber(ARGV[6]))
+      redis.call('EXPIRE', image, tonumber(ARGV[7]))
+      redis.call('HINCRBY', KEYS[3], 'failed', 1)
+    else
+      redis.call('HSET', job, 'status', 'queued', 'updated_at', now)
+      redis.call('RPUSH', KEYS[2], id)
+      redis.call('HINCRBY', KEYS[3], 'queued', 1)
+      requeued = requeued + 1
+    end
+  elseif status == 'queued' then
+    -- moved by BLMOVE but not yet marked: put it back as it was
+    redis.call('RPUSH', KEYS[2], id)
+    requeued = requeued + 1
+  end
+end
+redis.call('SREM', KEYS[5], ARGV[4])
+return requeued

@@ -1,0 +1,19 @@
+-- Manual retry of a failed job: reset its attempts and queue it exactly once.
+-- KEYS: job, image, queue, stats, failed
+-- ARGV: job_id
+-- Returns {1, ''} queued, {0, ''} unknown job, {-1, status} not failed, {-2, ''} image gone.
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return {0, ''} end
+if status ~= 'failed' then return {-1, status} end
+if redis.call('EXISTS', KEYS[2]) == 0 then return {-2, ''} end
+local t = redis.call('TIME')
+local now = tostring(tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+redis.call('HSET', KEYS[1], 'status', 'queued', 'retry_count', '0', 'error_message', '',
+           'updated_at', now)
+redis.call('PERSIST', KEYS[1])
+redis.call('PERSIST', KEYS[2])
+redis.call('ZREM', KEYS[5], ARGV[1])
+redis.call('LPUSH', KEYS[3], ARGV[1])
+redis.call('HINCRBY', KEYS[4], 'failed', -1)
+redis.call('HINCRBY', KEYS[4], 'queued', 1)
+return {1, ''}

@@ -1,0 +1,57 @@
+"""Worker settings: environment variables, overridden by command-line flags."""
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+
+from pydantic import Field
+
+from batcher.queue.config import QueueSettings
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class WorkerSettings(QueueSettings):
+    owned_prefixes = ("WORKER_", "CLIP_", "QDRANT_", "RETRY_")
+
+    worker_id: str = Field(default_factory=default_worker_id, pattern=r"^[A-Za-z0-9_.:-]{1,128}$",
+                           description="Unique name of this worker (default: host-pid-random).")
+    worker_batch_size: int = Field(32, ge=1, le=4096, description="Largest micro-batch (jobs per forward pass).")
+    worker_max_wait_ms: float = Field(
+        50, ge=0, le=60_000, description="How long a batch may wait for more jobs after its first one.")
+    worker_poll_interval: float = Field(
+        1.0, gt=0, le=60, description="Seconds an idle worker blocks on the queue between housekeeping rounds.")
+    worker_decode_threads: int = Field(
+        default_factory=lambda: min(8, os.cpu_count() or 1), ge=1, le=64,
+        description="Threads decoding images (default: CPU count, at most 8).")
+    worker_heartbeat_ttl: float = Field(
+        30, gt=0, description="Seconds a heartbeat lives; a worker silent that long is presumed dead.")
+    worker_reaper_interval: float | None = Field(
+        None, gt=0, description="Seconds between reaper rounds (default: half the heartbeat TTL).")
+    worker_shutdown_grace: float = Field(
+        30, gt=0, description="Seconds a worker may take to finish its batch after SIGTERM.")
+    worker_metrics_port: int = Field(9100, ge=0, le=65535, description="Port of the worker's /metrics (0: off).")
+    worker_oom_cooldown: float = Field(
+        300, ge=0, description="Seconds the batch ceiling stays lowered after a device out-of-memory.")
+    retry_backoff_base_ms: int = Field(1000, ge=0, description="First retry delay; doubles each attempt.")
+    retry_backoff_max_ms: int = Field(60_000, ge=0, description="Longest retry delay.")
+    clip_model: str = Field("ViT-B-32", description="open_clip model name (`clipq-tiny` for tests).")
+    clip_pretrained: str = Field(
+        "laion2b_s34b_b79k",
+        description="open_clip weight tag, a local checkpoint path, or `none` for seeded random weights.")
+    clip_seed: int = Field(0, description="Seed of the random weights when CLIP_PRETRAINED=none.")
+    clip_device: str = Field("auto", description="`auto` (CUDA fp16 if present, else CPU fp32), `cpu`, `cuda:0`.")
+    clip_cache_dir: str | None = Field(None, description="Where downloaded weights are cached.")
+    qdrant_url: str | None = Field(None, description="Qdrant server URL; unset: embedded mode in QDRANT_PATH.")
+    qdrant_path: str = Field("./data/qdrant", description="Embedded Qdrant folder (`:memory:` for none).")
+    qdrant_collection: str = Field("products", description="Qdrant collection name.")
+    qdrant_api_key: str | None = Field(None, description="Qdrant server API key.")
+    qdrant_indexed_fields: str = Field(
+        "", description="Comma-separated metadata keys to index for filters (server mode).")
+
+    @property
+    def reaper_interval(self) -> float:
+        return self.worker_reaper_interval or self.worker_heartbeat_ttl / 2

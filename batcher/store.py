@@ -1,0 +1,130 @@
+"""Store stage: vectors and payloads in Qdrant, one batched call per batch.
+
+A point's id is the UUIDv5 of its ``product_id``: re-indexing a product, or replaying a
+batch after a crash, overwrites the same point. Embedded local mode (``QDRANT_PATH``) lets
+one process open a folder, so the worker owns it; several workers need a Qdrant server.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from qdrant_client import QdrantClient, models
+
+log = logging.getLogger(__name__)
+
+POINT_NAMESPACE = uuid.UUID("6f1c3a52-2b0e-5c39-9f39-3c1f4a6c9e10")
+MEMORY = ":memory:"
+
+
+class StoreLocked(RuntimeError):
+    """Another process holds the embedded Qdrant folder."""
+
+
+def point_id(product_id: str) -> str:
+    return str(uuid.uuid5(POINT_NAMESPACE, product_id))
+
+
+@dataclass(frozen=True)
+class Hit:
+    score: float
+    payload: dict[str, Any]
+
+
+def _open_client(url: str | None, path: str, api_key: str | None) -> QdrantClient:
+    if url:
+        return QdrantClient(url=url, api_key=api_key, timeout=10)
+    if path == MEMORY:
+        return QdrantClient(location=MEMORY)
+    try:
+        return QdrantClient(path=path)
+    except RuntimeError as exc:
+        if "already accessed" not in str(exc):
+            raise
+        raise StoreLocked(
+            f"the embedded Qdrant folder {path} is already opened by another worker. Embedded mode "
+            "allows one worker per folder: to run several workers, start a Qdrant server and set "
+            "QDRANT_URL for all of them."
+        ) from None
+
+
+def _conditions(filters: dict[str, Any]) -> models.Filter | None:
+    """Exact matches on ``product_id`` and ``metadata`` keys, evaluated by Qdrant itself."""
+    must = []
+    for key, value in filters.items():
+        field = key if key == "product_id" else f"metadata.{key}"
+        must.append(models.FieldCondition(key=field, match=models.MatchValue(value=value)))
+    return models.Filter(must=must) if must else None
+
+
+class VectorStore:
+    """One collection. Calls are serialised: the embedded client is not thread-safe."""
+
+    def __init__(self, client: QdrantClient, collection: str, dim: int, server: bool) -> None:
+        self.client = client
+        self.collection = collection
+        self.dim = dim
+        self.server = server
+        self._lock = threading.Lock()
+
+    @classmethod
+    def open(cls, url: str | None, path: str, collection: str, dim: int,
+             api_key: str | None = None, indexed_fields: tuple[str, ...] = ()) -> "VectorStore":
+        store = cls(_open_client(url, path, api_key), collection, dim, server=bool(url))
+        store.ensure_collection(indexed_fields)
+        return store
+
+    def ensure_collection(self, indexed_fields: tuple[str, ...] = ()) -> None:
+        if not self.client.collection_exists(self.collection):
+            self.client.create_collection(
+                self.collection,
+                vectors_config=models.VectorParams(size=self.dim, distance=models.Distance.COSINE),
+            )
+            log.info("created collection %s (%d-d, cosine)", self.collection, self.dim)
+        else:
+            size = self.client.get_collection(self.collection).config.params.vectors.size
+            if size != self.dim:
+                raise RuntimeError(f"collection {self.collection} holds {size}-d vectors but the model "
+                                   f"makes {self.dim}-d ones: use another QDRANT_COLLECTION")
+        if self.server:  # payload indexes exist only on a server; local mode scans
+            for field in ("product_id", *indexed_fields):
+                self.client.create_payload_index(self.collection, field, models.PayloadSchemaType.KEYWORD)
+
+    def upsert(self, product_ids: list[str], vectors: np.ndarray, payloads: list[dict]) -> None:
+        points = models.Batch(ids=[point_id(p) for p in product_ids],
+                              vectors=vectors.astype(np.float32).tolist(), payloads=payloads)
+        with self._lock:
+            self.client.upsert(self.collection, points=points, wait=True)
+
+    def search(self, vectors: np.ndarray, limits: list[int],
+               filters: list[dict[str, Any]]) -> list[list[Hit]]:
+        """One batched query for many vectors, each with its own limit and filter."""
+        requests = [models.QueryRequest(query=v.tolist(), limit=n, filter=_conditions(f), with_payload=True)
+                    for v, n, f in zip(vectors.astype(np.float32), limits, filters)]
+        with self._lock:
+            responses = self.client.query_batch_points(self.collection, requests=requests)
+        return [[Hit(p.score, p.payload or {}) for p in r.points] for r in responses]
+
+    def get(self, product_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            found = self.client.retrieve(self.collection, [point_id(product_id)], with_payload=True)
+        return found[0].payload if found else None
+
+    def delete(self, product_id: str) -> bool:
+        with self._lock:
+            found = self.client.retrieve(self.collection, [point_id(product_id)], with_payload=False)
+            if found:
+                self.client.delete(self.collection, models.PointIdsList(points=[point_id(product_id)]),
+                                   wait=True)
+        return bool(found)
+
+    def count(self) -> int:
+        with self._lock:
+            return self.client.count(self.collection, exact=True).count
+
+    def close(self) -> None:
+        self.client.close()

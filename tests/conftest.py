@@ -1,0 +1,162 @@
+"""Fixtures: a real Redis server, a tiny real open_clip model, the API and workers.
+
+Each test gets its own key namespace (hash tag), so tests never see each other's keys and
+nothing needs flushing. REDIS_URL, when set, picks an existing server instead.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import sys
+import threading
+import uuid
+from pathlib import Path
+
+import pytest
+import redis
+from prometheus_client import CollectorRegistry
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = ROOT.parent / "shared" / "corpus"
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from local_redis import LocalRedis  # noqa: E402
+
+
+def corpus_rows() -> list[dict]:
+    with open(CORPUS / "manifest.tsv") as f:
+        return list(csv.DictReader(f, delimiter="\t"))
+
+
+def corpus_files(expect: str) -> list[Path]:
+    return [CORPUS / r["file"] for r in corpus_rows() if r["expect"] == expect]
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory):
+    if os.environ.get("REDIS_URL"):
+        yield os.environ["REDIS_URL"]
+        return
+    server = LocalRedis(tmp_path_factory.mktemp("redis"), aof=False).start()
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture
+def namespace() -> str:
+    return "t" + uuid.uuid4().hex[:12]
+
+
+@pytest.fixture
+def r(redis_url) -> redis.Redis:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def encoder():
+    from models.clip import load_encoder
+
+    return load_encoder("clipq-tiny", "none", "cpu", seed=0)
+
+
+@pytest.fixture
+def settings_kw(redis_url, namespace, tmp_path) -> dict:
+    return {"redis_url": redis_url, "queue_namespace": namespace}
+
+
+@pytest.fixture
+def api_settings(settings_kw):
+    from api.settings import ApiSettings
+
+    return ApiSettings(**settings_kw)
+
+
+@pytest.fixture
+def make_client(settings_kw):
+    """Build an API TestClient with extra settings; closed at the end of the test."""
+    from fastapi.testclient import TestClient
+
+    from api.main import create_app
+    from api.settings import ApiSettings
+
+    clients = []
+
+    def make(**overrides):
+        client = TestClient(create_app(ApiSettings(**settings_kw | overrides)))
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield make
+    for c in clients:
+        c.__exit__(None, None, None)
+
+
+@pytest.fixture
+def client(make_client):
+    return make_client()
+
+
+@pytest.fixture
+def worker_settings(settings_kw, tmp_path):
+    from batcher.settings import WorkerSettings
+
+    def make(**overrides):
+        base = dict(settings_kw, clip_model="clipq-tiny", clip_pretrained="none", clip_device="cpu",
+                    qdrant_path=str(tmp_path / "qdrant"), worker_metrics_port=0, worker_batch_size=16,
+                    worker_max_wait_ms=20, worker_poll_interval=0.2, worker_decode_threads=2,
+                    retry_backoff_base_ms=50, retry_backoff_max_ms=200, worker_id="w-" + uuid.uuid4().hex[:6])
+        return WorkerSettings(**base | overrides)
+
+    return make
+
+
+@pytest.fixture
+def start_worker(worker_settings, encoder):
+    """Start a WorkerApp (real Redis, real embedded Qdrant, tiny real model)."""
+    from batcher.app import WorkerApp
+
+    def start(encoder_override=None, **overrides):
+        s = worker_settings(**overrides)
+        return WorkerApp.start(s, registry=CollectorRegistry(), encoder=encoder_override or encoder)
+
+    return start
+
+
+@pytest.fixture
+def run_burst(start_worker):
+    """Run a worker in burst mode until the queue is drained; returns (app, totals)."""
+
+    def run(**overrides):
+        app = start_worker(**overrides)
+        totals = app.run(burst=True)
+        return app, totals
+
+    return run
+
+
+@pytest.fixture
+def serve_worker(start_worker):
+    """Run a serving worker in a thread for the test's duration."""
+    started = []
+
+    def serve(**overrides):
+        app = start_worker(**overrides)
+        t = threading.Thread(target=app.run, daemon=True)
+        t.start()
+        started.append((app, t))
+        return app
+
+    yield serve
+    for app, t in started:
+        app.stop.set()
+        t.join(30)
+
+
+def upload(client, path: Path | None, product_id: str, data: bytes | None = None, **fields):
+    data = path.read_bytes() if data is None else data
+    files = {"image_file": (path.name if path else "x.jpg", data, "application/octet-stream")}
+    form = {"product_id": product_id, "name": fields.pop("name", f"Product {product_id}"), **fields}
+    return client.post("/api/v1/index-product-with-image", data=form, files=files)
