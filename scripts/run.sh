@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Run clipq on one machine: a local Redis (unless REDIS_URL is set), the API on :8000 and one
+# worker with embedded Qdrant in ./data/qdrant. Indexes the sample photos, shows their
+# statuses and the stats, then keeps serving until Ctrl-C.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/_venv.sh
+ensure_venv "api,worker,tools"
+PY=.venv/bin/python
+API_PORT="${API_PORT:-8000}"
+mkdir -p data
+pids=()
+cleanup() {
+  echo; echo "==> stopping"
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT INT TERM
+
+if [ -z "${REDIS_URL:-}" ]; then
+  REDIS_PORT="${REDIS_PORT:-6379}"
+  echo "==> starting a local Redis on :$REDIS_PORT (AOF in data/redis)"
+  $PY scripts/local_redis.py --dir data/redis --port "$REDIS_PORT" > data/redis.log 2>&1 &
+  pids+=($!)
+  export REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
+  for _ in $(seq 50); do $PY -c "import redis,os; redis.Redis.from_url(os.environ['REDIS_URL']).ping()" 2>/dev/null && break; sleep 0.2; done
+fi
+
+export CLIP_MODEL="${CLIP_MODEL:-ViT-B-32}" CLIP_PRETRAINED="${CLIP_PRETRAINED:-laion2b_s34b_b79k}"
+if ! $PY scripts/weights_available.py; then
+  echo "==> the CLIP weights '$CLIP_PRETRAINED' cannot be fetched from here and are not cached."
+  echo "    Carrying on with CLIP_PRETRAINED=none: seeded random weights. Indexing and search work,"
+  echo "    but similarity means nothing. See README, 'Model weights', to use real weights."
+  export CLIP_PRETRAINED=none
+fi
+
+echo "==> starting the API on :$API_PORT"
+$PY -m uvicorn api.main:app --host 0.0.0.0 --port "$API_PORT" --log-level warning &
+pids+=($!)
+echo "==> starting a worker ($CLIP_MODEL, $CLIP_PRETRAINED)"
+$PY -m batcher &
+pids+=($!)
+
+$PY scripts/demo.py --api "http://127.0.0.1:$API_PORT"
+echo "==> serving: API http://127.0.0.1:$API_PORT (docs at /docs), worker metrics :${WORKER_METRICS_PORT:-9100}/metrics. Ctrl-C stops."
+wait
