@@ -160,3 +160,40 @@ def upload(client, path: Path | None, product_id: str, data: bytes | None = None
     files = {"image_file": (path.name if path else "x.jpg", data, "application/octet-stream")}
     form = {"product_id": product_id, "name": fields.pop("name", f"Product {product_id}"), **fields}
     return client.post("/api/v1/index-product-with-image", data=form, files=files)
+
+
+class CountingEncoder:
+    """The real encoder, counting forward passes and their sizes; optionally failing big batches."""
+
+    def __init__(self, inner, oom_above: int | None = None) -> None:
+        self.inner = inner
+        self.image_batches: list[int] = []
+        self.oom_above = oom_above
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def embed_images(self, images):
+        from models.clip import OutOfMemory
+
+        if self.oom_above is not None and len(images) > self.oom_above:
+            raise OutOfMemory(f"injected OOM for a batch of {len(images)}")
+        self.image_batches.append(len(images))
+        return self.inner.embed_images(images)
+
+
+def count_calls(obj, method: str) -> list:
+    """Wrap ``obj.method`` to record the first positional argument of every call."""
+    calls = []
+    original = getattr(obj, method)
+
+    def wrapper(*args, **kwargs):
+        calls.append(args[0] if args else None)
+        return original(*args, **kwargs)
+
+    setattr(obj, method, wrapper)
+    return calls
+
+
+def job_ids_by_status(client, job_ids) -> dict[str, str]:
+    return {j: client.get(f"/api/v1/queue/status/{j}").json()["status"] for j in job_ids}
