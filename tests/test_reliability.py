@@ -1,0 +1,221 @@
+"""Failure modes: dead workers, poison pills, store outages, OOM, concurrent retries, Redis down."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import redis
+
+from batcher.queue.consumer import JobConsumer
+from batcher.settings import WorkerSettings
+from conftest import CORPUS, ROOT, CountingEncoder, job_ids_by_status, upload
+from test_worker import jpeg
+
+
+def claim_as_dead_worker(settings: WorkerSettings, r, worker_id: str, n: int) -> list[str]:
+    """Claim n jobs into ``worker_id``'s processing list and vanish without a heartbeat."""
+    c = JobConsumer(r, settings, worker_id)
+    c.register()
+    ids = c.take_blocking(1) + c.take_now(n - 1)
+    assert len(ids) == n
+    return ids
+
+
+def test_reaper_returns_a_dead_workers_jobs_and_counts_an_attempt(client, run_burst, worker_settings, r):
+    job_ids = [upload(client, None, f"p{i}", data=jpeg(i)).json()["job_id"] for i in range(4)]
+    s = worker_settings()
+    claim_as_dead_worker(s, r, "dead-worker", 4)
+    assert set(job_ids_by_status(client, job_ids).values()) == {"processing"}
+    assert r.llen(s.queue_namespace and "{%s}:queue" % s.queue_namespace) == 0
+
+    _, totals = run_burst()  # the reaper runs at start
+    assert totals.completed == 4
+    for j in job_ids:
+        status = client.get(f"/api/v1/queue/status/{j}").json()
+        assert status["status"] == "completed" and status["retry_count"] == 1
+    assert r.llen("{%s}:processing:dead-worker" % s.queue_namespace) == 0
+    assert not r.sismember("{%s}:workers" % s.queue_namespace, "dead-worker")
+
+
+def test_reaper_leaves_a_live_worker_alone(client, worker_settings, r):
+    upload(client, None, "p", data=jpeg(1))
+    s = worker_settings()
+    claim_as_dead_worker(s, r, "alive-worker", 1)
+    alive = JobConsumer(r, s, "alive-worker")
+    alive.beat(30, "{}")
+    assert JobConsumer(r, s, "reaper").reap_dead_workers() == {}
+    assert r.llen("{%s}:processing:alive-worker" % s.queue_namespace) == 1
+    r.pexpire("{%s}:heartbeat:alive-worker" % s.queue_namespace, 1)  # its heartbeat lapses
+    time.sleep(0.05)
+    assert JobConsumer(r, s, "reaper").reap_dead_workers() == {"alive-worker": 1}
+
+
+def test_a_job_that_keeps_killing_workers_fails_after_max_attempts(client, worker_settings, r):
+    job_id = upload(client, None, "pill", data=jpeg(1)).json()["job_id"]
+    s = worker_settings(max_attempts=3)
+    reaper = JobConsumer(r, s, "reaper")
+    for attempt in range(3):
+        claim_as_dead_worker(s, r, f"victim-{attempt}", 1)
+        reaper.reap_dead_workers()
+    status = client.get(f"/api/v1/queue/status/{job_id}").json()
+    assert status["status"] == "failed" and status["retry_count"] == 3
+    assert "worker died" in status["error_message"]
+    assert r.zscore("{%s}:failed" % s.queue_namespace, job_id) is not None
+    stats = client.get("/api/v1/queue/stats").json()["jobs"]
+    assert stats["failed"] == 1 and stats["queued"] == 0 and stats["processing"] == 0
+
+
+class FlakyUpsert:
+    """Wraps the real store's upsert: the first ``failures`` calls raise like an unreachable Qdrant."""
+
+    def __init__(self, upsert, failures: int) -> None:
+        self.upsert, self.failures, self.calls = upsert, failures, 0
+
+    def __call__(self, *args):
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise ConnectionError("qdrant: connection refused")
+        return self.upsert(*args)
+
+
+def test_store_outage_retries_with_backoff_then_completes(client, start_worker):
+    job_ids = [upload(client, None, f"p{i}", data=jpeg(i)).json()["job_id"] for i in range(3)]
+    app = start_worker(max_attempts=5)
+    flaky = app.store.upsert = FlakyUpsert(app.store.upsert, failures=2)
+    totals = app.run(burst=True)
+    assert flaky.calls >= 3  # retried jobs may come back in separate batches (jitter)
+    assert totals.completed == 3 and totals.failed == 0 and totals.retried == 6
+    for j in job_ids:
+        status = client.get(f"/api/v1/queue/status/{j}").json()
+        assert status["status"] == "completed" and status["retry_count"] == 2
+
+
+def test_store_down_for_good_fails_jobs_after_max_attempts(client, start_worker, r, namespace):
+    job_id = upload(client, None, "p", data=jpeg(1)).json()["job_id"]
+    app = start_worker(max_attempts=3)
+    app.store.upsert = FlakyUpsert(app.store.upsert, failures=10**6)
+    totals = app.run(burst=True)
+    assert totals.failed == 1 and totals.retried == 2
+    status = client.get(f"/api/v1/queue/status/{job_id}").json()
+    assert status["status"] == "failed" and status["retry_count"] == 3
+    assert "vector store unavailable" in status["error_message"]
+    assert r.zscore("{%s}:failed" % namespace, job_id) is not None
+    assert r.exists("{%s}:image:%s" % (namespace, job_id))  # kept for a manual retry
+    assert 0 < r.ttl("{%s}:job:%s" % (namespace, job_id)) <= app.settings.failed_job_ttl
+
+
+def test_unreachable_qdrant_server_is_a_transient_failure(client, start_worker):
+    """A real Qdrant client pointed at a closed port."""
+    from batcher.store import VectorStore
+    from qdrant_client import QdrantClient
+
+    job_id = upload(client, None, "p", data=jpeg(1)).json()["job_id"]
+    app = start_worker(max_attempts=2)
+    dead = VectorStore(QdrantClient(url="http://127.0.0.1:9", timeout=1), "products", app.store.dim, server=True)
+    app.store.upsert = dead.upsert
+    totals = app.run(burst=True)
+    assert totals.retried == 1 and totals.failed == 1
+    assert "vector store unavailable" in client.get(f"/api/v1/queue/status/{job_id}").json()["error_message"]
+
+
+def test_oom_splits_the_batch_and_lowers_the_ceiling(client, start_worker, encoder):
+    for i in range(16):
+        upload(client, None, f"p{i}", data=jpeg(i))
+    counting = CountingEncoder(encoder, oom_above=4)
+    app = start_worker(encoder_override=counting, worker_batch_size=16, worker_max_wait_ms=1000)
+    totals = app.run(burst=True)
+    assert totals.completed == 16 and totals.failed == 0 and totals.retried == 0
+    assert sum(counting.image_batches) == 16 and max(counting.image_batches) <= 4
+    assert app.metrics.registry.get_sample_value("clipq_oom_splits_total") >= 1
+
+
+def test_oom_on_a_single_image_retries_instead_of_crashing(client, start_worker, encoder):
+    job_id = upload(client, None, "p", data=jpeg(1)).json()["job_id"]
+    app = start_worker(encoder_override=CountingEncoder(encoder, oom_above=0), max_attempts=2)
+    totals = app.run(burst=True)
+    assert totals.retried == 1 and totals.failed == 1
+    assert "out of memory" in client.get(f"/api/v1/queue/status/{job_id}").json()["error_message"]
+
+
+def test_concurrent_manual_retries_requeue_exactly_once(client, run_burst, r, namespace):
+    bad = upload(client, CORPUS / "hostile" / "truncated_jpeg.jpg", "bad").json()["job_id"]
+    run_burst()
+    with ThreadPoolExecutor(8) as pool:
+        codes = list(pool.map(lambda _: client.post(f"/api/v1/queue/retry/{bad}").status_code, range(8)))
+    assert sorted(codes) == [202] + [409] * 7
+    assert r.lrange("{%s}:queue" % namespace, 0, -1) == [bad.encode()]
+    assert client.get("/api/v1/queue/stats").json()["jobs"]["queued"] == 1
+
+
+def test_timestamps_come_from_redis_not_the_local_clock(client, r, monkeypatch):
+    monkeypatch.setattr(time, "time", lambda: 0.0)  # a worker or API host with a broken clock
+    job_id = upload(client, None, "p", data=jpeg(1)).json()["job_id"]
+    status = client.get(f"/api/v1/queue/status/{job_id}").json()
+    sec, _ = r.time()
+    from datetime import datetime
+
+    created = datetime.fromisoformat(status["created_at"].replace("Z", "+00:00")).timestamp()
+    assert abs(created - sec) < 5
+
+
+def test_queue_full_answers_429_with_retry_after(make_client):
+    client = make_client(max_queue_depth=2)
+    assert [upload(client, None, f"p{i}", data=jpeg(i)).status_code for i in range(2)] == [202, 202]
+    resp = upload(client, None, "p3", data=jpeg(3))
+    assert resp.status_code == 429
+    assert resp.headers["retry-after"].isdigit()
+    assert resp.json()["error"]["code"] == "queue_full"
+    assert client.get("/api/v1/queue/stats").json()["jobs"]["total"] == 2
+
+
+def test_completed_jobs_expire_and_their_images_are_deleted(client, run_burst, r, namespace):
+    job_id = upload(client, None, "p", data=jpeg(1)).json()["job_id"]
+    assert r.exists("{%s}:image:%s" % (namespace, job_id))
+    app, _ = run_burst(job_ttl=3600)
+    assert not r.exists("{%s}:image:%s" % (namespace, job_id))
+    assert 3500 < r.ttl("{%s}:job:%s" % (namespace, job_id)) <= 3600
+
+
+def test_redis_down_gives_503_quickly_never_500(make_client):
+    client = make_client(redis_url="redis://127.0.0.1:1/0", redis_timeout=1.0)
+    t0 = time.monotonic()
+    resp = upload(client, None, "p", data=jpeg(1))
+    assert resp.status_code == 503 and resp.json()["error"]["code"] == "redis_unavailable"
+    assert time.monotonic() - t0 < 2
+    stats = client.get("/api/v1/queue/stats")
+    assert stats.status_code == 503 and stats.json()["available"] is False
+    assert client.get("/readyz").status_code == 503
+    assert client.get("/api/v1/queue/status/job-" + "0" * 32).status_code == 503
+    assert client.get("/healthz").status_code == 200
+
+
+def test_sigterm_finishes_the_batch_returns_the_rest_and_exits_0(client, redis_url, namespace, tmp_path, r):
+    job_ids = [upload(client, None, f"p{i}", data=jpeg(i, (400, 300))).json()["job_id"] for i in range(200)]
+    env = dict(os.environ, REDIS_URL=redis_url, QUEUE_NAMESPACE=namespace, CLIP_MODEL="clipq-tiny",
+               CLIP_PRETRAINED="none", CLIP_DEVICE="cpu", QDRANT_PATH=str(tmp_path / "q"),
+               WORKER_METRICS_PORT="0", WORKER_BATCH_SIZE="4", WORKER_SHUTDOWN_GRACE="20")
+    proc = subprocess.Popen([sys.executable, "-m", "batcher", "--worker-id", "sig"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while client.get("/api/v1/queue/stats").json()["jobs"]["completed"] < 8:
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        proc.kill()
+    out = proc.stdout.read()
+    statuses = job_ids_by_status(client, job_ids)
+    assert set(statuses.values()) <= {"completed", "queued"}, out[-2000:]
+    done = sum(s == "completed" for s in statuses.values())
+    assert 8 <= done < 200
+    assert r.llen("{%s}:queue" % namespace) == 200 - done  # nothing lost, nothing stuck
+    assert r.llen("{%s}:processing:sig" % namespace) == 0
+    assert not r.exists("{%s}:heartbeat:sig" % namespace)
