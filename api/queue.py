@@ -66,6 +66,15 @@ class JobQueue:
             keys=[k.job(job_id), k.image(job_id), k.queue, k.stats, k.failed], args=[job_id])
         return int(code), status.decode() if isinstance(status, bytes) else status
 
+    async def failed(self, limit: int) -> list[dict[str, Any]]:
+        """The most recently failed jobs, newest first (their records may have expired since)."""
+        ids = await self.redis.zrevrange(self.keys.failed, 0, limit - 1)
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hgetall(self.keys.job(job_id.decode()))
+        records = await pipe.execute()
+        return [public_status({k.decode(): v.decode() for k, v in h.items()}) for h in records if h]
+
     async def live_workers(self) -> int:
         members = await self.redis.smembers(self.keys.workers)
         if not members:

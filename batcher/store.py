@@ -91,7 +91,7 @@ class VectorStore:
                 raise RuntimeError(f"collection {self.collection} holds {size}-d vectors but the model "
                                    f"makes {self.dim}-d ones: use another QDRANT_COLLECTION")
         if self.server:  # payload indexes exist only on a server; local mode scans
-            for field in ("product_id", *indexed_fields):
+            for field in ("product_id", *(f"metadata.{f}" for f in indexed_fields)):
                 self.client.create_payload_index(self.collection, field, models.PayloadSchemaType.KEYWORD)
 
     def upsert(self, product_ids: list[str], vectors: np.ndarray, payloads: list[dict]) -> None:

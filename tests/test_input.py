@@ -151,6 +151,7 @@ def test_api_keys_guard_writes_and_searches_but_not_health(make_client):
     assert client.post("/api/v1/search/image", files=files).status_code == 401
     assert client.get("/api/v1/products/p").status_code == 401
     assert client.delete("/api/v1/products/p").status_code == 401
+    assert client.get("/api/v1/queue/failed").status_code == 401
     for open_path in ("/healthz", "/readyz", "/metrics"):
         assert client.get(open_path).status_code == 200
     assert client.get(f"/api/v1/queue/status/{job_id}").status_code == 200

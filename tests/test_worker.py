@@ -77,6 +77,9 @@ def test_retry_requeues_a_failed_job_and_refuses_a_completed_one(client, run_bur
     run_burst()
     assert job_ids_by_status(client, [bad, good]) == {bad: "failed", good: "completed"}
 
+    failed = client.get("/api/v1/queue/failed").json()["jobs"]
+    assert [j["job_id"] for j in failed] == [bad] and failed[0]["error_message"].startswith("cannot decode")
+
     resp = client.post(f"/api/v1/queue/retry/{bad}")
     assert resp.status_code == 202
     assert resp.json() == {"status": "retrying", "job_id": bad, "message": "Job re-queued for processing"}
@@ -89,6 +92,7 @@ def test_retry_requeues_a_failed_job_and_refuses_a_completed_one(client, run_bur
     done = client.post(f"/api/v1/queue/retry/{good}")
     assert done.status_code == 409 and done.json()["error"]["code"] == "job_not_failed"
     assert client.post("/api/v1/queue/retry/job-" + "0" * 32).status_code == 404
+    assert client.get("/api/v1/queue/failed").json()["jobs"] == []
 
     _, totals = run_burst()
     assert totals.failed == 1  # it failed again, for the same reason

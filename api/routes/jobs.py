@@ -4,7 +4,9 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import redis
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
 from api.deps import KEY_REQUIRED, Queue
@@ -31,6 +33,12 @@ async def queue_stats(queue: Queue):
                 **error_body("redis_unavailable", "the job store (Redis) is unavailable")}
         return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})
     return {"available": True, **stats, "timestamp": now}
+
+
+@router.get("/failed", dependencies=KEY_REQUIRED)
+async def failed_jobs(queue: Queue, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict:
+    """The most recently failed jobs, newest first, with their errors: what to inspect and retry."""
+    return {"jobs": await queue.failed(limit)}
 
 
 @router.post("/retry/{job_id}", status_code=202, dependencies=KEY_REQUIRED, responses={404: {}, 409: {}})
