@@ -18,7 +18,8 @@ def test_every_route_is_documented(api_settings):
     from api.main import create_app
 
     app = create_app(api_settings)
-    paths = {r.path for r in app.routes if not r.path.startswith(("/docs", "/redoc", "/openapi"))}
+    paths = set(app.openapi()["paths"])
+    assert len(paths) >= 10
     for path in paths:
         documented = re.sub(r"\{[^}]+\}", "", path)
         assert documented in README, f"{path} is not in the README"
