@@ -54,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = build_settings(args)
     logging.basicConfig(level=settings.log_level.upper(), stream=sys.stdout,
                         format="%(asctime)s %(levelname)s %(name)s [" + settings.worker_id + "] %(message)s")
+    for handler in logging.getLogger().handlers:  # open_clip narrates model creation on the root logger
+        handler.addFilter(lambda r: r.levelno >= logging.WARNING or "open_clip" not in r.pathname)
     from batcher.app import WorkerApp, StartupError
 
     stop = threading.Event()

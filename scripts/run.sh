@@ -11,16 +11,20 @@ API_PORT="${API_PORT:-8000}"
 mkdir -p data
 pids=()
 cleanup() {
-  echo; echo "==> stopping"
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
+  trap - EXIT INT TERM
+  echo; echo "==> stopping (worker first: it finishes its batch; Redis last)"
+  for ((i=${#pids[@]}-1; i>=0; i--)); do
+    kill -TERM "${pids[i]}" 2>/dev/null || true
+    wait "${pids[i]}" 2>/dev/null || true
+  done
 }
 trap cleanup EXIT INT TERM
 
 if [ -z "${REDIS_URL:-}" ]; then
   REDIS_PORT="${REDIS_PORT:-6379}"
   echo "==> starting a local Redis on :$REDIS_PORT (AOF in data/redis)"
-  $PY scripts/local_redis.py --dir data/redis --port "$REDIS_PORT" > data/redis.log 2>&1 &
+  # its own session: Ctrl-C must not kill Redis before the worker has acknowledged its batch
+  setsid $PY scripts/local_redis.py --dir data/redis --port "$REDIS_PORT" > data/redis.log 2>&1 &
   pids+=($!)
   export REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
   for _ in $(seq 50); do $PY -c "import redis,os; redis.Redis.from_url(os.environ['REDIS_URL']).ping()" 2>/dev/null && break; sleep 0.2; done
