@@ -54,11 +54,11 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     errors.install(app)
     for module in (uploads, jobs, search, health):
         app.include_router(module.router)
-    app.middleware("http")(app.state.metrics.middleware)
     if settings.cors_origin_list:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origin_list,
                            allow_methods=["GET", "POST", "DELETE"], allow_headers=["X-API-Key", "Content-Type"])
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    app.middleware("http")(app.state.metrics.middleware)  # added last: the outermost layer
     return app
 
 

@@ -1,16 +1,40 @@
 """API metrics. With PROMETHEUS_MULTIPROC_DIR set (several uvicorn workers) every process
 writes its samples there and ``/metrics`` aggregates them; the queue depth is read from
-Redis at scrape time, so it is right whichever process answers."""
+Redis at scrape time (never stored in a process), so it is right whichever process answers."""
 from __future__ import annotations
 
 import os
 import time
 
 from fastapi import Request
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client import multiprocess
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
+from prometheus_client.core import GaugeMetricFamily
 
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+UPLOAD_ROUTE = "/api/v1/index-product-with-image"
+
+
+def upload_outcome(status: int) -> str:
+    if status == 202:
+        return "queued"
+    if status == 429:
+        return "queue_full"
+    return "rejected" if status < 500 else "unavailable"
+
+
+class _ScrapeTimeGauges:
+    """Gauges computed for one scrape: never written to the multiprocess files."""
+
+    def __init__(self, depth: int | None) -> None:
+        self.depth = depth
+
+    def collect(self):
+        depth = GaugeMetricFamily("clipq_queue_depth", "Jobs waiting in the queue (read from Redis at scrape time).")
+        if self.depth is not None:
+            depth.add_metric([], self.depth)
+        yield depth
+        yield GaugeMetricFamily("clipq_redis_up", "1 when Redis answered the scrape.",
+                                value=0 if self.depth is None else 1)
 
 
 class ApiMetrics:
@@ -29,19 +53,22 @@ class ApiMetrics:
         else:
             scrape = self.registry
         extra = CollectorRegistry()
-        gauge = Gauge("clipq_queue_depth", "Jobs waiting in the queue (read from Redis at scrape time).",
-                      registry=extra)
-        if depth is not None:
-            gauge.set(depth)
-        up = Gauge("clipq_redis_up", "1 when Redis answered the scrape.", registry=extra)
-        up.set(0 if depth is None else 1)
+        extra.register(_ScrapeTimeGauges(depth))
         return generate_latest(scrape) + generate_latest(extra)
 
     async def middleware(self, request: Request, call_next):
+        """Outermost: sees every answer, the body-size 413s and unhandled 500s included."""
         start = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        template = getattr(route, "path", "unmatched")
-        self.http.labels(template, request.method, f"{response.status_code // 100}xx").observe(
-            time.perf_counter() - start)
-        return response
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            route = getattr(request.scope.get("route"), "path", None)
+            if route is None and request.url.path == UPLOAD_ROUTE:
+                route = UPLOAD_ROUTE  # refused before routing (body too large)
+            self.http.labels(route or "unmatched", request.method, f"{status // 100}xx").observe(
+                time.perf_counter() - start)
+            if route == UPLOAD_ROUTE and request.method == "POST":
+                self.uploads.labels(upload_outcome(status)).inc()

@@ -167,7 +167,7 @@ def main() -> None:
         "command": " ".join(["scripts/bench_search.py", *sys.argv[1:]]),
     }
     print(json.dumps(report, indent=2))
-    print(f"\n| phase | text search p50 / p95 (ms) | image search p50 / p95 (ms) |\n|---|---|---|")
+    print("\n| phase | text search p50 / p95 (ms) | image search p50 / p95 (ms) |\n|---|---|---|")
     for phase in ("idle", "during_bulk_load"):
         t, i = report[phase]["text_ms"], report[phase]["image_ms"]
         print(f"| {phase.replace('_', ' ')} | {t['p50']} / {t['p95']} | {i['p50']} / {i['p95']} |")

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from batcher.decode import DecodeError, decode
 from conftest import corpus_files
 from models.clip import Preprocessing
-from scripts_path import free_port
+from local_redis import free_port  # scripts/ is on sys.path (conftest)
 
 PREP = Preprocessing(32, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "bicubic")
 SEEDS = [p.read_bytes() for p in corpus_files("index") if p.stat().st_size < 200_000][:8]

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 
-import httpx
 import pytest
 
 from conftest import CORPUS, corpus_rows, job_ids_by_status, upload

@@ -5,12 +5,9 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import pytest
-import redis
 
 from batcher.queue.consumer import JobConsumer
 from batcher.settings import WorkerSettings

@@ -30,20 +30,14 @@ async def index_product(settings: Settings, queue: Queue, metrics: Metrics,
                         image_file: Annotated[UploadFile, File()],
                         description: Annotated[str, Form()] = "",
                         metadata: Annotated[str | None, Form()] = None) -> dict:
-    try:
-        spec, image = await _validate(settings, product_id, name, description, metadata, image_file)
-    except ApiError as exc:
-        metrics.uploads.labels("rejected").inc()
-        raise exc
+    spec, image = await _validate(settings, product_id, name, description, metadata, image_file)
     start = time.perf_counter()
     try:
         job_id = await queue.enqueue(spec, image)
     except QueueFull as exc:
-        metrics.uploads.labels("queue_full").inc()
         raise ApiError(429, "queue_full", f"the queue is full ({exc.depth} jobs); retry later",
                        headers={"Retry-After": "30"}) from None
     metrics.enqueue.observe(time.perf_counter() - start)
-    metrics.uploads.labels("queued").inc()
     return {"status": "queued", "job_id": job_id, "product_id": product_id,
             "message": "Product queued for indexing", "processing_mode": "async",
             "status_url": f"/api/v1/queue/status/{job_id}"}
