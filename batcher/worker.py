@@ -85,6 +85,9 @@ class Worker:
     # -- the loop ------------------------------------------------------------------------
     def run(self) -> Totals:
         self.consumer.register()
+        recovered = self.consumer.recover_own()
+        if recovered:
+            log.warning("requeued %d jobs left by an earlier process with this worker id", recovered)
         prefetch = ThreadPoolExecutor(1, "claim")
         storer = ThreadPoolExecutor(1, "store")
         stored: Future | None = None
@@ -125,8 +128,11 @@ class Worker:
             try:
                 batch = self._claim_and_decode()
                 backoff = 0.5
-            except redis.RedisError as exc:
-                log.warning("redis unavailable (%s); retrying in %.1fs", exc, backoff)
+            except Exception as exc:  # Redis outage, or a bug: never kill the worker for it
+                if isinstance(exc, redis.RedisError):
+                    log.warning("redis unavailable (%s); retrying in %.1fs", exc, backoff)
+                else:
+                    log.exception("claiming a batch failed; retrying in %.1fs", backoff)
                 self.stop.wait(backoff)
                 backoff = min(backoff * 2, 10)
                 continue

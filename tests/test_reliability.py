@@ -87,10 +87,12 @@ def test_store_outage_retries_with_backoff_then_completes(client, start_worker):
     flaky = app.store.upsert = FlakyUpsert(app.store.upsert, failures=2)
     totals = app.run(burst=True)
     assert flaky.calls >= 3  # retried jobs may come back in separate batches (jitter)
-    assert totals.completed == 3 and totals.failed == 0 and totals.retried == 6
+    retries = []
     for j in job_ids:
         status = client.get(f"/api/v1/queue/status/{j}").json()
-        assert status["status"] == "completed" and status["retry_count"] == 2
+        assert status["status"] == "completed" and status["retry_count"] in (1, 2)
+        retries.append(status["retry_count"])
+    assert totals.completed == 3 and totals.failed == 0 and totals.retried == sum(retries)
 
 
 def test_store_down_for_good_fails_jobs_after_max_attempts(client, start_worker, r, namespace):
@@ -216,3 +218,13 @@ def test_sigterm_finishes_the_batch_returns_the_rest_and_exits_0(client, redis_u
     assert r.llen("{%s}:queue" % namespace) == 200 - done  # nothing lost, nothing stuck
     assert r.llen("{%s}:processing:sig" % namespace) == 0
     assert not r.exists("{%s}:heartbeat:sig" % namespace)
+
+
+def test_a_restarted_worker_recovers_its_own_list(client, run_burst, worker_settings, r):
+    """A worker that comes back under the same id (a StatefulSet pod) requeues what it held."""
+    job_ids = [upload(client, None, f"p{i}", data=jpeg(i)).json()["job_id"] for i in range(3)]
+    s = worker_settings(worker_id="stable-id")
+    claim_as_dead_worker(s, r, "stable-id", 3)
+    _, totals = run_burst(worker_id="stable-id")
+    assert totals.completed == 3
+    assert {client.get(f"/api/v1/queue/status/{j}").json()["retry_count"] for j in job_ids} == {1}

@@ -49,6 +49,10 @@ class JobConsumer:
 
     def take_blocking(self, timeout_s: float) -> list[str]:
         """Block up to ``timeout_s`` for one job id, moved atomically into our processing list."""
+        if self._unmarked:
+            # moved here by a BLMOVE whose batch was lost to a Redis error before take_now marked
+            # it: hand it out again, else it stays in our processing list, never processed
+            return list(self._unmarked)
         job_id = self.redis.blmove(self.keys.queue, self.processing, max(timeout_s, 0.001), "RIGHT", "LEFT")
         if job_id is None:
             return []
@@ -112,6 +116,10 @@ class JobConsumer:
                 if n >= 0:
                     reaped[worker_id] = n
         return reaped
+
+    def recover_own(self) -> int:
+        """At start: requeue jobs left in our list by an earlier process with our id (a restart)."""
+        return self._hand_back(self.worker_id, "recover")
 
     def release(self) -> int:
         """Give our claimed-but-unfinished jobs back to the queue (graceful shutdown)."""

@@ -2,6 +2,7 @@
 -- mode 'reap': only when the worker's heartbeat has expired; each job counts a delivery
 --   attempt, and a job that has used all its attempts fails (a poison pill that kills
 --   workers must not kill them forever).
+-- mode 'recover': the same for a worker's own list left by an earlier process with its id.
 -- mode 'release': a worker returning its own claimed-but-unstarted jobs at shutdown.
 -- KEYS: processing, queue, stats, failed, workers, heartbeat
 -- ARGV: job_key_prefix, image_key_prefix, mode, worker_id, max_attempts, failed_ttl_s,
@@ -14,6 +15,7 @@ end
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local now = tostring(now_ms)
+local count_attempt = mode ~= 'release'
 local requeued = 0
 while true do
   local id = redis.call('LPOP', KEYS[1])
@@ -23,8 +25,8 @@ while true do
   if status == 'processing' then
     redis.call('HINCRBY', KEYS[3], 'processing', -1)
     local attempts = 0
-    if mode == 'reap' then attempts = redis.call('HINCRBY', job, 'retry_count', 1) end
-    if mode == 'reap' and attempts >= tonumber(ARGV[5]) then
+    if count_attempt then attempts = redis.call('HINCRBY', job, 'retry_count', 1) end
+    if count_attempt and attempts >= tonumber(ARGV[5]) then
       redis.call('HSET', job, 'status', 'failed', 'updated_at', now, 'error_message',
                  'worker died while processing this job (' .. attempts .. ' attempts)')
       redis.call('ZADD', KEYS[4], now_ms, id)
@@ -43,5 +45,5 @@ while true do
     requeued = requeued + 1
   end
 end
-redis.call('SREM', KEYS[5], ARGV[4])
+if mode ~= 'recover' then redis.call('SREM', KEYS[5], ARGV[4]) end
 return requeued
