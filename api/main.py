@@ -18,15 +18,15 @@ from api.metrics import ApiMetrics
 from api.queue import JobQueue
 from api.routes import health, jobs, search, uploads
 from api.settings import ApiSettings
+from batcher.queue.connect import async_client
 
 log = logging.getLogger("clipq.api")
 
 
 def _clients(settings: ApiSettings) -> tuple[aioredis.Redis, aioredis.Redis]:
-    t = settings.redis_timeout
-    fast = aioredis.Redis.from_url(settings.redis_url, socket_timeout=t, socket_connect_timeout=t)
-    blocking = aioredis.Redis.from_url(settings.redis_url, socket_timeout=settings.search_timeout + t,
-                                       socket_connect_timeout=t)
+    t, url, cluster = settings.redis_timeout, settings.redis_url, settings.redis_cluster
+    fast = async_client(url, cluster, socket_timeout=t, socket_connect_timeout=t)
+    blocking = async_client(url, cluster, socket_timeout=settings.search_timeout + t, socket_connect_timeout=t)
     return fast, blocking
 
 

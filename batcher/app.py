@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from batcher.heartbeat import Heartbeat
 from batcher.metrics import WorkerMetrics
 from batcher.queries import QueryServer
+from batcher.queue.connect import sync_client
 from batcher.queue.consumer import JobConsumer
 from batcher.settings import WorkerSettings
 from batcher.store import StoreLocked, VectorStore
@@ -29,9 +30,8 @@ class StartupError(RuntimeError):
     """The worker cannot start; the message says why and how to fix it."""
 
 
-def connect_redis(url: str) -> redis.Redis:
-    client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_keepalive=True,
-                                  health_check_interval=30)
+def connect_redis(url: str, cluster: bool = False) -> redis.Redis:
+    client = sync_client(url, cluster, socket_connect_timeout=5, socket_keepalive=True, health_check_interval=30)
     try:
         client.ping()
     except redis.RedisError as exc:
@@ -51,7 +51,7 @@ class WorkerApp:
     @classmethod
     def start(cls, settings: WorkerSettings, *, stop: threading.Event | None = None,
               registry: CollectorRegistry | None = None, encoder: ClipEncoder | None = None) -> "WorkerApp":
-        client = connect_redis(settings.redis_url)
+        client = connect_redis(settings.redis_url, settings.redis_cluster)
         if encoder is None:
             try:
                 encoder = load_encoder(settings.clip_model, settings.clip_pretrained, settings.clip_device,
@@ -62,7 +62,8 @@ class WorkerApp:
         fields = tuple(f for f in settings.qdrant_indexed_fields.split(",") if f)
         try:
             store = VectorStore.open(settings.qdrant_url, settings.qdrant_path, settings.qdrant_collection,
-                                     encoder.dim, settings.qdrant_api_key, fields)
+                                     encoder.dim, settings.qdrant_api_key, fields, settings.qdrant_shards,
+                                     settings.qdrant_replicas)
         except StoreLocked as exc:
             raise StartupError(str(exc)) from None
         metrics = WorkerMetrics(registry or CollectorRegistry())

@@ -55,12 +55,15 @@ def open_rgb(data: bytes, max_pixels: int, min_side: int | None = None) -> Image
 
 def _upright(im: Image.Image) -> Image.Image:
     try:
-        return ImageOps.exif_transpose(im)
+        ImageOps.exif_transpose(im, in_place=True)  # in place: no copy of an upright photo
     except Exception:  # a broken EXIF block is no reason to reject a photo
-        return im
+        pass
+    return im
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:
+    if im.mode == "RGB":
+        return im
     if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         arr = np.asarray(im, dtype=np.float64)
         top = 65535.0 if im.mode.startswith("I;16") or arr.max() > 255 else 255.0
@@ -75,14 +78,20 @@ def _to_rgb(im: Image.Image) -> Image.Image:
 
 
 def fit(im: Image.Image, prep: Preprocessing) -> np.ndarray:
-    """Resize the shorter side to the model size and centre-crop, as open_clip does."""
+    """Resize the shorter side to the model size and centre-crop, as open_clip does.
+
+    One resize of the crop's source box: the pixels of resizing the whole image and then
+    cropping, without computing the pixels the crop would throw away.
+    """
     size = prep.image_size
     w, h = im.size
     scale = size / min(w, h)
     new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
-    im = im.resize((new_w, new_h), _RESAMPLE.get(prep.interpolation, Image.Resampling.BICUBIC))
     left, top = (new_w - size) // 2, (new_h - size) // 2
-    return np.asarray(im.crop((left, top, left + size, top + size)), dtype=np.uint8)
+    sx, sy = w / new_w, h / new_h
+    box = (left * sx, top * sy, min(w, (left + size) * sx), min(h, (top + size) * sy))
+    im = im.resize((size, size), _RESAMPLE.get(prep.interpolation, Image.Resampling.BICUBIC), box=box)
+    return np.asarray(im, dtype=np.uint8)
 
 
 def decode(data: bytes | None, prep: Preprocessing, max_pixels: int) -> np.ndarray:

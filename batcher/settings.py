@@ -49,6 +49,8 @@ class WorkerSettings(QueueSettings):
     qdrant_path: str = Field("./data/qdrant", description="Embedded Qdrant folder (`:memory:` for none).")
     qdrant_collection: str = Field("products", description="Qdrant collection name.")
     qdrant_api_key: str | None = Field(None, description="Qdrant server API key.")
+    qdrant_shards: int = Field(1, ge=1, le=1000, description="Shards of a new collection (Qdrant server).")
+    qdrant_replicas: int = Field(1, ge=1, le=100, description="Replicas per shard of a new collection (Qdrant server).")
     qdrant_indexed_fields: str = Field(
         "", description="Comma-separated metadata keys to index for filters (server mode).")
 

@@ -72,19 +72,23 @@ class VectorStore:
         self._lock = threading.Lock()
 
     @classmethod
-    def open(cls, url: str | None, path: str, collection: str, dim: int,
-             api_key: str | None = None, indexed_fields: tuple[str, ...] = ()) -> "VectorStore":
+    def open(cls, url: str | None, path: str, collection: str, dim: int, api_key: str | None = None,
+             indexed_fields: tuple[str, ...] = (), shards: int = 1, replicas: int = 1) -> "VectorStore":
         store = cls(_open_client(url, path, api_key), collection, dim, server=bool(url))
-        store.ensure_collection(indexed_fields)
+        store.ensure_collection(indexed_fields, shards, replicas)
         return store
 
-    def ensure_collection(self, indexed_fields: tuple[str, ...] = ()) -> None:
+    def ensure_collection(self, indexed_fields: tuple[str, ...] = (), shards: int = 1, replicas: int = 1) -> None:
         if not self.client.collection_exists(self.collection):
-            self.client.create_collection(
-                self.collection,
-                vectors_config=models.VectorParams(size=self.dim, distance=models.Distance.COSINE),
-            )
-            log.info("created collection %s (%d-d, cosine)", self.collection, self.dim)
+            layout = {"shard_number": shards, "replication_factor": replicas} if self.server else {}
+            try:
+                self.client.create_collection(
+                    self.collection,
+                    vectors_config=models.VectorParams(size=self.dim, distance=models.Distance.COSINE), **layout)
+                log.info("created collection %s (%d-d, cosine)", self.collection, self.dim)
+            except Exception:
+                if not self.client.collection_exists(self.collection):
+                    raise  # not a race with another worker creating it: a real failure
         else:
             size = self.client.get_collection(self.collection).config.params.vectors.size
             if size != self.dim:

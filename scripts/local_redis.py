@@ -29,10 +29,14 @@ def server_binary() -> str:
     return str(get_binary_path())
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_port(below: int = 65536) -> int:
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port < below:
+            return port
+    raise RuntimeError(f"no free port below {below}")
 
 
 def server_args(directory: Path, port: int, aof: bool) -> list[str]:
@@ -46,10 +50,11 @@ def server_args(directory: Path, port: int, aof: bool) -> list[str]:
 
 
 class LocalRedis:
-    def __init__(self, directory: Path, port: int | None = None, aof: bool = True) -> None:
+    def __init__(self, directory: Path, port: int | None = None, aof: bool = True, cluster: bool = False) -> None:
         self.directory = Path(directory)
-        self.port = port or free_port()
+        self.port = port or free_port(below=55536 if cluster else 65536)  # cluster bus: port + 10000
         self.aof = aof
+        self.cluster = cluster
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -59,8 +64,10 @@ class LocalRedis:
     def start(self, timeout_s: float = 10) -> "LocalRedis":
         self.directory.mkdir(parents=True, exist_ok=True)
         log = open(self.directory / "server.log", "ab")
-        self.proc = subprocess.Popen(server_args(self.directory, self.port, self.aof), stdout=log,
-                                     stderr=subprocess.STDOUT)
+        args = server_args(self.directory, self.port, self.aof)
+        if self.cluster:
+            args += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -69,10 +76,24 @@ class LocalRedis:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
                     s.sendall(b"PING\r\n")
                     if s.recv(16).startswith(b"+PONG"):
-                        return self
+                        return self._own_all_slots() if self.cluster else self
             except OSError:
                 time.sleep(0.05)
         raise RuntimeError(f"redis server did not answer on port {self.port}")
+
+    def _own_all_slots(self) -> "LocalRedis":
+        """A one-node Redis Cluster: this node serves all 16384 slots."""
+        import redis
+
+        client = redis.Redis(port=self.port)
+        client.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
+        deadline = time.monotonic() + 10
+        while client.execute_command("CLUSTER", "INFO").decode().find("cluster_state:ok") < 0:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the one-node cluster did not become ready")
+            time.sleep(0.05)
+        client.close()
+        return self
 
     def stop(self, kill: bool = False) -> None:
         if self.proc and self.proc.poll() is None:

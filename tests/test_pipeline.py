@@ -54,3 +54,20 @@ def test_every_index_photo_is_completed_with_one_point(client, run_burst, encode
     assert stats["available"] is True and stats["pending_in_queue"] == 0
     assert stats["jobs"] == {"queued": 0, "processing": 0, "completed": len(photos), "failed": 0,
                              "total": len(photos)}
+
+
+def test_the_whole_pipeline_runs_on_redis_cluster(tmp_path, make_client, run_burst, namespace):
+    """A one-node Redis Cluster: the same scripts, routed by the cluster clients."""
+    from local_redis import LocalRedis
+
+    cluster = LocalRedis(tmp_path / "cluster", aof=False, cluster=True).start()
+    try:
+        client = make_client(redis_url=cluster.url, redis_cluster=True)
+        photos = corpus_files("index")[:5]
+        jobs = [upload(client, p, f"c{i}").json()["job_id"] for i, p in enumerate(photos)]
+        _, totals = run_burst(redis_url=cluster.url, redis_cluster=True)
+        assert totals.completed == 5
+        assert {client.get(f"/api/v1/queue/status/{j}").json()["status"] for j in jobs} == {"completed"}
+        assert client.get("/api/v1/queue/stats").json()["jobs"]["completed"] == 5
+    finally:
+        cluster.stop()

@@ -46,7 +46,8 @@ class EnvSettings(BaseModel):
 class QueueSettings(EnvSettings):
     """Settings shared by the API and the worker."""
 
-    redis_url: str = Field("redis://localhost:6379/0", description="Redis server URL.")
+    redis_url: str = Field("redis://localhost:6379/0", description="Redis server URL (any node of a cluster).")
+    redis_cluster: bool = Field(False, description="Speak the Redis Cluster protocol (all keys share one slot).")
     queue_namespace: str = Field(
         "clipq", pattern=r"^[A-Za-z0-9_.-]+$",
         description="Hash tag of every Redis key: `{clipq}:queue`, `{clipq}:job:<id>`, ...",
