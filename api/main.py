@@ -8,7 +8,10 @@ from __future__ import annotations
 import logging
 from contextlib import asynccontextmanager
 
+import redis
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
@@ -24,9 +27,13 @@ log = logging.getLogger("clipq.api")
 
 
 def _clients(settings: ApiSettings) -> tuple[aioredis.Redis, aioredis.Redis]:
+    """A pooled connection opened before a Redis restart fails once: retry such a call once,
+    at once (every write the API makes is idempotent: enqueue, retry, query)."""
     t, url, cluster = settings.redis_timeout, settings.redis_url, settings.redis_cluster
-    fast = async_client(url, cluster, socket_timeout=t, socket_connect_timeout=t)
-    blocking = async_client(url, cluster, socket_timeout=settings.search_timeout + t, socket_connect_timeout=t)
+    options = {"socket_connect_timeout": t,
+               "retry": Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))}
+    fast = async_client(url, cluster, socket_timeout=t, **options)
+    blocking = async_client(url, cluster, socket_timeout=settings.search_timeout + t, **options)
     return fast, blocking
 
 

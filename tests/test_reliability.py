@@ -228,3 +228,46 @@ def test_a_restarted_worker_recovers_its_own_list(client, run_burst, worker_sett
     _, totals = run_burst(worker_id="stable-id")
     assert totals.completed == 3
     assert {client.get(f"/api/v1/queue/status/{j}").json()["retry_count"] for j in job_ids} == {1}
+
+
+def test_the_api_survives_a_redis_restart_without_late_503s(tmp_path, make_client):
+    """Pooled connections opened before the restart must not fail later requests."""
+    from local_redis import LocalRedis
+
+    server = LocalRedis(tmp_path / "r", aof=True).start()
+    try:
+        client = make_client(redis_url=server.url)
+        with ThreadPoolExecutor(8) as pool:  # several pooled connections
+            codes = list(pool.map(lambda i: upload(client, None, f"a{i}", data=jpeg(i)).status_code, range(32)))
+        assert codes == [202] * 32
+        server.stop(kill=True)
+        server.start()
+        codes = [upload(client, None, f"b{i}", data=jpeg(i)).status_code for i in range(20)]
+        assert codes == [202] * 20
+        assert client.get("/api/v1/queue/stats").json()["jobs"]["total"] == 52
+        server.stop(kill=True)
+        assert upload(client, None, "down", data=jpeg(1)).status_code == 503
+    finally:
+        server.stop()
+
+
+def test_enqueue_is_idempotent_for_a_retried_call(redis_url, r, namespace):
+    from batcher.queue.jobs import JobSpec
+    from batcher.queue.keys import Keys
+    from batcher.queue.scripts import Scripts
+
+    k, job_id = Keys(namespace), "job-" + "1" * 32
+    fields = [x for kv in JobSpec("p", "n", "", {}, "sha", "image/jpeg").to_fields().items() for x in kv]
+    run = Scripts(r).enqueue
+    for _ in range(2):  # a reply lost, the call repeated
+        run(keys=[k.queue, k.stats, k.job(job_id), k.image(job_id)], args=[100, job_id, b"img", *fields])
+    assert r.llen(k.queue) == 1 and int(r.hget(k.stats, "total")) == 1
+
+
+def test_a_reaped_but_living_worker_registers_again_with_its_heartbeat(worker_settings, r):
+    s = worker_settings()
+    c = JobConsumer(r, s, "survivor")
+    c.beat(30, "{}")
+    r.srem("{%s}:workers" % s.queue_namespace, "survivor")  # reaped while Redis was away
+    c.beat(30, "{}")
+    assert r.sismember("{%s}:workers" % s.queue_namespace, "survivor")

@@ -127,10 +127,18 @@ class JobConsumer:
         return self._hand_back(self.worker_id, "release")
 
     def beat(self, ttl_s: float, info: str) -> None:
-        self.redis.set(self.keys.heartbeat(self.worker_id), info, px=int(ttl_s * 1000))
+        """Refresh the heartbeat, and the registration the reaper needs (it may have been
+        reaped while Redis was away longer than the TTL, yet still be alive)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.set(self.keys.heartbeat(self.worker_id), info, px=int(ttl_s * 1000))
+        pipe.sadd(self.keys.workers, self.worker_id)
+        pipe.execute()
 
     def stop_beating(self) -> None:
+        """Leave: no heartbeat, and no registration unless jobs remain for the reaper to recover."""
         self.redis.delete(self.keys.heartbeat(self.worker_id))
+        if not self.redis.llen(self.processing):
+            self.redis.srem(self.keys.workers, self.worker_id)
 
     # -- observation ---------------------------------------------------------------------
     def depth(self) -> int:

@@ -2,6 +2,11 @@
 -- KEYS: queue, stats, job, image
 -- ARGV: max_depth, job_id, image_bytes, field1, value1, ...
 -- Returns {1, now_ms} when queued, {0, depth} when the queue is full.
+-- Idempotent: a client retrying after a lost reply finds the job already there.
+local existing = redis.call('HGET', KEYS[3], 'created_at')
+if existing then
+  return {1, existing}
+end
 local depth = redis.call('LLEN', KEYS[1])
 if depth >= tonumber(ARGV[1]) then
   return {0, depth}

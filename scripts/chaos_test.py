@@ -1,0 +1,798 @@
+#!/usr/bin/env python3
+"""Chaos test: kill workers and Redis while photos are uploaded; prove no job is lost.
+
+Starts, on loopback only and in a temporary folder:
+
+* a Redis-compatible server with an append-only file (``LocalRedis(dir, aof=True)``),
+* the API (``uvicorn api.main:app``) on a free port,
+* one worker at a time (``python -m batcher``) with embedded Qdrant in one folder. Embedded
+  Qdrant lets one process open a folder, so a worker is always dead (SIGKILL, then waited
+  for: the kernel releases its file lock) before the next one opens the store. To keep the
+  gap short, the next worker is started ahead as a *warm spare*: a process that has already
+  imported torch/open_clip/qdrant_client and waits for a ``go`` line on stdin before calling
+  ``batcher.__main__.main`` with its own, new ``--worker-id``. If the store is still locked
+  the worker exits 2 with a clear message (``batcher/store.py``), and is started again.
+
+Then it uploads ``--uploads`` real photos (the ``index`` rows of ../shared/corpus/manifest.tsv,
+cycled) with ``--concurrency`` concurrent httpx clients; about a fifth of the uploads re-index
+a product id already used. The uploads come in portions, one at the start and one at each
+chaos event below, in bursts of ``--concurrency``, so that every worker gets fresh work and
+holds claimed jobs when it is killed. Uploaders retry 503s, 429s and connection errors; only
+uploads answered 202 count as accepted jobs. The chaos events, in order:
+
+* SIGKILL the worker (after it has run a few seconds and holds claimed jobs), and start a
+  new one under a NEW worker id: the dead worker's processing list comes back only through
+  the new worker's reaper, once the dead heartbeat expires (WORKER_HEARTBEAT_TTL=2s);
+* kill Redis once (SIGKILL) and restart it on the same AOF folder and port. Redis syncs its
+  AOF every second (appendfsync everysec): a crash may lose about the last second of writes,
+  and a SIGKILL what Redis had not yet written (a write is postponed while a slow background
+  fsync runs). To keep "no accepted job is lost" a fair claim, the Redis kill happens at a
+  moment chosen here: uploads are paused, in-flight uploads finish, 1.5 s pass, ``WAITAOF 1 0``
+  waits until the local AOF is fsynced, and only then SIGKILL. The worker is not paused. Uploads resume while Redis is
+  down (the API must answer 503, which the uploaders retry); the running worker must ride
+  out the outage;
+* SIGTERM a worker while it holds claimed jobs: it must exit 0 within its grace period,
+  with its processing list empty (unstarted jobs returned) and its heartbeat gone.
+
+Finally a last worker drains everything and is stopped with SIGTERM; then the checks:
+
+* every accepted job is ``completed`` (GET /api/v1/queue/status/<id>);
+* the queue, the delayed set, the failed set and every processing list are empty; no
+  worker is left registered and no image key is left behind;
+* the counters (GET /api/v1/queue/stats, and the raw stats hash) equal the job records
+  found by scanning the job hashes;
+* the embedded Qdrant folder, opened after the last worker exited, holds exactly one point
+  per distinct product id, at ``point_id(product_id)``.
+
+The API's Redis clients do not retry: each pooled connection opened before the Redis restart
+fails one later request with 503 ("Connection closed by server"), possibly long after the
+restart. The status reads of the final check therefore retry 503s too, and count them as
+``late_503``.
+
+A job record that no 202 answered (an upload whose answer was lost to a time-out and was
+then retried) is reported as ``extra``: allowed, but it must be completed too and its
+product counts. MAX_ATTEMPTS is raised to 20 for this run: the deliberate kill rate is far
+above a real one, and a job reaped from several killed workers must not fail as a poison pill.
+
+Prints ONE summary line on stdout, e.g.
+``chaos: accepted=300 completed=300 ... lost=0 duplicates=0 OK``; progress goes to stderr.
+Exit status 0 only when every check passed; 1 on any loss, duplicate, mismatch or time-out.
+
+  .venv/bin/python scripts/chaos_test.py            # 300 uploads, 5 worker kills
+  .venv/bin/python scripts/chaos_test.py --short    # 60 uploads, 2 kills: for the test suite
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = ROOT.parent / "shared" / "corpus"
+sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT))
+
+from local_redis import LocalRedis, free_port  # noqa: E402
+
+PY = sys.executable
+T0 = time.monotonic()
+UPLOAD_PATH = "/api/v1/index-product-with-image"
+HEARTBEAT_TTL = 2.0
+SHUTDOWN_GRACE = 20.0
+SPARE_WARM = "chaos: spare warm"
+
+# A worker started ahead of time: the slow imports happen while the previous worker still
+# runs; on "go" it runs the real ``python -m batcher`` entry point with the given flags.
+SPARE_CODE = f"""
+import sys
+import torch, open_clip, qdrant_client  # noqa: the slow part of a worker start
+import batcher.app, batcher.__main__
+print({SPARE_WARM!r}, flush=True)
+if sys.stdin.readline().strip() != "go":
+    sys.exit(3)
+sys.exit(batcher.__main__.main(sys.argv[1:]))
+"""
+
+# Every child process, so that the finally in main() can end them all.
+CHILDREN: list[subprocess.Popen] = []
+
+
+def log(msg: str) -> None:
+    print(f"[chaos {time.monotonic() - T0:6.1f}s] {msg}", file=sys.stderr, flush=True)
+
+
+def index_photos() -> list[tuple[str, bytes]]:
+    with open(CORPUS / "manifest.tsv") as f:
+        rows = [r for r in csv.DictReader(f, delimiter="\t") if r["expect"] == "index"]
+    if not rows:
+        raise SystemExit(f"no 'index' photos listed in {CORPUS / 'manifest.tsv'}")
+    return [(Path(r["file"]).name, (CORPUS / r["file"]).read_bytes()) for r in rows]
+
+
+@dataclass(frozen=True)
+class Upload:
+    index: int
+    product_id: str
+    filename: str
+    data: bytes
+
+
+def plan_uploads(n: int, seed: int, reindex: float) -> list[Upload]:
+    """``n`` uploads of the corpus photos, cycled; a fraction re-index an earlier product id."""
+    rng = random.Random(seed)
+    photos = index_photos()
+    products: list[str] = []
+    plan = []
+    for i in range(n):
+        if products and rng.random() < reindex:
+            pid = rng.choice(products)
+        else:
+            pid = f"chaos-{seed}-{len(products):05d}"
+            products.append(pid)
+        name, data = photos[i % len(photos)]
+        plan.append(Upload(i, pid, name, data))
+    return plan
+
+
+def plan_events(kills: int) -> list[str]:
+    """Worker kills with one Redis kill after the first and one SIGTERM before the last."""
+    events = ["kill"] * kills
+    events.insert(min(1, len(events)), "redis")
+    events.insert(max(len(events) - 1, 0), "sigterm")
+    return events
+
+
+def clean_env(extra: dict[str, str]) -> dict[str, str]:
+    """This environment without any clipq setting of the caller's, plus ``extra``."""
+    ours = ("WORKER_", "CLIP_", "QDRANT_", "RETRY_", "API_", "MAX_", "SEARCH_", "CORS_", "REDIS_",
+            "QUEUE_", "JOB_", "FAILED_", "LOG_LEVEL")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
+    env.update(PYTHONUNBUFFERED="1", **extra)
+    return env
+
+
+def spawn(args: list[str], log_path: Path, env: dict[str, str], stdin=None) -> subprocess.Popen:
+    with open(log_path, "ab") as out:
+        proc = subprocess.Popen(args, cwd=ROOT, env=env, stdin=stdin, stdout=out, stderr=subprocess.STDOUT)
+    CHILDREN.append(proc)
+    return proc
+
+
+def tail(path: Path, n: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return "(no log)"
+
+
+class WorkerProc:
+    """One worker process, started as a warm spare."""
+
+    def __init__(self, chaos: "Chaos", worker_id: str) -> None:
+        self.worker_id = worker_id
+        self.log_path = chaos.dir / f"worker-{worker_id}.log"
+        s = chaos.args
+        self.proc = spawn([PY, "-c", SPARE_CODE, "--worker-id", worker_id, "--metrics-port", "0",
+                           "--max-batch-size", str(s.batch_size), "--max-wait-ms", "50"],
+                          self.log_path, chaos.worker_env, stdin=subprocess.PIPE)
+        self.ready_at: float | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def warm(self) -> bool:
+        try:
+            return SPARE_WARM in self.log_path.read_text(errors="replace")
+        except OSError:
+            return False
+
+    def go(self) -> None:
+        self.proc.stdin.write(b"go\n")
+        self.proc.stdin.close()
+
+    def kill(self) -> None:
+        if self.alive:
+            self.proc.kill()
+        self.proc.wait(30)
+
+
+@dataclass
+class Counters:
+    accepted: list[tuple[str, str]] = field(default_factory=list)  # (job_id, product_id)
+    api_503: int = 0
+    conn_errors: int = 0
+    worker_kills: int = 0
+    orphaned: int = 0            # jobs in a killed worker's processing list at kill time
+    reap_s: list[float] = field(default_factory=list)
+    redis_restarts: int = 0
+    sigterm_exit: int | None = None
+    sigterm_held: int = 0         # jobs the SIGTERMed worker held when signalled
+    final_exit: int | None = None
+    lock_retries: int = 0
+    late_503: int = 0             # 503s to status reads long after the Redis restart
+
+
+class Chaos:
+    def __init__(self, args: argparse.Namespace, directory: Path) -> None:
+        from batcher.queue.keys import Keys
+
+        self.args = args
+        self.dir = directory
+        self.keys = Keys("clipq")
+        self.rng = random.Random(args.seed)
+        self.c = Counters()
+        self.failures: list[str] = []
+        self.redis_server = LocalRedis(directory / "redis", aof=True)
+        self.qdrant_path = directory / "qdrant"
+        self.api_url = ""
+        self.worker_env: dict[str, str] = {}
+        self.api_proc: subprocess.Popen | None = None
+        self.current: WorkerProc | None = None
+        self.spare: WorkerProc | None = None
+        self.n_workers = 0
+        self.gate = asyncio.Event()
+        self.in_flight = 0
+        self.released: list[asyncio.Event] = []
+        self.released_at: dict[int, float] = {}
+        self.bg: list[asyncio.Task] = []
+        self.r = None  # redis.asyncio client
+
+    def fail(self, reason: str) -> None:
+        log("FAILURE: " + reason)
+        self.failures.append(reason)
+
+    # -- processes -------------------------------------------------------------------------
+    def start_services(self) -> None:
+        self.redis_server.start()
+        log(f"redis on {self.redis_server.url} (AOF in {self.redis_server.directory})")
+        base = {"REDIS_URL": self.redis_server.url}
+        self.worker_env = clean_env(base | {
+            "CLIP_MODEL": "clipq-tiny", "CLIP_PRETRAINED": "none", "CLIP_DEVICE": "cpu",
+            "QDRANT_PATH": str(self.qdrant_path), "WORKER_HEARTBEAT_TTL": str(HEARTBEAT_TTL),
+            "WORKER_POLL_INTERVAL": "0.5", "WORKER_DECODE_THREADS": "2",
+            "WORKER_SHUTDOWN_GRACE": str(SHUTDOWN_GRACE), "RETRY_BACKOFF_BASE_MS": "50",
+            "RETRY_BACKOFF_MAX_MS": "500", "MAX_ATTEMPTS": "20", "LOG_LEVEL": "INFO"})
+        port = free_port()
+        self.api_url = f"http://127.0.0.1:{port}"
+        self.api_proc = spawn([PY, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1", "--port", str(port),
+                               "--log-level", "warning"], self.dir / "api.log",
+                              clean_env(base | {"REDIS_TIMEOUT": "5", "LOG_LEVEL": "WARNING"}))
+
+    def new_redis_client(self):
+        import redis.asyncio as aioredis
+
+        return aioredis.Redis.from_url(self.redis_server.url, socket_timeout=5, socket_connect_timeout=2)
+
+    def new_spare(self) -> WorkerProc:
+        self.n_workers += 1
+        w = WorkerProc(self, f"chaos-w{self.n_workers}-{uuid.uuid4().hex[:4]}")
+        log(f"spare worker {w.worker_id} starting (pid {w.proc.pid})")
+        return w
+
+    async def start_worker(self, prewarm_next: bool) -> WorkerProc:
+        """Turn the warm spare (or a new process) into the running worker; wait for its heartbeat."""
+        for attempt in range(4):
+            w, self.spare = self.spare or self.new_spare(), None
+            if not await self.until(w.warm, 90, lambda: not w.alive):
+                raise RuntimeError(f"spare {w.worker_id} did not warm up:\n{tail(w.log_path)}")
+            w.go()
+            hb = self.keys.heartbeat(w.worker_id)
+            ok = await self.until_async(lambda: self._exists(hb), 60, lambda: not w.alive)
+            if ok:
+                w.ready_at = time.monotonic()
+                self.current = w
+                log(f"worker {w.worker_id} is ready")
+                if prewarm_next:
+                    self.spare = self.new_spare()
+                return w
+            w.proc.wait(10)
+            text = tail(w.log_path, 40)
+            if w.proc.returncode == 2 and "already opened" in text:
+                self.c.lock_retries += 1
+                log(f"worker {w.worker_id}: the Qdrant folder is still locked; starting again")
+                await asyncio.sleep(1)
+                continue
+            raise RuntimeError(f"worker {w.worker_id} did not start (rc={w.proc.returncode}):\n{text}")
+        raise RuntimeError("the Qdrant folder stayed locked")
+
+    async def _exists(self, key: str) -> bool:
+        try:
+            return bool(await self.r.exists(key))
+        except Exception:
+            return False
+
+    async def until(self, cond, timeout_s: float, abort=lambda: False, step: float = 0.1) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if cond():
+                return True
+            if abort():
+                return bool(cond())
+            await asyncio.sleep(step)
+        return bool(cond())
+
+    async def until_async(self, cond, timeout_s: float, abort=lambda: False, step: float = 0.1) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if await cond():
+                return True
+            if abort():
+                return bool(await cond())
+            await asyncio.sleep(step)
+        return bool(await cond())
+
+    async def held(self, w: WorkerProc) -> int:
+        try:
+            return int(await self.r.llen(self.keys.processing(w.worker_id)))
+        except Exception:
+            return 0
+
+    # -- uploads ---------------------------------------------------------------------------
+    def release(self, portion: int) -> None:
+        """Let the uploads of ``portion`` go (each portion once; later ones wait)."""
+        if portion < len(self.released) and not self.released[portion].is_set():
+            self.released_at[portion] = time.monotonic()
+            self.released[portion].set()
+
+    async def upload_all(self, plan: list[Upload], portions: int) -> None:
+        """Upload ``plan`` in ``portions`` parts, each in bursts of ``--concurrency`` 0.25 s apart."""
+        import httpx
+
+        a = self.args
+        first = [i * len(plan) // portions for i in range(portions)]
+        todo: asyncio.Queue[Upload] = asyncio.Queue()
+        for up in plan:
+            todo.put_nowait(up)
+        limits = httpx.Limits(max_connections=a.concurrency, max_keepalive_connections=a.concurrency)
+        async with httpx.AsyncClient(base_url=self.api_url, timeout=30, limits=limits, trust_env=False) as client:
+            async def uploader() -> None:
+                while not todo.empty():
+                    up = todo.get_nowait()
+                    portion = max(p for p in range(portions) if first[p] <= up.index)
+                    await self.released[portion].wait()
+                    due = self.released_at[portion] + (up.index - first[portion]) // a.concurrency * 0.25
+                    await asyncio.sleep(max(0.0, due - time.monotonic()))
+                    await self.upload_one(client, up)
+
+            await asyncio.gather(*(uploader() for _ in range(a.concurrency)))
+        log(f"uploads done: {len(self.c.accepted)} accepted of {len(plan)}")
+
+    async def upload_one(self, client, up: Upload) -> None:
+        import httpx
+
+        form = {"product_id": up.product_id, "name": f"Chaos product {up.product_id}",
+                "description": f"photo {up.filename}, upload {up.index}",
+                "metadata": json.dumps({"upload": up.index, "file": up.filename})}
+        files = {"image_file": (up.filename, up.data, "application/octet-stream")}
+        deadline = time.monotonic() + self.args.upload_deadline
+        backoff = 0.1
+        for _ in range(500):
+            await self.gate.wait()
+            self.in_flight += 1
+            status, body = None, ""
+            try:
+                resp = await client.post(UPLOAD_PATH, data=form, files=files)
+                status, body = resp.status_code, resp.text
+            except httpx.TransportError:
+                self.c.conn_errors += 1
+            finally:
+                self.in_flight -= 1
+            if status == 202:
+                self.c.accepted.append((json.loads(body)["job_id"], up.product_id))
+                return
+            if status is not None and status not in (429, 503):
+                self.fail(f"upload {up.index} ({up.filename}): unexpected HTTP {status}: {body[:200]}")
+                return
+            self.c.api_503 += status == 503
+            if time.monotonic() > deadline:
+                self.fail(f"upload {up.index}: no 202 within {self.args.upload_deadline:.0f}s")
+                return
+            await asyncio.sleep(backoff * (0.5 + random.random()))
+            backoff = min(backoff * 2, 1.0)
+        self.fail(f"upload {up.index}: too many attempts")
+
+    # -- chaos events ----------------------------------------------------------------------
+    async def wait_some_work(self, min_s: float, portion: int | None) -> WorkerProc:
+        """Let the current worker run ``min_s`` seconds, release the uploads of ``portion``,
+        then wait up to 5 s more until the worker holds claimed jobs."""
+        w = self.current
+        await asyncio.sleep(max(0.0, w.ready_at + min_s - time.monotonic()))
+        if self.spare is not None:  # the next worker must be warm first, to keep the gap short
+            await self.until(self.spare.warm, 90, lambda: not self.spare.alive)
+        if portion is not None:
+            self.release(portion)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and w.alive:
+            if await self.held(w) > 0:
+                break
+            await asyncio.sleep(0.02)
+        if not w.alive:
+            self.fail(f"worker {w.worker_id} exited by itself (rc={w.proc.returncode}):\n{tail(w.log_path)}")
+        return w
+
+    async def event_kill(self, portion: int, last: bool) -> None:
+        w = await self.wait_some_work(max(1.0, self.args.kill_every * self.rng.uniform(0.6, 1.4)), portion)
+        w.kill()
+        self.c.worker_kills += 1
+        held = await self.held(w)
+        self.c.orphaned += held
+        log(f"SIGKILLed worker {w.worker_id} holding {held} claimed jobs")
+        if held:
+            self.bg.append(asyncio.create_task(self.watch_reap(w, time.monotonic())))
+        await self.start_worker(prewarm_next=not last)
+
+    async def watch_reap(self, w: WorkerProc, killed_at: float) -> None:
+        key = self.keys.processing(w.worker_id)
+        while True:
+            try:
+                if not await self.r.exists(key):
+                    break
+            except Exception:
+                pass
+            await asyncio.sleep(0.1)
+        self.c.reap_s.append(time.monotonic() - killed_at)
+        log(f"the jobs of dead worker {w.worker_id} were reaped {self.c.reap_s[-1]:.1f}s after the kill")
+
+    async def event_redis(self, portion: int) -> None:
+        import httpx
+        import redis
+
+        w = await self.wait_some_work(1.0, None)
+        self.gate.clear()
+        if not await self.until(lambda: self.in_flight == 0, 30):
+            self.fail("uploads did not pause for the Redis kill")
+        await asyncio.sleep(1.5)
+        try:
+            await self.r.set("chaos:aof-marker", str(time.time()))
+            await self.r.execute_command("WAITAOF", 1, 0, 3000)
+        except redis.ResponseError as exc:  # a server without WAITAOF: the 1.5 s above must do
+            log(f"WAITAOF not available ({exc}); relying on the 1.5 s pause")
+        total_before = int(await self.r.hget(self.keys.stats, "total") or 0)
+        self.redis_server.stop(kill=True)
+        log(f"SIGKILLed redis (jobs so far: {total_before}); worker {w.worker_id} keeps running")
+        self.gate.set()
+        self.release(portion)  # these uploads meet the outage: 503, retried
+        async with httpx.AsyncClient(base_url=self.api_url, timeout=10, trust_env=False) as client:
+            ready = await client.get("/readyz")
+            up = Upload(-1, "chaos-probe", *index_photos()[0])
+            probe = await client.post(UPLOAD_PATH, data={"product_id": up.product_id, "name": "probe"},
+                                      files={"image_file": (up.filename, up.data)})
+        if probe.status_code == 202:  # cannot be, but then it is an accepted job like any other
+            self.c.accepted.append((probe.json()["job_id"], up.product_id))
+        if ready.status_code != 503 or probe.status_code != 503:
+            self.fail(f"with Redis down the API answered readyz={ready.status_code} upload={probe.status_code}")
+        await asyncio.sleep(self.args.redis_down)
+        await asyncio.to_thread(self.redis_server.start)
+        self.c.redis_restarts += 1
+        await self.r.aclose()
+        self.r = self.new_redis_client()
+        total_after = int(await self.r.hget(self.keys.stats, "total") or 0)
+        log(f"redis restarted on the same AOF and port: {total_after} jobs")
+        if total_after < total_before:
+            self.fail(f"redis lost jobs across the restart: {total_before} -> {total_after}")
+        if not await self.until_async(lambda: self._exists(self.keys.heartbeat(w.worker_id)), 15,
+                                      lambda: not w.alive):
+            self.fail(f"worker {w.worker_id} did not come back after the Redis restart "
+                      f"(rc={w.proc.poll()}):\n{tail(w.log_path)}")
+
+    async def event_sigterm(self, portion: int) -> None:
+        w = await self.wait_some_work(max(1.0, self.args.kill_every * self.rng.uniform(0.6, 1.4)), portion)
+        self.c.sigterm_held = await self.held(w)
+        w.proc.send_signal(signal.SIGTERM)
+        t = time.monotonic()
+        log(f"SIGTERM to worker {w.worker_id} holding {self.c.sigterm_held} claimed jobs")
+        await self.until(lambda: not w.alive, SHUTDOWN_GRACE + 10)
+        took = time.monotonic() - t
+        if w.alive:
+            w.kill()
+            self.fail(f"worker {w.worker_id} still ran {took:.0f}s after SIGTERM")
+        self.c.sigterm_exit = w.proc.returncode
+        log(f"worker {w.worker_id} exited {w.proc.returncode} {took:.1f}s after SIGTERM")
+        await self.check_clean_exit(w, took)
+        await self.start_worker(prewarm_next=True)
+
+    async def check_clean_exit(self, w: WorkerProc, took: float) -> None:
+        k = self.keys
+        if w.proc.returncode != 0 or took > SHUTDOWN_GRACE:
+            self.fail(f"worker {w.worker_id}: exit {w.proc.returncode} after {took:.1f}s "
+                      f"(grace {SHUTDOWN_GRACE:.0f}s):\n{tail(w.log_path)}")
+        left = await self.r.llen(k.processing(w.worker_id))
+        registered = await self.r.sismember(k.workers, w.worker_id)
+        beating = await self.r.exists(k.heartbeat(w.worker_id))
+        if left or registered or beating:
+            self.fail(f"worker {w.worker_id} stopped with {left} jobs in its processing list, "
+                      f"registered={bool(registered)}, heartbeat={bool(beating)}")
+
+    # -- the run ---------------------------------------------------------------------------
+    async def run(self, plan: list[Upload]) -> dict:
+        import httpx
+
+        self.start_services()
+        self.r = self.new_redis_client()
+        self.spare = self.new_spare()
+        async with httpx.AsyncClient(timeout=2, trust_env=False) as client:
+            async def api_up() -> bool:
+                try:
+                    return (await client.get(f"{self.api_url}/readyz")).status_code == 200
+                except httpx.HTTPError:
+                    return False
+
+            if not await self.until_async(api_up, 60, lambda: self.api_proc.poll() is not None, 0.2):
+                raise RuntimeError(f"the API did not start:\n{tail(self.dir / 'api.log')}")
+        log(f"API on {self.api_url}")
+        events = plan_events(self.args.worker_kills)
+        log("events: " + " ".join(events))
+        self.gate.set()
+        self.released = [asyncio.Event() for _ in range(len(events) + 1)]
+        self.release(0)  # a backlog for the first worker
+        uploads = asyncio.create_task(self.upload_all(plan, len(events) + 1))
+        await self.start_worker(prewarm_next=True)
+        for i, event in enumerate(events, 1):
+            if event == "kill":
+                await self.event_kill(i, last=i == len(events))
+            elif event == "redis":
+                await self.event_redis(i)
+            else:
+                await self.event_sigterm(i)
+        await uploads
+        await self.drain()
+        return await self.check()
+
+    async def snapshot(self) -> dict:
+        k, r = self.keys, self.r
+        lists = [key async for key in r.scan_iter(match=f"{k.tag}:processing:*", count=1000)]
+        held = {key.decode(): await r.llen(key) for key in lists}
+        return {"queue": await r.llen(k.queue), "delayed": await r.zcard(k.delayed),
+                "failed": await r.zcard(k.failed), "processing": {x: n for x, n in held.items() if n},
+                "workers": sorted(m.decode() for m in await r.smembers(k.workers)),
+                "stats": {f.decode(): int(v) for f, v in (await r.hgetall(k.stats)).items()}}
+
+    async def drain(self) -> None:
+        """Wait until the last worker has finished everything, then stop it with SIGTERM."""
+        w = self.current
+        log(f"draining with worker {w.worker_id}")
+        last = {}
+        while True:
+            try:
+                last = await self.snapshot()
+            except Exception as exc:
+                last = {"error": repr(exc)}
+            s = last.get("stats", {})
+            if (not last.get("error") and last["queue"] == 0 and last["delayed"] == 0
+                    and not last["processing"] and last["workers"] == [w.worker_id]
+                    and s.get("queued", 0) == 0 and s.get("processing", 0) == 0):
+                break
+            if not w.alive:
+                raise RuntimeError(f"the last worker exited (rc={w.proc.returncode}) before the end:\n"
+                                   f"{tail(w.log_path)}\nstate: {last}")
+            await asyncio.sleep(0.25)
+        log(f"drained: {last}")
+        w.proc.send_signal(signal.SIGTERM)
+        t = time.monotonic()
+        await self.until(lambda: not w.alive, SHUTDOWN_GRACE + 10)
+        if w.alive:
+            w.kill()
+        self.c.final_exit = w.proc.returncode
+        await self.check_clean_exit(w, time.monotonic() - t)
+        if self.spare is not None:
+            self.spare.kill()
+        await asyncio.gather(*self.bg)
+
+    async def check(self) -> dict:
+        import httpx
+
+        k, r = self.keys, self.r
+        # job records, by scanning the job hashes
+        records: dict[str, tuple[str, str]] = {}
+        async for key in r.scan_iter(match=f"{k.tag}:job:*", count=1000):
+            status, pid = await r.hmget(key, "status", "product_id")
+            records[key.decode().rsplit(":", 1)[1]] = ((status or b"").decode(), (pid or b"").decode())
+        images = [key async for key in r.scan_iter(match=f"{k.tag}:image:*", count=1000)]
+        snap = await self.snapshot()
+        # every accepted job, through the API
+        accepted = dict(self.c.accepted)
+        statuses: dict[str, str] = {}
+        async with httpx.AsyncClient(base_url=self.api_url, timeout=10, trust_env=False) as client:
+            sem = asyncio.Semaphore(16)
+
+            async def one(job_id: str) -> None:
+                async with sem:
+                    for _ in range(10):
+                        resp = await client.get(f"/api/v1/queue/status/{job_id}")
+                        if resp.status_code != 503:
+                            break
+                        self.c.late_503 += 1  # see the docstring: pooled connections of before the restart
+                        await asyncio.sleep(0.2)
+                    statuses[job_id] = resp.json()["status"] if resp.status_code == 200 else f"http-{resp.status_code}"
+
+            await asyncio.gather(*(one(j) for j in accepted))
+            api_stats = (await client.get("/api/v1/queue/stats")).json()
+        completed = sum(s == "completed" for s in statuses.values())
+        lost_jobs = sorted(j for j, s in statuses.items() if s != "completed")
+        extra = sorted(set(records) - set(accepted))
+        by_status = {s: sum(st == s for st, _ in records.values()) for s in ("queued", "processing", "completed", "failed")}
+        for j in lost_jobs[:10]:
+            self.fail(f"accepted job {j} (product {accepted[j]}) is {statuses[j]}")
+        if len(lost_jobs) > 10:
+            self.fail(f"... and {len(lost_jobs) - 10} more accepted jobs not completed")
+        for j in extra:
+            if records[j][0] != "completed":
+                self.fail(f"extra job {j} (no 202 seen) is {records[j][0]}")
+        # queue structures
+        for name in ("queue", "delayed", "failed"):
+            if snap[name]:
+                self.fail(f"{k.tag}:{name} still holds {snap[name]} jobs")
+        if snap["processing"]:
+            self.fail(f"processing lists not empty: {snap['processing']}")
+        if snap["workers"]:
+            self.fail(f"workers still registered: {snap['workers']}")
+        if images:
+            self.fail(f"{len(images)} image keys left behind, e.g. {images[0].decode()}")
+        # counters == records
+        want = dict(by_status, total=len(records))
+        if api_stats.get("jobs") != want:
+            self.fail(f"GET /api/v1/queue/stats jobs={api_stats.get('jobs')} but the records say {want}")
+        raw = {s: snap["stats"].get(s, 0) for s in want}
+        if raw != want:
+            self.fail(f"raw counters {snap['stats']} but the records say {want}")
+        # Qdrant: one point per distinct product, read after the last worker exited
+        products = {pid for _, pid in records.values()}
+        missing_products = set(accepted.values()) - products
+        if missing_products:
+            self.fail(f"{len(missing_products)} accepted products have no job record")
+        points, missing, duplicates = self.check_points(products | set(accepted.values()))
+        return {"accepted": len(accepted), "completed": completed, "extra": len(extra),
+                "products": len(products | set(accepted.values())), "points": points,
+                "lost": len(lost_jobs) + missing, "duplicates": duplicates}
+
+    def check_points(self, products: set[str]) -> tuple[int, int, int]:
+        from qdrant_client import QdrantClient
+
+        from batcher.store import point_id
+
+        client = QdrantClient(path=str(self.qdrant_path))
+        try:
+            count = client.count("products", exact=True).count
+            seen: list[tuple[str, str | None]] = []
+            offset = None
+            for _ in range(10_000):
+                page, offset = client.scroll("products", limit=1000, offset=offset, with_payload=True,
+                                             with_vectors=False)
+                seen += [(str(p.id), (p.payload or {}).get("product_id")) for p in page]
+                if offset is None:
+                    break
+            ids = sorted(point_id(p) for p in products)
+            found = {str(p.id) for p in client.retrieve("products", ids, with_payload=False)}
+        finally:
+            client.close()
+        missing = [p for p in products if point_id(p) not in found]
+        in_points = [pid for _, pid in seen]
+        duplicates = len(in_points) - len(set(in_points))
+        strangers = {pid for pid in in_points if pid not in products}
+        wrong_id = [pid for i, pid in seen if pid is not None and i != point_id(pid)]
+        if count != len(products) or len(seen) != count:
+            self.fail(f"qdrant holds {count} points ({len(seen)} scrolled) for {len(products)} products")
+        if missing:
+            self.fail(f"{len(missing)} products have no point, e.g. {sorted(missing)[:5]}")
+        if duplicates or strangers or wrong_id:
+            self.fail(f"qdrant: {duplicates} duplicate products, unknown {sorted(strangers)[:5]}, "
+                      f"wrong ids {wrong_id[:5]}")
+        return count, len(missing), duplicates + len(strangers) + len(wrong_id)
+
+
+def cleanup(chaos: Chaos | None) -> None:
+    for proc in CHILDREN:
+        if proc.poll() is None:
+            proc.kill()
+    for proc in CHILDREN:
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            pass
+    if chaos is not None:
+        chaos.redis_server.stop(kill=True)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--short", action="store_true",
+                   help="quick run for the test suite: 60 uploads, 2 worker kills (flags still override)")
+    p.add_argument("--uploads", type=int, help="photos to upload (default 300; --short 60)")
+    p.add_argument("--concurrency", type=int, help="concurrent upload clients (default 32; --short 16)")
+    p.add_argument("--kill-every", type=float, help="seconds a worker runs before it is killed (default 3; --short 2)")
+    p.add_argument("--worker-kills", type=int, help="worker SIGKILLs (default 5; --short 2)")
+    p.add_argument("--redis-down", type=float, default=2.0, help="seconds Redis stays down")
+    p.add_argument("--reindex", type=float, default=0.2, help="fraction of uploads re-indexing a used product id")
+    p.add_argument("--batch-size", type=int, default=8, help="worker --max-batch-size")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--timeout", type=float, help="seconds for the whole run (default 420; --short 200)")
+    p.add_argument("--upload-deadline", type=float, default=60, help="seconds one upload may keep retrying")
+    p.add_argument("--keep", action="store_true", help="keep the temporary folder (always kept on failure)")
+    a = p.parse_args(argv)
+    short = a.short
+    a.uploads = a.uploads or (60 if short else 300)
+    a.concurrency = a.concurrency or (16 if short else 32)
+    a.kill_every = a.kill_every or (2.0 if short else 3.0)
+    a.worker_kills = a.worker_kills if a.worker_kills is not None else (2 if short else 5)
+    a.timeout = a.timeout or (200 if short else 420)
+    if a.uploads < 1 or a.concurrency < 1 or a.worker_kills < 0 or a.kill_every <= 0:
+        p.error("--uploads, --concurrency and --kill-every must be positive, --worker-kills >= 0")
+    return a
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally below
+    directory = Path(tempfile.mkdtemp(prefix="clipq-chaos-"))
+    plan = plan_uploads(args.uploads, args.seed, args.reindex)
+    chaos: Chaos | None = None
+    result: dict = {}
+    ok = False
+    try:
+        chaos = Chaos(args, directory)
+        log(f"{args.uploads} uploads ({len({u.product_id for u in plan})} products), concurrency "
+            f"{args.concurrency}, {args.worker_kills} worker kills, folder {directory}")
+
+        async def go() -> dict:
+            try:
+                return await asyncio.wait_for(chaos.run(plan), args.timeout)
+            except (TimeoutError, asyncio.TimeoutError):
+                try:
+                    log(f"state at the time-out: {await asyncio.wait_for(chaos.snapshot(), 5)}")
+                except Exception as exc:  # noqa: BLE001
+                    log(f"no state at the time-out: {exc!r}")
+                raise
+            finally:
+                for task in chaos.bg:
+                    task.cancel()
+                if chaos.r is not None:
+                    await chaos.r.aclose()
+
+        try:
+            result = asyncio.run(go())
+        except (TimeoutError, asyncio.TimeoutError):
+            chaos.fail(f"timeout: the run took over {args.timeout:.0f}s")
+        except Exception as exc:  # noqa: BLE001  (any error is a failed run, with its reason)
+            if not isinstance(exc, RuntimeError):
+                traceback.print_exc()
+            chaos.fail(f"{exc.__class__.__name__}: {exc}")
+        ok = not chaos.failures
+    finally:
+        cleanup(chaos)
+    c = chaos.c
+    fields = {"accepted": result.get("accepted", len(c.accepted)), "completed": result.get("completed", "?"),
+              "extra": result.get("extra", "?"), "products": result.get("products", "?"),
+              "points": result.get("points", "?"), "worker_kills": c.worker_kills, "orphaned": c.orphaned,
+              "reap_max_s": f"{max(c.reap_s):.1f}" if c.reap_s else "-", "redis_restarts": c.redis_restarts,
+              "api_503": c.api_503, "late_503": c.late_503, "sigterm_held": c.sigterm_held,
+              "sigterm_exit": "?" if c.sigterm_exit is None else c.sigterm_exit,
+              "final_exit": "?" if c.final_exit is None else c.final_exit,
+              "lost": result.get("lost", "?"), "duplicates": result.get("duplicates", "?"),
+              "elapsed": f"{time.monotonic() - T0:.0f}s"}
+    line = "chaos: " + " ".join(f"{k}={v}" for k, v in fields.items())
+    if ok:
+        print(line + " OK", flush=True)
+        if not args.keep:
+            shutil.rmtree(directory, ignore_errors=True)
+        return 0
+    print(line + f" FAIL ({len(chaos.failures)} failures: {chaos.failures[0].splitlines()[0]}; "
+          f"logs in {directory})", flush=True)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
