@@ -57,6 +57,13 @@ def main() -> None:
     for sku in pending:
         print(f"  {sku:<24} still pending after {a.timeout:.0f}s (is the worker running?)")
     print("stats:", json.dumps(httpx.get(f"{a.api}/api/v1/queue/stats", timeout=5).json(), indent=2))
+    if photos and not pending:
+        query = photos[0]
+        r = httpx.post(f"{a.api}/api/v1/search/image", headers=headers, data={"limit": "3"},
+                       files={"image_file": (query.name, query.read_bytes())}, timeout=30)
+        print(f"search by the photo {query.name}: {r.status_code}")
+        for hit in r.json().get("results", []):
+            print(f"  {hit['score']:.3f}  {hit['product_id']}")
 
 
 if __name__ == "__main__":
