@@ -82,7 +82,7 @@ class WorkerApp:
         heartbeat.beat_now()
         heartbeat.start()
         queries = QueryServer(self.redis, consumer.keys, self.encoder, self.store, self.metrics,
-                              s.max_image_pixels, self.stop, poll_s=min(1.0, s.worker_poll_interval))
+                              s.max_image_pixels, self.stop, s.worker_id, poll_s=s.worker_poll_interval)
         queries.start()
         log.info("worker %s ready: batch<=%d, window %.0fms, %s", s.worker_id, s.worker_batch_size,
                  s.worker_max_wait_ms, "burst" if burst else "serving")
@@ -91,7 +91,6 @@ class WorkerApp:
         try:
             return worker.run()
         finally:
-            self.stop.set()
-            queries.join(timeout=5)
+            queries.stop()
             heartbeat.stop()
             self.store.close()

@@ -43,19 +43,30 @@ def _error(status: int, code: str, message: str) -> dict:
 
 class QueryServer(threading.Thread):
     def __init__(self, client: redis.Redis, keys: Keys, encoder: ClipEncoder, store: VectorStore,
-                 metrics: WorkerMetrics, max_image_pixels: int, stop: threading.Event,
+                 metrics: WorkerMetrics, max_image_pixels: int, stop: threading.Event, worker_id: str,
                  max_batch: int = 64, poll_s: float = 1.0) -> None:
         super().__init__(name="queries", daemon=True)
         self.redis, self.keys, self.encoder, self.store = client, keys, encoder, store
         self.metrics, self.max_image_pixels, self.stop_event = metrics, max_image_pixels, stop
         self.max_batch, self.poll_s = max_batch, poll_s
+        self.wake_key = keys.wake(worker_id)
+
+    def stop(self) -> None:
+        """Stop after the queries in hand: wake the lane if it is waiting for more."""
+        self.stop_event.set()
+        try:
+            self.redis.lpush(self.wake_key, 1)
+            self.redis.expire(self.wake_key, 60)
+        except redis.RedisError:
+            pass  # it wakes by itself within poll_s
+        self.join(timeout=10)
 
     def run(self) -> None:
         backoff = 0.5
         while not self.stop_event.is_set():
             try:
-                first = self.redis.blpop([self.keys.requests], timeout=self.poll_s)
-                if first is None:
+                first = self.redis.blpop([self.keys.requests, self.wake_key], timeout=self.poll_s)
+                if first is None or first[0].decode() == self.wake_key:
                     continue
                 raw = [first[1], *(self.redis.lpop(self.keys.requests, self.max_batch - 1) or [])]
                 self.answer_all(raw)

@@ -64,3 +64,7 @@ class Keys:
 
     def reply(self, request_id: str) -> str:
         return f"{self.tag}:reply:{request_id}"
+
+    def wake(self, worker_id: str) -> str:
+        """Pushed to by a worker stopping itself, so its query lane stops waiting at once."""
+        return f"{self.tag}:wake:{worker_id}"
