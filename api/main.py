@@ -65,7 +65,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origin_list,
                            allow_methods=["GET", "POST", "DELETE"], allow_headers=["X-API-Key", "Content-Type"])
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
-    app.middleware("http")(app.state.metrics.middleware)  # added last: the outermost layer
+    app.add_middleware(app.state.metrics.middleware)  # added last: the outermost layer
     return app
 
 

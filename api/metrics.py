@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import time
 
-from fastapi import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily
 
@@ -56,19 +56,31 @@ class ApiMetrics:
         extra.register(_ScrapeTimeGauges(depth))
         return generate_latest(scrape) + generate_latest(extra)
 
-    async def middleware(self, request: Request, call_next):
-        """Outermost: sees every answer, the body-size 413s and unhandled 500s included."""
-        start = time.perf_counter()
-        status = 500
-        try:
-            response = await call_next(request)
-            status = response.status_code
-            return response
-        finally:
-            route = getattr(request.scope.get("route"), "path", None)
-            if route is None and request.url.path == UPLOAD_ROUTE:
-                route = UPLOAD_ROUTE  # refused before routing (body too large)
-            self.http.labels(route or "unmatched", request.method, f"{status // 100}xx").observe(
-                time.perf_counter() - start)
-            if route == UPLOAD_ROUTE and request.method == "POST":
-                self.uploads.labels(upload_outcome(status)).inc()
+    def middleware(self, app: ASGIApp) -> ASGIApp:
+        """Outermost ASGI layer: sees every answer, the body-size 413s and unhandled 500s included."""
+
+        async def observe(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] != "http":
+                return await app(scope, receive, send)
+            start, status = time.perf_counter(), 500
+
+            async def send_status(message: Message) -> None:
+                nonlocal status
+                if message["type"] == "http.response.start":
+                    status = message["status"]
+                await send(message)
+
+            try:
+                await app(scope, receive, send_status)
+            finally:
+                self._record(scope, status, time.perf_counter() - start)
+
+        return observe
+
+    def _record(self, scope: Scope, status: int, seconds: float) -> None:
+        route = getattr(scope.get("route"), "path", None)
+        if route is None and scope["path"] == UPLOAD_ROUTE:
+            route = UPLOAD_ROUTE  # refused before routing (body too large)
+        self.http.labels(route or "unmatched", scope["method"], f"{status // 100}xx").observe(seconds)
+        if route == UPLOAD_ROUTE and scope["method"] == "POST":
+            self.uploads.labels(upload_outcome(status)).inc()
