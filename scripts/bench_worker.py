@@ -21,11 +21,9 @@ cropping, flipping and resizing, so that every job has distinct bytes.
 A Redis server is started for the run unless REDIS_URL is set; every key lives under a
 namespace of its own (``bench-<random>``) and is deleted at the end.
 
-``run()`` returns only after the worker's query-lane thread has noticed the stop, and that
-thread blocks on Redis for up to WORKER_POLL_INTERVAL (1 s by default): a short burst run pays
-that at its end. The output shows it apart (time after the last acknowledgement), and
-``--poll-interval 0.1`` measures the worker without it. Other processes' CPU use during each
-measurement is shown too: on a shared machine, figures taken while it is high are noise.
+The output shows apart the time ``run()`` takes to return after the last acknowledgement (the
+worker wakes its query lane and returns its claimed jobs). Other processes' CPU use during
+each measurement is shown too: on a shared machine, figures taken while it is high are noise.
 
     .venv/bin/python scripts/bench_worker.py --images 128 --batch-size 32
     .venv/bin/python scripts/bench_worker.py --device cuda --batch-size 256 --images 4096 --json out.json
@@ -474,8 +472,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--decode-threads", type=int, help="worker decode threads (default: the worker's)")
     p.add_argument("--max-wait-ms", type=float, default=50, help="worker batch window")
     p.add_argument("--poll-interval", type=float,
-                   help="WORKER_POLL_INTERVAL (default: the worker's, 1 s); the query-lane thread blocks "
-                        "that long at most, and run() waits for it before returning")
+                   help="WORKER_POLL_INTERVAL (default: the worker's, 1 s)")
     p.add_argument("--repeat", type=int, default=1, help="repeat every measurement, report medians")
     p.add_argument("--skip-seed", action="store_true", help="skip the seed-style worker run")
     p.add_argument("--json", help="also write the results here")
