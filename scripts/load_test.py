@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Load test: upload product photos through the API with many concurrent clients.
+"""Load test: upload product photos through the API with many concurrent clients (aiohttp).
 
     python scripts/load_test.py --api http://127.0.0.1:8000 --concurrency 100 --requests 1000 \\
         --wait --json load.json --plot load.png
@@ -16,6 +16,9 @@ the worker. When the server's clock agrees with ours (same host), the completion
 job's ``updated_at`` (Redis time, millisecond resolution); otherwise it is the time of the
 first poll that saw the job completed (resolution: ``--poll-interval``).
 
+The client is aiohttp (one session, ``--concurrency`` connections): a slower client, such
+as httpx at 100 connections on a small machine, would measure itself instead of the API.
+
 The script only ever talks to ``--api``. Every loop is bounded (``--requests`` uploads,
 ``--timeout`` seconds of waiting). Exit status: 0 when every upload got a 2xx and every job
 completed; 1 when an upload failed (non-2xx or exception), a job failed, or a job was still
@@ -28,6 +31,7 @@ import asyncio
 import itertools
 import json
 import math
+import mimetypes
 import sys
 import time
 import uuid
@@ -36,7 +40,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-import httpx
+import aiohttp
 from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -139,8 +143,26 @@ def headers(args: argparse.Namespace) -> dict[str, str]:
     return {"X-API-Key": args.api_key} if args.api_key else {}
 
 
+def upload_form(u: Upload, tag: str, name: str, data: bytes) -> aiohttp.FormData:
+    """The multipart body of one upload (a FormData is consumed by the request that sends it)."""
+    form = aiohttp.FormData()
+    form.add_field("product_id", u.product_id)
+    form.add_field("name", f"Load test product {u.index}")
+    form.add_field("description", f"load test upload of {name}")
+    form.add_field("metadata", json.dumps({"source": "load_test", "run": tag, "photo": name}))
+    form.add_field("image_file", data, filename=name,
+                   content_type=mimetypes.guess_type(name)[0] or "application/octet-stream")
+    return form
+
+
+async def fetch(session: aiohttp.ClientSession, method: str, url: str, **kwargs) -> tuple[int, bytes]:
+    """Send one request and read the whole answer: (status, body)."""
+    async with session.request(method, url, **kwargs) as resp:
+        return resp.status, await resp.read()
+
+
 # -- phase 1: uploads ---------------------------------------------------------------------
-async def upload_all(run: Run, client: httpx.AsyncClient, photos: list[tuple[str, bytes]]) -> None:
+async def upload_all(run: Run, session: aiohttp.ClientSession, photos: list[tuple[str, bytes]]) -> None:
     args = run.args
     tag = uuid.uuid4().hex[:8]
     run.uploads = [Upload(i, f"lt-{tag}-{i:06d}", photos[i % len(photos)][0]) for i in range(args.requests)]
@@ -149,24 +171,23 @@ async def upload_all(run: Run, client: httpx.AsyncClient, photos: list[tuple[str
 
     async def one(u: Upload) -> None:
         name, data = photos[u.index % len(photos)]
-        form = {"product_id": u.product_id, "name": f"Load test product {u.index}",
-                "description": f"load test upload of {name}"}
+        form = upload_form(u, tag, name, data)
         u.sent_wall, u.sent_perf = time.time(), time.perf_counter()
         try:
-            resp = await client.post(UPLOAD_PATH, data=form, files={"image_file": (name, data)})
-        except Exception as exc:  # time-outs, refused connections, protocol errors
+            status, body = await fetch(session, "POST", args.api + UPLOAD_PATH, data=form)
+        except Exception as exc:  # aiohttp.ClientError, time-outs, refused connections, protocol errors
             u.answered_perf, u.answered_wall = time.perf_counter(), time.time()
             u.error = f"{exc.__class__.__name__}: {exc}"[:300]
             return
         u.answered_perf, u.answered_wall = time.perf_counter(), time.time()
-        u.status_code = resp.status_code
-        if 200 <= resp.status_code < 300:
+        u.status_code = status
+        if 200 <= status < 300:
             try:
-                u.job_id = resp.json()["job_id"]
-            except (ValueError, KeyError) as exc:
+                u.job_id = json.loads(body)["job_id"]
+            except (ValueError, KeyError, TypeError) as exc:
                 u.error = f"2xx without a job_id: {exc}"
         else:
-            u.error = resp.text[:300]
+            u.error = body.decode(errors="replace")[:300]
 
     errors = 0
 
@@ -188,7 +209,7 @@ async def upload_all(run: Run, client: httpx.AsyncClient, photos: list[tuple[str
 
 
 # -- phase 2: wait for the jobs -------------------------------------------------------------
-async def wait_all(run: Run, client: httpx.AsyncClient) -> None:
+async def wait_all(run: Run, session: aiohttp.ClientSession) -> None:
     args = run.args
     pending = deque(u for u in run.uploads if u.job_id)  # send order = queue order
     bar = tqdm(total=len(pending), desc="index ", unit="job", file=sys.stderr, dynamic_ncols=True)
@@ -199,16 +220,16 @@ async def wait_all(run: Run, client: httpx.AsyncClient) -> None:
     async def poll(u: Upload) -> bool:
         async with sem:
             try:
-                resp = await client.get(STATUS_PATH + u.job_id)
-            except httpx.HTTPError:
+                status, body = await fetch(session, "GET", args.api + STATUS_PATH + u.job_id)
+            except (aiohttp.ClientError, asyncio.TimeoutError):
                 run.poll_errors += 1
                 return False
             finally:
                 run.polls += 1
-        if resp.status_code != 200:
+        if status != 200:
             run.poll_errors += 1
             return False
-        doc = resp.json()
+        doc = json.loads(body)
         u.retry_count = int(doc.get("retry_count") or 0)
         if doc.get("status") not in TERMINAL:
             return False
@@ -414,18 +435,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 async def run_test(args: argparse.Namespace, photos: list[tuple[str, bytes]]) -> Run:
     run = Run(args)
-    limits = httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=args.concurrency)
-    async with httpx.AsyncClient(base_url=args.api, headers=headers(args), limits=limits,
-                                 timeout=httpx.Timeout(args.request_timeout)) as client:
-        try:
-            resp = await client.get("/healthz", timeout=5)
-            resp.raise_for_status()
-        except httpx.HTTPError as exc:
-            raise Unreachable(f"load_test: the API at {args.api} does not answer /healthz: {exc}") from None
-        await upload_all(run, client, photos)
+    connector = aiohttp.TCPConnector(limit=args.concurrency)
+    async with aiohttp.ClientSession(connector=connector, headers=headers(args),
+                                     timeout=aiohttp.ClientTimeout(total=args.request_timeout)) as session:
+        await check_health(args, session)
+        await upload_all(run, session, photos)
         if args.wait:
-            await wait_all(run, client)
+            await wait_all(run, session)
     return run
+
+
+async def check_health(args: argparse.Namespace, session: aiohttp.ClientSession) -> None:
+    try:
+        async with session.get(args.api + "/healthz", timeout=aiohttp.ClientTimeout(total=5)) as resp:
+            resp.raise_for_status()
+    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        reason = f"{exc.__class__.__name__}: {exc}"  # aiohttp's messages alone can be bare (a URL, or empty)
+        raise Unreachable(f"load_test: the API at {args.api} does not answer /healthz: {reason}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
