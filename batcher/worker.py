@@ -103,10 +103,10 @@ class Worker:
                     stored.result()
                 stored = storer.submit(self.store_and_ack, batch, vectors, error)
         finally:
-            if stored is not None:
-                stored.result()
             self.stop.set()
-            upcoming.cancel() or upcoming.exception()
+            for future in (stored, upcoming):  # let the batch in flight finish; never raise here
+                if future is not None:
+                    future.cancel() or future.exception()
             self._release()
             for pool in (prefetch, storer, self._decoders):
                 pool.shutdown(wait=True)
