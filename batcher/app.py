@@ -69,7 +69,12 @@ class WorkerApp:
         metrics = WorkerMetrics(registry or CollectorRegistry())
         metrics.info.labels(settings.worker_id, str(encoder.device), encoder.name).set(1)
         if settings.worker_metrics_port and registry is None:
-            start_http_server(settings.worker_metrics_port, registry=metrics.registry)
+            try:
+                start_http_server(settings.worker_metrics_port, registry=metrics.registry)
+            except OSError as exc:
+                store.close()
+                raise StartupError(f"cannot serve metrics on port {settings.worker_metrics_port} ({exc}): "
+                                   "give each worker on a host its own WORKER_METRICS_PORT, or 0 for none") from None
             log.info("metrics on :%d/metrics", settings.worker_metrics_port)
         return cls(settings, client, encoder, store, metrics, stop or threading.Event())
 

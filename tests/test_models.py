@@ -71,3 +71,17 @@ def test_a_second_worker_on_the_embedded_folder_is_refused(start_worker, tmp_pat
             start_worker(qdrant_path=str(tmp_path / "shared"))
     finally:
         first.store.close()
+
+
+def test_a_taken_metrics_port_is_a_clear_start_error(redis_url, tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = dict(os.environ, REDIS_URL=redis_url, CLIP_MODEL="clipq-tiny", CLIP_PRETRAINED="none",
+                   QDRANT_PATH=str(tmp_path / "q"), WORKER_METRICS_PORT=str(port))
+        proc = subprocess.run([sys.executable, "-m", "batcher", "--batch-mode"], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "WORKER_METRICS_PORT" in proc.stdout, proc.stdout[-2000:]
