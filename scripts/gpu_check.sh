@@ -58,8 +58,10 @@ device, out = sys.argv[1], sys.argv[2]
 t0 = time.perf_counter()
 cpu = load_encoder("ViT-B-32", "none", "cpu", seed=0)
 dev = load_encoder("ViT-B-32", "none", device, seed=0)
-with open(CORPUS / "manifest.tsv") as f:
-    files = [CORPUS / r["file"] for r in csv.DictReader(f, delimiter="\t") if r["expect"] == "index"]
+files = []
+if (CORPUS / "manifest.tsv").is_file():  # absent where only the repository travelled
+    with open(CORPUS / "manifest.tsv") as f:
+        files = [CORPUS / r["file"] for r in csv.DictReader(f, delimiter="\t") if r["expect"] == "index"]
 products, _ = make_images(32, seed=7)
 names = [p.name for p in files] + [f"product-{i}.jpg" for i in range(len(products))]
 pixels = np.stack([decode(d, cpu.preprocessing, 40_000_000) for d in [p.read_bytes() for p in files] + products])
