@@ -161,7 +161,7 @@ class Worker:
             return None
         jobs = self.consumer.fetch(ids)
         self._claimed += len(ids)
-        claimed_ms = self._redis_ms()
+        claimed_ms = self.consumer.claimed_at_ms  # every batch ends with the claim script
         self.metrics.stage.labels("claim").observe(time.perf_counter() - source.first_at)
         for job in jobs:
             self.metrics.queue_wait.observe(max(0, claimed_ms - job.created_at_ms) / 1000)
@@ -311,10 +311,6 @@ class Worker:
                          job.product_id, o.error)
 
     # -- helpers -------------------------------------------------------------------------
-    def _redis_ms(self) -> int:
-        sec, usec = self.consumer.redis.time()
-        return sec * 1000 + usec // 1000
-
     def log_stats(self) -> None:
         t = self.totals
         uptime = time.monotonic() - t.started

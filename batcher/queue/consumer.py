@@ -42,6 +42,7 @@ class JobConsumer:
         self.scripts = Scripts(client)
         self.processing = self.keys.processing(worker_id)
         self._unmarked: list[str] = []
+        self.claimed_at_ms = 0  # Redis time of the last claim script
 
     # -- claiming: the source of the batch collector -----------------------------------
     def register(self) -> None:
@@ -67,6 +68,7 @@ class JobConsumer:
         out = self.scripts.claim(keys=[k.queue, self.processing, k.stats],
                                  args=[k.job(""), max(n, 0), *self._unmarked])
         self._unmarked.clear()
+        self.claimed_at_ms = int(out[0])
         return [i.decode() for i in out[1:]]
 
     def fetch(self, job_ids: list[str]) -> list[Job]:
