@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import time
 
 import pytest
@@ -147,3 +148,22 @@ def test_no_worker_gives_503_and_a_silent_worker_gives_504(make_client, r, names
     t0 = time.monotonic()
     resp = client.post("/api/v1/search", json={"text": "x"})
     assert resp.status_code == 504 and 0.5 <= time.monotonic() - t0 < 3
+
+
+REAL_WEIGHTS = os.environ.get("CLIPQ_REAL_WEIGHTS")  # a tag or checkpoint path for ViT-B-32
+
+
+@pytest.mark.skipif(not REAL_WEIGHTS, reason="needs real ViT-B-32 weights: set CLIPQ_REAL_WEIGHTS to a "
+                                             "checkpoint path or a cached open_clip tag")
+def test_with_real_weights_words_find_the_right_photo(client, serve_worker):
+    from models.clip import load_encoder
+
+    real = load_encoder("ViT-B-32", REAL_WEIGHTS, "auto")
+    serve_worker(encoder_override=real)
+    photos = {p.name: p for p in corpus_files("index")}
+    jobs = [upload(client, photos[name], sku).json()["job_id"]
+            for sku, name in (("cat", "chelsea.png"), ("rocket", "rocket.jpg"), ("coffee", "coffee.png"))]
+    wait_completed(client, jobs)
+    for query, expected in (("a photo of a cat", "cat"), ("a rocket launch", "rocket"), ("a cup of coffee", "coffee")):
+        results = client.post("/api/v1/search", json={"text": query, "limit": 3}).json()["results"]
+        assert results[0]["product_id"] == expected, (query, results)
