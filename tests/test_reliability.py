@@ -271,3 +271,22 @@ def test_a_reaped_but_living_worker_registers_again_with_its_heartbeat(worker_se
     r.srem("{%s}:workers" % s.queue_namespace, "survivor")  # reaped while Redis was away
     c.beat(30, "{}")
     assert r.sismember("{%s}:workers" % s.queue_namespace, "survivor")
+
+
+def test_a_reaped_workers_late_ack_changes_nothing(client, worker_settings, r, run_burst):
+    """Only the holder of a job may record its outcome: no counter moves twice."""
+    from batcher.queue.consumer import Outcome
+
+    job_id = upload(client, None, "p", data=jpeg(1)).json()["job_id"]
+    s = worker_settings()
+    slow = JobConsumer(r, s, "slow")
+    slow.register()
+    assert slow.take_blocking(1) + slow.take_now(0) == [job_id]
+    JobConsumer(r, s, "reaper").reap_dead_workers()  # no heartbeat: presumed dead, job requeued
+    late = slow.ack([Outcome(job_id, "completed")])
+    assert (late.completed, late.skipped) == (0, 1)
+    assert client.get(f"/api/v1/queue/status/{job_id}").json()["status"] == "queued"
+    _, totals = run_burst()
+    assert totals.completed == 1
+    stats = client.get("/api/v1/queue/stats").json()["jobs"]
+    assert stats == {"queued": 0, "processing": 0, "completed": 1, "failed": 0, "total": 1}
