@@ -290,3 +290,28 @@ def test_a_reaped_workers_late_ack_changes_nothing(client, worker_settings, r, r
     assert totals.completed == 1
     stats = client.get("/api/v1/queue/stats").json()["jobs"]
     assert stats == {"queued": 0, "processing": 0, "completed": 1, "failed": 0, "total": 1}
+
+
+def test_a_long_batch_never_starves_the_heartbeat(client, serve_worker, encoder, r, namespace):
+    class SlowModel:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def embed_images(self, images):
+            time.sleep(3)  # a batch three heartbeat TTLs long
+            return self.inner.embed_images(images)
+
+    app = serve_worker(encoder_override=SlowModel(encoder), worker_heartbeat_ttl=1.0)
+    job_id = upload(client, None, "p", data=jpeg(1)).json()["job_id"]
+    key = "{%s}:heartbeat:%s" % (namespace, app.settings.worker_id)
+    deadline = time.monotonic() + 10
+    while client.get(f"/api/v1/queue/status/{job_id}").json()["status"] != "processing":
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    for _ in range(25):  # 2.5 s inside the batch
+        assert r.exists(key), "the heartbeat lapsed during a long batch"
+        time.sleep(0.1)
+    assert JobConsumer(r, app.settings, "reaper").reap_dead_workers() == {}
