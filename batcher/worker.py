@@ -78,6 +78,8 @@ class Worker:
         self.ceiling = BatchCeiling(settings.worker_batch_size, settings.worker_oom_cooldown)
         self.totals = Totals()
         self._claimed = 0
+        self._held: set[str] = set()  # ids claimed and not yet acknowledged or released
+        self._held_lock = threading.Lock()
         self._next_reap = 0.0
         self._next_stats = time.monotonic() + 60
         self._decoders = ThreadPoolExecutor(settings.worker_decode_threads, "decode")
@@ -159,7 +161,13 @@ class Worker:
         ids = collect(source, policy, first_timeout)
         if not ids:
             return None
-        jobs = self.consumer.fetch(ids)
+        self._hold(ids)
+        try:
+            jobs = self.consumer.fetch(ids)
+        except Exception:
+            self._let_go(ids)  # still in our list: the next housekeeping round requeues them
+            raise
+        self._let_go(set(ids) - {j.job_id for j in jobs})  # gone or finished: nothing to do
         self._claimed += len(ids)
         claimed_ms = self.consumer.claimed_at_ms  # every batch ends with the claim script
         self.metrics.stage.labels("claim").observe(time.perf_counter() - source.first_at)
@@ -207,6 +215,10 @@ class Worker:
             self._next_reap = now + self.s.reaper_interval
             for worker_id, n in self.consumer.reap_dead_workers().items():
                 log.warning("worker %s is dead (no heartbeat): %d jobs back in the queue", worker_id, n)
+            with self._held_lock:
+                held = set(self._held)
+            if orphans := self.consumer.requeue_orphans(held):
+                log.warning("%d jobs in our list that no claim returned (a lost reply): requeued", orphans)
         if now >= self._next_stats:
             self._next_stats = now + 60
             self.log_stats()
@@ -287,6 +299,7 @@ class Worker:
                 log.warning("redis unavailable for ack (%s); retrying in %.1fs", exc, backoff)
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 5)
+        self._let_go({o.job_id for o in outcomes})
         self.metrics.stage.labels("ack").observe(time.perf_counter() - t0)
         self._account(batch, outcomes, result.now_ms)
 
@@ -311,6 +324,14 @@ class Worker:
                          job.product_id, o.error)
 
     # -- helpers -------------------------------------------------------------------------
+    def _hold(self, ids) -> None:
+        with self._held_lock:
+            self._held.update(ids)
+
+    def _let_go(self, ids) -> None:
+        with self._held_lock:
+            self._held.difference_update(ids)
+
     def log_stats(self) -> None:
         t = self.totals
         uptime = time.monotonic() - t.started

@@ -315,3 +315,25 @@ def test_a_long_batch_never_starves_the_heartbeat(client, serve_worker, encoder,
         assert r.exists(key), "the heartbeat lapsed during a long batch"
         time.sleep(0.1)
     assert JobConsumer(r, app.settings, "reaper").reap_dead_workers() == {}
+
+
+def test_a_claim_whose_reply_was_lost_is_requeued_by_its_living_worker(client, serve_worker, r, namespace):
+    """Redis moved an id into the worker's list but the worker never heard: it must not sit there."""
+    from batcher.queue.jobs import JobSpec
+    from batcher.queue.keys import Keys
+    from batcher.queue.scripts import Scripts
+
+    app = serve_worker(worker_reaper_interval=0.3)
+    time.sleep(0.5)
+    # what a BLMOVE whose reply was lost leaves behind: a queued job in the worker's own list
+    k, job_id = Keys(namespace), "job-" + "2" * 32
+    fields = [x for kv in JobSpec("lost", "n", "", {}, "sha", "image/jpeg").to_fields().items() for x in kv]
+    Scripts(r).enqueue(keys=[k.processing(app.settings.worker_id), k.stats, k.job(job_id), k.image(job_id)],
+                       args=[100, job_id, jpeg(1), *fields])
+    deadline = time.monotonic() + 15
+    while client.get(f"/api/v1/queue/status/{job_id}").json()["status"] != "completed":
+        assert time.monotonic() < deadline, "the orphaned job was never processed"
+        time.sleep(0.05)
+    stats = client.get("/api/v1/queue/stats").json()["jobs"]
+    assert stats == {"queued": 0, "processing": 0, "completed": 1, "failed": 0, "total": 1}
+    assert client.get(f"/api/v1/queue/status/{job_id}").json()["retry_count"] == 0

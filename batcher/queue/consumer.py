@@ -100,12 +100,12 @@ class JobConsumer:
     def promote_due(self, limit: int = 1000) -> int:
         return int(self.scripts.promote(keys=[self.keys.delayed, self.keys.queue], args=[limit]))
 
-    def _hand_back(self, worker_id: str, mode: str) -> int:
+    def _hand_back(self, worker_id: str, mode: str, ids: tuple[str, ...] = ()) -> int:
         k, s = self.keys, self.settings
         return int(self.scripts.reap(
             keys=[k.processing(worker_id), k.queue, k.stats, k.failed, k.workers, k.heartbeat(worker_id)],
             args=[k.job(""), k.image(""), mode, worker_id, s.max_attempts, s.failed_job_ttl,
-                  s.failed_image_ttl],
+                  s.failed_image_ttl, *ids],
         ))
 
     def reap_dead_workers(self) -> dict[str, int]:
@@ -122,6 +122,13 @@ class JobConsumer:
     def recover_own(self) -> int:
         """At start: requeue jobs left in our list by an earlier process with our id (a restart)."""
         return self._hand_back(self.worker_id, "recover")
+
+    def requeue_orphans(self, held: set[str]) -> int:
+        """Requeue ids in our list that we do not hold: a claim whose reply was lost in a Redis
+        error moved them here without our knowing. Call between claims, never during one."""
+        listed = {i.decode() for i in self.redis.lrange(self.processing, 0, -1)}
+        orphans = listed - held - set(self._unmarked)
+        return self._hand_back(self.worker_id, "orphans", tuple(sorted(orphans))) if orphans else 0
 
     def release(self) -> int:
         """Give our claimed-but-unfinished jobs back to the queue (graceful shutdown)."""

@@ -4,9 +4,11 @@
 --   workers must not kill them forever).
 -- mode 'recover': the same for a worker's own list left by an earlier process with its id.
 -- mode 'release': a worker returning its own claimed-but-unstarted jobs at shutdown.
+-- mode 'orphans': a living worker returning the ids ARGV[8..] of its list that it does not
+--   know it holds (the reply of a claim was lost): no attempt counted, still registered.
 -- KEYS: processing, queue, stats, failed, workers, heartbeat
 -- ARGV: job_key_prefix, image_key_prefix, mode, worker_id, max_attempts, failed_ttl_s,
---       failed_image_ttl_s
+--       failed_image_ttl_s, [id...]
 -- Returns the number of jobs requeued, or -1 when the worker is alive (reap mode).
 local mode = ARGV[3]
 if mode == 'reap' and redis.call('EXISTS', KEYS[6]) == 1 then
@@ -15,10 +17,19 @@ end
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local now = tostring(now_ms)
-local count_attempt = mode ~= 'release'
+local count_attempt = mode == 'reap' or mode == 'recover'
 local requeued = 0
+local orphan = 7
+local function next_id()
+  if mode ~= 'orphans' then return redis.call('LPOP', KEYS[1]) end
+  while orphan < #ARGV do
+    orphan = orphan + 1
+    if redis.call('LREM', KEYS[1], 1, ARGV[orphan]) == 1 then return ARGV[orphan] end
+  end
+  return false
+end
 while true do
-  local id = redis.call('LPOP', KEYS[1])
+  local id = next_id()
   if not id then break end
   local job, image = ARGV[1] .. id, ARGV[2] .. id
   local status = redis.call('HGET', job, 'status')
@@ -45,5 +56,5 @@ while true do
     requeued = requeued + 1
   end
 end
-if mode ~= 'recover' then redis.call('SREM', KEYS[5], ARGV[4]) end
+if mode == 'reap' or mode == 'release' then redis.call('SREM', KEYS[5], ARGV[4]) end
 return requeued
