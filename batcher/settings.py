@@ -10,6 +10,18 @@ from pydantic import Field
 from batcher.queue.config import QueueSettings
 
 
+def available_cpus(cpu_max: str = "/sys/fs/cgroup/cpu.max") -> int:
+    """CPUs this process may use: its affinity, capped by a container's CPU quota (cgroup v2)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = open(cpu_max).read().split()
+        if quota != "max":
+            cpus = min(cpus, max(1, int(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return cpus
+
+
 def default_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
@@ -25,8 +37,8 @@ class WorkerSettings(QueueSettings):
     worker_poll_interval: float = Field(
         1.0, gt=0, le=60, description="Seconds an idle worker blocks on the queue between housekeeping rounds.")
     worker_decode_threads: int = Field(
-        default_factory=lambda: min(8, os.cpu_count() or 1), ge=1, le=64,
-        description="Threads decoding images (default: CPU count, at most 8).")
+        default_factory=lambda: min(8, available_cpus()), ge=1, le=64,
+        description="Threads decoding images (default: the CPUs this container may use, at most 8).")
     worker_heartbeat_ttl: float = Field(
         30, gt=0, description="Seconds a heartbeat lives; a worker silent that long is presumed dead.")
     worker_reaper_interval: float | None = Field(

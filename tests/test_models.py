@@ -85,3 +85,13 @@ def test_a_taken_metrics_port_is_a_clear_start_error(redis_url, tmp_path):
         proc = subprocess.run([sys.executable, "-m", "batcher", "--batch-mode"], cwd=ROOT, env=env,
                               capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "WORKER_METRICS_PORT" in proc.stdout, proc.stdout[-2000:]
+
+
+def test_decode_threads_follow_a_container_cpu_quota(tmp_path):
+    from batcher.settings import available_cpus
+
+    quota = tmp_path / "cpu.max"
+    quota.write_text("150000 100000\n")  # 1.5 CPUs
+    assert available_cpus(str(quota)) == 1
+    quota.write_text("max 100000\n")
+    assert available_cpus(str(quota)) == available_cpus(str(tmp_path / "absent"))
