@@ -153,9 +153,6 @@ class JobConsumer:
     def depth(self) -> int:
         return int(self.redis.llen(self.keys.queue))
 
-    def delayed_count(self) -> int:
-        return int(self.redis.zcard(self.keys.delayed))
-
     def next_delayed_in_s(self) -> float | None:
         """Seconds until the next delayed retry is due (Redis time), None when there is none."""
         first = self.redis.zrange(self.keys.delayed, 0, 0, withscores=True)
