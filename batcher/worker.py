@@ -34,7 +34,6 @@ class Batch:
     jobs: list[Job]                      # decoded, to embed
     pixels: np.ndarray | None            # (len(jobs), S, S, 3) uint8
     rejected: list[tuple[Job, str]]      # permanent failures (cannot decode)
-    claimed_at_ms: int
 
 
 @dataclass
@@ -173,9 +172,9 @@ class Worker:
         self.metrics.stage.labels("claim").observe(time.perf_counter() - source.first_at)
         for job in jobs:
             self.metrics.queue_wait.observe(max(0, claimed_ms - job.created_at_ms) / 1000)
-        return self.decode(jobs, claimed_ms)
+        return self.decode(jobs)
 
-    def decode(self, jobs: list[Job], claimed_ms: int) -> Batch:
+    def decode(self, jobs: list[Job]) -> Batch:
         t0 = time.perf_counter()
         prep, limit = self.encoder.preprocessing, self.s.max_image_pixels
 
@@ -190,7 +189,7 @@ class Worker:
         rejected = [(j, str(r)) for j, r in zip(jobs, results) if isinstance(r, Exception)]
         pixels = np.stack([r for _, r in good]) if good else None
         self.metrics.stage.labels("decode").observe(time.perf_counter() - t0)
-        return Batch([j for j, _ in good], pixels, rejected, claimed_ms)
+        return Batch([j for j, _ in good], pixels, rejected)
 
     def _done(self) -> bool:
         """Burst mode ends when nothing is queued, delayed or in flight; --max-jobs when reached."""

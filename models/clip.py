@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,7 +52,6 @@ def resolve_device(requested: str) -> torch.device:
 def _create(model_name: str, pretrained: str, seed: int, cache_dir: str | None):
     import open_clip
 
-    open_clip.add_model_config(CONFIG_DIR)
     if pretrained.lower() == RANDOM_WEIGHTS:
         torch.manual_seed(seed)  # every worker gets the same random weights
         return open_clip.create_model(model_name, pretrained=None)
@@ -86,15 +86,10 @@ class ClipEncoder:
             mean=tuple(cfg["mean"]), std=tuple(cfg["std"]),
             interpolation=cfg.get("interpolation", "bicubic"),
         )
-        self.dim = int(model.text_projection.shape[1]) if hasattr(model, "text_projection") and \
-            model.text_projection is not None else int(self._probe_dim())
+        self.dim = int(open_clip.get_model_config(name)["embed_dim"])
         shape = (1, 3, 1, 1)
         self._mean = torch.tensor(self.preprocessing.mean, device=device, dtype=self.dtype).view(shape)
         self._std = torch.tensor(self.preprocessing.std, device=device, dtype=self.dtype).view(shape)
-
-    def _probe_dim(self) -> int:
-        s = self.preprocessing.image_size
-        return self.embed_images(np.zeros((1, s, s, 3), np.uint8)).shape[1]
 
     def to_device(self, images: np.ndarray) -> torch.Tensor:
         """uint8 NHWC on the host -> normalised NCHW on the device (pinned, non-blocking on CUDA)."""
@@ -127,18 +122,13 @@ class ClipEncoder:
         self.embed_texts(["warm up"])
 
 
-class _oom_guard:
-    def __init__(self, n: int) -> None:
-        self.n = n
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is not None and issubclass(exc_type, torch.cuda.OutOfMemoryError):
-            torch.cuda.empty_cache()
-            raise OutOfMemory(f"device out of memory for a batch of {self.n}") from exc
-        return False
+@contextmanager
+def _oom_guard(n: int):
+    try:
+        yield
+    except torch.cuda.OutOfMemoryError as exc:
+        torch.cuda.empty_cache()
+        raise OutOfMemory(f"device out of memory for a batch of {n}") from exc
 
 
 def load_encoder(model_name: str, pretrained: str, device: str = "auto", seed: int = 0,
