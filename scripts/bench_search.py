@@ -34,7 +34,7 @@ from local_redis import LocalRedis, free_port  # noqa: E402
 
 
 def photos() -> list[bytes]:
-    files = sorted((ROOT / "samples").glob("*.jpg")) or sorted((ROOT.parent / "shared/corpus/real").glob("*.jpg"))
+    files = sorted((ROOT / "samples").glob("*.jpg")) or sorted((ROOT / "tests/data/corpus/real").glob("*.jpg"))
     return [f.read_bytes() for f in files]
 
 

@@ -15,7 +15,7 @@ The model is loaded and warmed up once, before any timing, and handed to ``Worke
 each worker configuration first drains a small warm-up queue of its own.
 
 Images are product-sized JPEGs (about 1000 px on the long side, quality 90) derived in memory
-from the real photos of ../shared/corpus (the ``index`` rows of manifest.tsv) and samples/, by
+from the real photos of tests/data/corpus (the ``index`` rows of manifest.tsv; CLIPQ_CORPUS picks another) and samples/, by
 cropping, flipping and resizing, so that every job has distinct bytes.
 
 A Redis server is started for the run unless REDIS_URL is set; every key lives under a
@@ -50,7 +50,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CORPUS = Path(os.environ.get("CLIPQ_CORPUS", ROOT.parent / "shared" / "corpus"))
+CORPUS = Path(os.environ.get("CLIPQ_CORPUS", ROOT / "tests" / "data" / "corpus"))
 SAMPLES = ROOT / "samples"
 sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
 

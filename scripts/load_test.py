@@ -45,7 +45,7 @@ from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "samples"
-FALLBACK = ROOT.parent / "shared" / "corpus" / "real"
+FALLBACK = ROOT / "tests" / "data" / "corpus" / "real"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 UPLOAD_PATH = "/api/v1/index-product-with-image"
 STATUS_PATH = "/api/v1/queue/status/"

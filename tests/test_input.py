@@ -18,8 +18,8 @@ def test_every_corpus_file_meets_its_fate_in_one_mixed_batch(client, serve_worke
     app = serve_worker(worker_batch_size=64, worker_max_wait_ms=2000)
     good = [upload(client, None, f"good-{i}", data=jpeg(i)).json()["job_id"] for i in range(4)]
     fates = {}
-    for i, row in enumerate(corpus_rows()):
-        resp = upload(client, CORPUS / row["file"], f"c-{i}")
+    for i, row in enumerate(corpus_rows(extra=True)):
+        resp = upload(client, row["path"], f"c-{i}")
         fates[row["file"]] = (row["expect"], resp)
         if resp.status_code != 202:
             assert 400 <= resp.status_code < 500, (row["file"], resp.status_code, resp.text)
