@@ -10,6 +10,7 @@ import os
 import shutil
 import sys
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -122,6 +123,36 @@ def make_client(settings_kw):
     yield make
     for c in clients:
         c.__exit__(None, None, None)
+
+
+@pytest.fixture
+def serve_api(settings_kw):
+    """Serve the API over real HTTP (uvicorn in a thread, a free port); returns its base URL."""
+    import uvicorn
+
+    from api.main import create_app
+    from api.settings import ApiSettings
+    from local_redis import free_port
+
+    servers = []
+
+    def serve(**overrides) -> str:
+        port = free_port()
+        server = uvicorn.Server(uvicorn.Config(create_app(ApiSettings(**settings_kw | overrides)),
+                                               host="127.0.0.1", port=port, log_level="error"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        servers.append((server, thread))
+        deadline = time.monotonic() + 10
+        while not server.started:
+            assert time.monotonic() < deadline, "the API did not start"
+            time.sleep(0.05)
+        return f"http://127.0.0.1:{port}"
+
+    yield serve
+    for server, thread in servers:
+        server.should_exit = True
+        thread.join(10)
 
 
 @pytest.fixture
