@@ -79,9 +79,10 @@ function spark(id, values, labelId) {
   const svg = $(id);
   svg.replaceChildren();
   $(labelId).textContent = values.length ? `(now ${values[values.length - 1]}, max ${Math.max(...values)})` : "(no samples yet)";
-  if (values.length < 2) return;
+  if (!values.length) return;
   const max = Math.max(...values, 1);
-  const points = values.map((v, i) => `${(i / (values.length - 1)) * 300},${38 - (v / max) * 36}`);
+  const series = values.length === 1 ? [values[0], values[0]] : values;
+  const points = series.map((v, i) => `${(i / (series.length - 1)) * 300},${38 - (v / max) * 36}`);
   const line = document.createElementNS("http://www.w3.org/2000/svg", "polyline");
   line.setAttribute("points", points.join(" "));
   svg.append(line);
