@@ -132,6 +132,7 @@ async function retry(path, button, result) {
   } catch (err) {
     outcome(result, false, err.message);
   }
+  button.disabled = false;
   pause = Date.now() + 4000;  // leave the outcome on screen for a moment
 }
 
@@ -217,7 +218,9 @@ document.addEventListener("DOMContentLoaded", () => {
   setupDrop();
   $("lookup-form").addEventListener("submit", lookup);
   $("search-form").addEventListener("submit", searchText);
-  $("retry-all").addEventListener("click", () => retry("/api/v1/queue/failed/retry", $("retry-all"), $("retry-all-outcome")));
+  $("retry-all").addEventListener("click", () => {
+    if (confirm("Retry every failed job?")) retry("/api/v1/queue/failed/retry", $("retry-all"), $("retry-all-outcome"));
+  });
   refresh();
   setInterval(refresh, REFRESH_MS);
 });
