@@ -15,11 +15,11 @@ from redis.backoff import NoBackoff
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from api import errors
+from api import docs, errors
 from api.limits import BodySizeLimit
 from api.metrics import ApiMetrics
 from api.queue import JobQueue
-from api.routes import health, jobs, search, uploads
+from api.routes import dashboard, failures, health, jobs, search, uploads, workers
 from api.settings import ApiSettings
 from batcher.queue.connect import async_client
 
@@ -54,13 +54,15 @@ async def lifespan(app: FastAPI):
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
     settings = settings or ApiSettings.from_env()
     logging.basicConfig(level=settings.log_level.upper())
-    app = FastAPI(title="clipq", version="0.1.0", lifespan=lifespan,
+    app = FastAPI(title="clipq", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Product photos in, searchable CLIP vectors out, behind a Redis queue.")
     app.state.settings = settings
     app.state.metrics = ApiMetrics()
     errors.install(app)
-    for module in (uploads, jobs, search, health):
+    for module in (uploads, jobs, failures, workers, search, health):
         app.include_router(module.router)
+    docs.install(app)
+    dashboard.install(app)
     if settings.cors_origin_list:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origin_list,
                            allow_methods=["GET", "POST", "DELETE"], allow_headers=["X-API-Key", "Content-Type"])

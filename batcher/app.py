@@ -6,7 +6,6 @@ with their own settings and a fresh metrics registry.
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 from dataclasses import dataclass
 
@@ -19,6 +18,7 @@ from batcher.queries import QueryServer
 from batcher.queue.connect import sync_client
 from batcher.queue.consumer import JobConsumer
 from batcher.settings import WorkerSettings
+from batcher.status import WorkerStatus
 from batcher.store import StoreLocked, VectorStore
 from batcher.worker import Totals, Worker
 from models.clip import ClipEncoder, WeightsUnavailable, load_encoder
@@ -81,18 +81,16 @@ class WorkerApp:
     def run(self, burst: bool = False, max_jobs: int | None = None) -> Totals:
         s = self.settings
         consumer = JobConsumer(self.redis, s, s.worker_id)
-        heartbeat = Heartbeat(consumer, s.worker_heartbeat_ttl,
-                              {"worker_id": s.worker_id, "host": socket.gethostname(),
-                               "device": str(self.encoder.device), "model": self.encoder.name})
-        heartbeat.beat_now()
-        heartbeat.start()
+        worker = Worker(s, consumer, self.encoder, self.store, self.metrics, burst=burst,
+                        max_jobs=max_jobs, stop=self.stop)
         queries = QueryServer(self.redis, consumer.keys, self.encoder, self.store, self.metrics,
                               s.max_image_pixels, self.stop, s.worker_id, poll_s=s.worker_poll_interval)
         queries.start()
+        heartbeat = Heartbeat(consumer, s.worker_heartbeat_ttl, WorkerStatus(s, self.encoder, worker, queries))
+        heartbeat.beat_now()
+        heartbeat.start()
         log.info("worker %s ready: batch<=%d, window %.0fms, %s", s.worker_id, s.worker_batch_size,
                  s.worker_max_wait_ms, "burst" if burst else "serving")
-        worker = Worker(s, consumer, self.encoder, self.store, self.metrics, burst=burst,
-                        max_jobs=max_jobs, stop=self.stop)
         try:
             return worker.run()
         finally:

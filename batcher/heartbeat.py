@@ -1,5 +1,8 @@
 """A heartbeat key with a server-side TTL, refreshed from a thread of its own.
 
+Each beat stores the worker's status (rebuilt by ``info()``) and offers a sample of the
+queue to the dashboard's history.
+
 The main loop may spend a long time in one batch; the heartbeat never waits for it. When
 the process dies the key expires in Redis, and other workers' reapers requeue its jobs.
 """
@@ -8,32 +11,35 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from typing import Callable
 
 import redis
 
+from batcher.queue import history
 from batcher.queue.consumer import JobConsumer
 
 log = logging.getLogger(__name__)
 
 
 class Heartbeat(threading.Thread):
-    def __init__(self, consumer: JobConsumer, ttl_s: float, info: dict) -> None:
+    def __init__(self, consumer: JobConsumer, ttl_s: float, info: Callable[[], dict]) -> None:
         super().__init__(name="heartbeat", daemon=True)
         self.consumer = consumer
         self.ttl_s = ttl_s
-        self.info = json.dumps(info)
+        self.info = info
         self._stop_event = threading.Event()
 
     def run(self) -> None:
         while not self._stop_event.is_set():
             try:
-                self.consumer.beat(self.ttl_s, self.info)
+                self.beat_now()
+                history.record(self.consumer.scripts, self.consumer.keys)
             except redis.RedisError as exc:
                 log.warning("heartbeat failed: %s", exc)
             self._stop_event.wait(self.ttl_s / 3)
 
     def beat_now(self) -> None:
-        self.consumer.beat(self.ttl_s, self.info)
+        self.consumer.beat(self.ttl_s, json.dumps(self.info()))
 
     def stop(self) -> None:
         self._stop_event.set()

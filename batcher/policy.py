@@ -66,6 +66,11 @@ class BatchCeiling:
         self._lowered = None
         return self.max_size
 
+    def peek(self, now: float) -> int:
+        """The ceiling at ``now``, changing nothing: safe to read from another thread."""
+        lowered, until = self._lowered, self._until
+        return lowered if lowered is not None and now < until else self.max_size
+
     def lower(self, failed_size: int, now: float) -> int:
         """A batch of ``failed_size`` ran out of memory: allow half of it until the cooldown ends."""
         self._lowered = max(1, min(failed_size // 2, self.current(now)))

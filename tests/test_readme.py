@@ -22,7 +22,7 @@ def test_every_route_is_documented(api_settings):
     assert len(paths) >= 10
     for path in paths:
         documented = re.sub(r"\{[^}]+\}", "", path)
-        assert documented in README, f"{path} is not in the README"
+        assert documented in README or path in README, f"{path} is not in the README"
 
 
 def test_the_two_commands_come_first():

@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
+from api import monitor
 from api.deps import KEY_REQUIRED, Queue
 from api.errors import ApiError, error_body
 
@@ -33,6 +34,13 @@ async def queue_stats(queue: Queue):
                 **error_body("redis_unavailable", "the job store (Redis) is unavailable")}
         return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})
     return {"available": True, **stats, "timestamp": now}
+
+
+@router.get("/history")
+async def queue_history(queue: Queue, minutes: Annotated[int, Query(ge=1, le=20)] = 15) -> dict:
+    """Samples of the queue (pending, delayed, processing, completed, failed, completions per
+    second) taken every few seconds by the workers' heartbeats; kept 20 minutes at most."""
+    return await monitor.recent_history(queue, minutes)
 
 
 @router.get("/failed", dependencies=KEY_REQUIRED)

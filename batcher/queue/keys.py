@@ -44,6 +44,12 @@ class Keys:
         """Set of worker ids that may own a processing list (the reaper's work list)."""
         return f"{self.tag}:workers"
 
+    @property
+    def history(self) -> str:
+        """List of queue samples (JSON, newest first) for the dashboard's sparklines; bounded
+        in length, with a TTL, written by the workers' heartbeats (``lua/sample.lua``)."""
+        return f"{self.tag}:history"
+
     def job(self, job_id: str) -> str:
         return f"{self.tag}:job:{job_id}"
 
@@ -54,6 +60,7 @@ class Keys:
         return f"{self.tag}:processing:{worker_id}"
 
     def heartbeat(self, worker_id: str) -> str:
+        """The worker's status (JSON, see ``batcher/status.py``) with a TTL: alive while it exists."""
         return f"{self.tag}:heartbeat:{worker_id}"
 
     # -- the query lane (search, product get/delete) --------------------------------

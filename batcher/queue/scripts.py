@@ -8,7 +8,7 @@ from __future__ import annotations
 from functools import cache
 from importlib import resources
 
-NAMES = ("enqueue", "claim", "ack", "promote", "reap", "retry")
+NAMES = ("enqueue", "claim", "ack", "promote", "reap", "retry", "sample")
 
 
 @cache
