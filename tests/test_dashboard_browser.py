@@ -10,52 +10,32 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
-import threading
 import time
 
 import httpx
 import pytest
 
-from conftest import CORPUS, corpus_files
+from conftest import CORPUS, corpus_files, require_tool
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_HOW = "apt-get install -y chromium (Debian), or run .ci/run as root, which installs it"
 playwright_api = pytest.importorskip("playwright.sync_api", reason="pip install -e '.[test]' for playwright")
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None, reason="Chromium is not installed: `apt-get install -y chromium` (Debian) to run this test")
 KEY = "dashboard-test-key"
 FLAGS = ["--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync"]
 
 
 @pytest.fixture
-def live_api(settings_kw):
-    """The API served over HTTP by uvicorn in a thread, on a free port."""
-    import uvicorn
-
-    from api.main import create_app
-    from api.settings import ApiSettings
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(ApiSettings(**settings_kw, api_key=KEY)),
-                                           log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server.should_exit = True
-    thread.join(10)
+def live_api(serve_api):
+    """The API served over HTTP by uvicorn in a thread, on a free port, with an API key."""
+    return serve_api(api_key=KEY)
 
 
 @pytest.fixture
 def browser_page(live_api, tmp_path):
     """A Chromium page that may talk to the API only; ``page.blocked`` lists what it tried elsewhere."""
+    chromium = require_tool("chromium", CHROMIUM_HOW)
     with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        browser = p.chromium.launch(executable_path=chromium, args=FLAGS)
         context = browser.new_context(viewport={"width": 1280, "height": 1000})
         blocked, errors = [], []
 
