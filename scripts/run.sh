@@ -39,7 +39,7 @@ if ! $PY scripts/weights_available.py; then
 fi
 
 echo "==> starting the API on :$API_PORT"
-$PY -m uvicorn api.main:app --host 0.0.0.0 --port "$API_PORT" --log-level warning --timeout-keep-alive 30 &
+ALLOW_ANONYMOUS="${ALLOW_ANONYMOUS:-$(case "${API_HOST:-127.0.0.1}" in (127.*|localhost|::1) echo true;; (*) echo false;; esac)}" $PY -m uvicorn api.main:app --host "${API_HOST:-127.0.0.1}" --port "$API_PORT" --log-level warning --timeout-keep-alive 30 &
 pids+=($!)
 echo "==> starting a worker ($CLIP_MODEL, $CLIP_PRETRAINED)"
 # one machine for everything: the model yields the CPU to the API, which must answer in milliseconds

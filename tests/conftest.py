@@ -70,7 +70,7 @@ def settings_kw(redis_url, namespace, tmp_path) -> dict:
 def api_settings(settings_kw):
     from api.settings import ApiSettings
 
-    return ApiSettings(**settings_kw)
+    return ApiSettings(**settings_kw, allow_anonymous=True)
 
 
 @pytest.fixture
@@ -84,7 +84,7 @@ def make_client(settings_kw):
     clients = []
 
     def make(**overrides):
-        client = TestClient(create_app(ApiSettings(**settings_kw | overrides)))
+        client = TestClient(create_app(ApiSettings(**settings_kw | {"allow_anonymous": True} | overrides)))
         client.__enter__()
         clients.append(client)
         return client
