@@ -40,7 +40,8 @@ def refused(resp, status: int, field: str | None) -> bool:
 HOSTILE_FILTERS = [
     {"price": 1.5}, {"price": 2.0}, {"price": float("nan")}, {"": "x"}, {"k" * 65: "x"},
     {f"k{i}": i for i in range(17)}, {"a": None}, {"a": {"b": 1}}, {"a": [1]}, {"a": 2**63},
-    {"a[]": "x"}, {'a"b': "x"}, {".a": "x"}, {"a..b": "x"}, {"a": "v" * 1025},
+    {"a[]": "x"}, {'a"b': "x"}, {".a": "x"}, {"a..b": "x"}, {"a b": "x"}, {"a:b": "x"}, {"a$": "x"},
+    {"a": "v" * 1025},
 ]
 
 
