@@ -132,6 +132,9 @@ def test_a_trickling_upload_gets_408_and_a_brisk_one_is_accepted(live_api):
 
 
 # -- public error messages ----------------------------------------------------------------------
+DECODE_REASON = "cannot decode image: the file is corrupt, truncated or not a supported image"
+
+
 def test_failed_jobs_show_short_reasons_not_raw_exception_text(client, start_worker):
     from batcher.store import VectorStore
     from qdrant_client import QdrantClient
@@ -142,8 +145,7 @@ def test_failed_jobs_show_short_reasons_not_raw_exception_text(client, start_wor
     totals = app.run(burst=True)
     assert totals.failed == 1
     status = client.get(f"/api/v1/queue/status/{corrupt}").json()
-    decode_reason = "cannot decode image: the file is corrupt, truncated or not a supported image"
-    assert status["status"] == "failed" and status["error_message"] == decode_reason
+    assert status["status"] == "failed" and status["error_message"] == DECODE_REASON
 
     unreachable = upload(client, None, "p", data=jpeg(1)).json()["job_id"]
     app = start_worker(max_attempts=2)
@@ -153,7 +155,22 @@ def test_failed_jobs_show_short_reasons_not_raw_exception_text(client, start_wor
     status = client.get(f"/api/v1/queue/status/{unreachable}").json()
     assert status["error_message"] == "vector store unavailable (gave up after 2 attempts)"
     listed = {j["job_id"]: j["error_message"] for j in client.get("/api/v1/queue/failed").json()["jobs"]}
-    assert listed == {corrupt: decode_reason, unreachable: status["error_message"]}
+    assert listed == {corrupt: DECODE_REASON, unreachable: status["error_message"]}
+
+
+def test_query_errors_from_a_worker_are_short_reasons(client, serve_worker):
+    app = serve_worker()
+    whole = jpeg(4, (400, 300))
+    resp = search_image(client, whole[: len(whole) // 2])  # passes the header probe, fails to decode
+    assert refused(resp, 422, None) and resp.json()["error"]["code"] == "invalid_image"
+    assert resp.json()["error"]["message"] == DECODE_REASON
+
+    def broken_get(product_id):
+        raise RuntimeError("qdrant at http://10.0.0.7:6333 said no")
+
+    app.store.get = broken_get
+    resp = client.get("/api/v1/products/sku-1")
+    assert resp.status_code == 500 and "RuntimeError" not in resp.text and "10.0.0.7" not in resp.text
 
 
 def test_short_reasons_keep_our_words_and_drop_internal_text():
