@@ -12,8 +12,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 log = logging.getLogger("clipq.api")
 
 _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-               405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type",
-               422: "invalid_request", 429: "queue_full", 503: "unavailable", 504: "timeout"}
+               405: "method_not_allowed", 408: "request_timeout", 413: "payload_too_large",
+               415: "unsupported_media_type", 422: "invalid_request", 429: "queue_full", 503: "unavailable",
+               504: "timeout"}
 
 
 class ApiError(Exception):

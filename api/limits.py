@@ -1,6 +1,12 @@
-"""Refuse oversized request bodies while they stream in, without reading them whole."""
+"""Guard request bodies while they stream in, without reading them whole: a body over the size
+limit gets 413, and one that has not fully arrived within the read deadline gets 408 (a
+trickling client must not hold a connection and a request slot for ever)."""
 from __future__ import annotations
 
+import asyncio
+import time
+
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import error_response
@@ -8,52 +14,66 @@ from api.errors import error_response
 MULTIPART_SLACK = 64 * 1024  # room for the form fields around the image
 
 
-class _TooLarge(Exception):
+class _Refused(Exception):
     pass
 
 
-class BodySizeLimit:
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+class BodyLimits:
+    def __init__(self, app: ASGIApp, max_bytes: int, read_timeout_s: float) -> None:
         self.app = app
         self.max_bytes = max_bytes + MULTIPART_SLACK
+        self.read_timeout_s = read_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            return await self._refuse(scope, receive, send)
-        seen, exceeded, answered = 0, False, False
+            return await self._too_large()(scope, receive, send)
+        deadline = time.monotonic() + self.read_timeout_s
+        seen, complete, answered = 0, False, False
+        refusal: Response | None = None
 
-        async def limited_receive() -> Message:
-            nonlocal seen, exceeded
-            message = await receive()
+        async def guarded_receive() -> Message:
+            nonlocal seen, complete, refusal
+            if complete:  # the body is in: later receives wait for a disconnect, with no deadline
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                refusal = self._too_slow()
+                raise _Refused() from None
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
+                complete = not message.get("more_body", False)
                 if seen > self.max_bytes:
-                    exceeded = True
-                    raise _TooLarge()
+                    refusal = self._too_large()
+                    raise _Refused()
             return message
 
         async def guarded_send(message: Message) -> None:
-            # the form parser may turn our exception into its own 400: answer 413 instead
+            # the form parser may turn our exception into its own 400: answer with ours instead
             nonlocal answered
-            if exceeded:
+            if refusal is not None:
                 if message["type"] == "http.response.start" and not answered:
                     answered = True
-                    await self._refuse(scope, receive, send)
+                    await refusal(scope, receive, send)
                 return
             answered = answered or message["type"] == "http.response.start"
             await send(message)
 
         try:
-            await self.app(scope, limited_receive, guarded_send)
-        except _TooLarge:
-            if not answered:
-                await self._refuse(scope, receive, send)
+            await self.app(scope, guarded_receive, guarded_send)
+        except _Refused:
+            if not answered and refusal is not None:
+                await refusal(scope, receive, send)
 
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def _too_large(self) -> Response:
         limit = self.max_bytes - MULTIPART_SLACK
-        response = error_response(413, "payload_too_large", f"the upload is over the limit of {limit} bytes",
-                                  "image_file", headers={"Connection": "close"})
-        await response(scope, receive, send)
+        return error_response(413, "payload_too_large", f"the upload is over the limit of {limit} bytes",
+                              "image_file", headers={"Connection": "close"})
+
+    def _too_slow(self) -> Response:
+        return error_response(408, "request_timeout",
+                              f"the request body did not arrive within {self.read_timeout_s:g}s",
+                              headers={"Connection": "close"})

@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from api import docs, errors
-from api.limits import BodySizeLimit
+from api.limits import BodyLimits
 from api.metrics import ApiMetrics
 from api.queue import JobQueue
 from api.routes import dashboard, failures, health, jobs, search, uploads, workers
@@ -40,10 +40,13 @@ def _clients(settings: ApiSettings) -> tuple[aioredis.Redis, aioredis.Redis]:
 @asynccontextmanager
 async def lifespan(app: FastAPI):
     settings: ApiSettings = app.state.settings
+    if refusal := settings.refusal():
+        log.error("refusing to start: %s", refusal)
+        raise RuntimeError(f"refusing to start: {refusal}")
+    if not settings.api_keys:
+        log.warning("ALLOW_ANONYMOUS=true: anyone who reaches this API can upload, search and delete")
     fast, blocking = _clients(settings)
     app.state.queue = JobQueue(fast, blocking, settings.queue_namespace, settings.max_queue_depth)
-    if not settings.api_keys:
-        log.warning("API_KEY is not set: anyone who reaches this API can upload, search and delete")
     try:
         yield
     finally:
@@ -66,7 +69,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     if settings.cors_origin_list:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origin_list,
                            allow_methods=["GET", "POST", "DELETE"], allow_headers=["X-API-Key", "Content-Type"])
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(BodyLimits, max_bytes=settings.max_upload_bytes,
+                       read_timeout_s=settings.upload_read_timeout)
     app.add_middleware(app.state.metrics.middleware)  # added last: the outermost layer
     return app
 

@@ -9,6 +9,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from api.reasons import short_reason
+
 from batcher.queue.jobs import STATUSES, JobSpec, new_job_id, public_status
 from batcher.queue.keys import Keys
 from batcher.queue.scripts import Scripts
@@ -43,7 +45,7 @@ class JobQueue:
         h = await self.redis.hgetall(self.keys.job(job_id))
         if not h:
             return None
-        return public_status({k.decode(): v.decode() for k, v in h.items()})
+        return _public(h)
 
     async def depth(self) -> int:
         return int(await self.redis.llen(self.keys.queue))
@@ -73,7 +75,7 @@ class JobQueue:
         for job_id in ids:
             pipe.hgetall(self.keys.job(job_id.decode()))
         records = await pipe.execute()
-        return [public_status({k.decode(): v.decode() for k, v in h.items()}) for h in records if h]
+        return [_public(h) for h in records if h]
 
     async def live_workers(self) -> int:
         members = await self.redis.smembers(self.keys.workers)
@@ -92,6 +94,11 @@ class JobQueue:
         if reply is None:
             return None
         return json.loads(reply[1])
+
+
+def _public(h: dict[bytes, bytes]) -> dict[str, Any]:
+    status = public_status({k.decode(): v.decode() for k, v in h.items()})
+    return status | {"error_message": short_reason(status["error_message"])}
 
 
 def image_request(image: bytes, **fields: Any) -> dict[str, Any]:

@@ -1,20 +1,30 @@
 """API settings, read once when the app is built."""
 from __future__ import annotations
 
+import re
+
 from pydantic import Field
 
 from batcher.queue.config import QueueSettings
 
+PLACEHOLDER = re.compile(r"change[-_ ]?me", re.I)  # what the shipped manifests hold instead of a key
+
 
 class ApiSettings(QueueSettings):
-    owned_prefixes = ("API_", "MAX_", "SEARCH_", "CORS_")
+    owned_prefixes = ("API_", "MAX_", "SEARCH_", "CORS_", "UPLOAD_", "ALLOW_")
 
     api_key: str | None = Field(
-        None, description="Key(s) required in `X-API-Key` for writes and searches, comma-separated. Unset: open.")
+        None, description="Key(s) required in `X-API-Key` for writes and searches, comma-separated. "
+                          "Unset: the API refuses to start unless ALLOW_ANONYMOUS=true.")
+    allow_anonymous: bool = Field(
+        False, description="Start without API_KEY on purpose: anyone who reaches the API may use it.")
     cors_origins: str | None = Field(None, description="Comma-separated origins allowed by CORS. Unset: CORS off.")
     max_queue_depth: int = Field(10_000, ge=1, description="Queued jobs beyond which uploads get 429.")
     max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1, description="Largest image upload; larger gets 413.")
     max_metadata_bytes: int = Field(16 * 1024, ge=2, description="Largest `metadata` JSON object.")
+    max_metadata_depth: int = Field(8, ge=1, le=64, description="Deepest nesting of objects and lists in `metadata`.")
+    upload_read_timeout: float = Field(
+        60.0, gt=0, le=3600, description="Seconds a request body may take to arrive; a slower one gets 408.")
     search_timeout: float = Field(5.0, gt=0, le=120, description="Seconds a search waits for a worker; then 504.")
     redis_timeout: float = Field(1.5, gt=0, le=30, description="Seconds per Redis call before the API answers 503.")
 
@@ -22,6 +32,19 @@ class ApiSettings(QueueSettings):
     def api_keys(self) -> list[str]:
         return [k.strip() for k in (self.api_key or "").split(",") if k.strip()]
 
+    def refusal(self) -> str | None:
+        """Why the API must not start with these settings (secure by default), or None."""
+        if any(PLACEHOLDER.search(k) for k in self.api_keys):
+            return "API_KEY holds a placeholder (CHANGE-ME): set a real key"
+        if not self.api_keys and not self.allow_anonymous:
+            return ("API_KEY is not set: set it, or set ALLOW_ANONYMOUS=true to let anyone who reaches "
+                    "this API upload, search and delete")
+        return None
+
     @property
     def cors_origin_list(self) -> list[str]:
         return [o.strip() for o in (self.cors_origins or "").split(",") if o.strip()]
+
+
+if __name__ == "__main__":  # the container's pre-flight (`python -m api.settings`): exit 1 with the reason
+    raise SystemExit(ApiSettings.from_env().refusal())

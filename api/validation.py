@@ -11,7 +11,7 @@ import json
 import re
 from typing import Any
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from api.errors import ApiError
 
@@ -41,8 +41,12 @@ def check_image(data: bytes, max_pixels: int, field: str = "image_file") -> str:
     try:
         with Image.open(io.BytesIO(data), formats=("JPEG", "PNG", "WEBP")) as im:
             width, height = im.size
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise ApiError(422, "invalid_image", f"cannot read the image header: {exc}", field) from None
+    except Image.DecompressionBombError:  # Pillow's own limit, far above ours: same answer
+        raise ApiError(422, "image_too_large", f"the image header claims over {max_pixels} pixels",
+                       field) from None
+    except Exception:  # hostile headers make Pillow raise many types; none may become a 500
+        raise ApiError(422, "invalid_image", "cannot read the image header (not a valid JPEG, PNG or WebP)",
+                       field) from None
     if width < 1 or height < 1:
         raise ApiError(422, "invalid_image", f"the image has no pixels ({width}x{height})", field)
     if width * height > max_pixels:
@@ -65,6 +69,10 @@ def check_text(value: str, field: str, limit: int) -> str:
     return value
 
 
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def parse_object(raw: str | None, field: str, max_bytes: int) -> dict[str, Any]:
     """A JSON object given as a string form field (``metadata``, ``filter``)."""
     if raw is None or raw.strip() == "":
@@ -72,9 +80,28 @@ def parse_object(raw: str | None, field: str, max_bytes: int) -> dict[str, Any]:
     if len(raw.encode()) > max_bytes:
         raise ApiError(422, "invalid_field", f"{field} is over the limit of {max_bytes} bytes", field)
     try:
-        value = json.loads(raw)
+        value = json.loads(raw, parse_constant=_refuse_constant)
     except ValueError as exc:
         raise ApiError(422, "invalid_field", f"{field} is not valid JSON: {exc}", field) from None
+    except RecursionError:
+        raise ApiError(422, "invalid_field", f"{field} is nested too deeply", field) from None
     if not isinstance(value, dict):
         raise ApiError(422, "invalid_field", f"{field} must be a JSON object", field)
+    return value
+
+
+def nesting(value: Any) -> int:
+    """How deep objects and lists nest in ``value`` (a scalar: 0, ``{}``: 1); no recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+def check_nesting(value: Any, field: str, max_depth: int) -> Any:
+    if (depth := nesting(value)) > max_depth:
+        raise ApiError(422, "invalid_field", f"{field} nests {depth} levels deep; the limit is {max_depth}", field)
     return value

@@ -113,7 +113,8 @@ def main() -> None:
     redis_url = os.environ.get("REDIS_URL") or redis_server.url
     namespace = f"bench-search-{os.getpid()}"
     port = free_port()
-    env = dict(os.environ, REDIS_URL=redis_url, QUEUE_NAMESPACE=namespace, MAX_QUEUE_DEPTH="1000000")
+    env = dict(os.environ, REDIS_URL=redis_url, QUEUE_NAMESPACE=namespace, MAX_QUEUE_DEPTH="1000000",
+               ALLOW_ANONYMOUS="true")
     api = subprocess.Popen([sys.executable, "-m", "uvicorn", "api.main:app", "--port", str(port),
                             "--log-level", "warning"], cwd=ROOT, env=env)
     settings = WorkerSettings(redis_url=redis_url, queue_namespace=namespace, clip_model=a.model,

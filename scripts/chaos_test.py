@@ -158,7 +158,7 @@ def plan_events(kills: int) -> list[str]:
 def clean_env(extra: dict[str, str]) -> dict[str, str]:
     """This environment without any clipq setting of the caller's, plus ``extra``."""
     ours = ("WORKER_", "CLIP_", "QDRANT_", "RETRY_", "API_", "MAX_", "SEARCH_", "CORS_", "REDIS_",
-            "QUEUE_", "JOB_", "FAILED_", "LOG_LEVEL")
+            "QUEUE_", "JOB_", "FAILED_", "LOG_LEVEL", "UPLOAD_", "ALLOW_")
     env = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
     env.update(PYTHONUNBUFFERED="1", **extra)
     return env
@@ -270,7 +270,8 @@ class Chaos:
         self.api_url = f"http://127.0.0.1:{port}"
         self.api_proc = spawn([PY, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1", "--port", str(port),
                                "--log-level", "warning"], self.dir / "api.log",
-                              clean_env(base | {"REDIS_TIMEOUT": "5", "LOG_LEVEL": "WARNING"}))
+                              clean_env(base | {"REDIS_TIMEOUT": "5", "LOG_LEVEL": "WARNING",
+                                                 "ALLOW_ANONYMOUS": "true"}))
 
     def new_redis_client(self):
         import redis.asyncio as aioredis

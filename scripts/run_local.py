@@ -166,6 +166,8 @@ def start_services(sup: Supervisor, env: dict) -> str:
                   REDIS_GRACE_S, ready=lambda: redis_answers(env["REDIS_URL"]), timeout_s=30)
     choose_weights(env)
     env.setdefault("QDRANT_PATH", str(sup.data / "qdrant"))
+    # open without a key only on loopback: the API refuses to start keyless otherwise
+    env.setdefault("ALLOW_ANONYMOUS", "true" if a.host in ("127.0.0.1", "localhost", "::1") else "false")
     url = f"http://127.0.0.1:{a.port}"
     sup.start("api", [PY, "-m", "uvicorn", "api.main:app", "--host", a.host, "--port", str(a.port),
                       "--log-level", "warning", "--timeout-keep-alive", "30"],

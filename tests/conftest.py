@@ -101,7 +101,7 @@ def settings_kw(redis_url, namespace, tmp_path) -> dict:
 def api_settings(settings_kw):
     from api.settings import ApiSettings
 
-    return ApiSettings(**settings_kw)
+    return ApiSettings(**settings_kw, allow_anonymous=True)
 
 
 @pytest.fixture
@@ -115,7 +115,7 @@ def make_client(settings_kw):
     clients = []
 
     def make(**overrides):
-        client = TestClient(create_app(ApiSettings(**settings_kw | overrides)))
+        client = TestClient(create_app(ApiSettings(**settings_kw | {"allow_anonymous": True} | overrides)))
         client.__enter__()
         clients.append(client)
         return client
@@ -138,7 +138,7 @@ def serve_api(settings_kw):
 
     def serve(**overrides) -> str:
         port = free_port()
-        server = uvicorn.Server(uvicorn.Config(create_app(ApiSettings(**settings_kw | overrides)),
+        server = uvicorn.Server(uvicorn.Config(create_app(ApiSettings(**settings_kw | {"allow_anonymous": True} | overrides)),
                                                host="127.0.0.1", port=port, log_level="error"))
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()

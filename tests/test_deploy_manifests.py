@@ -7,6 +7,7 @@ worker's shutdown grace, and that the API image stays free of torch.
 """
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import subprocess
@@ -276,6 +277,49 @@ def test_secrets_hold_placeholders_only():
     for name, app in azure_apps().items():
         for s in app["properties"]["configuration"]["secrets"]:
             assert placeholder(s.get("value", "")), f"{name}: secret {s['name']} is not a placeholder"
+
+
+# -- secure by default ---------------------------------------------------------------------------
+ACCESS = ("API_KEY", "ALLOW_ANONYMOUS")
+
+
+def compose_default(value: str) -> str:
+    """``${VAR:-default}`` as Compose resolves it when VAR is not set."""
+    return re.sub(r"\$\{\w+:?-([^}]*)\}", r"\1", value)
+
+
+def shipped_api_access() -> dict[str, dict[str, str]]:
+    """API_KEY and ALLOW_ANONYMOUS as each way of running the API starts with, secrets as shipped."""
+    k8s_secrets = {d["metadata"]["name"]: d.get("stringData", {}) for d in k8s_kind("Secret")}
+    k8s = k8s_env(k8s_one("Deployment", "clipq-api"))
+    for item in container(k8s_one("Deployment", "clipq-api")).get("env", []):
+        if ref := item.get("valueFrom", {}).get("secretKeyRef"):
+            k8s[item["name"]] = str(k8s_secrets[ref["name"]][ref["key"]])
+    app = azure_apps()["clipq-api"]
+    azure_secrets = {s["name"]: s.get("value", "") for s in app["properties"]["configuration"]["secrets"]}
+    (c,) = app["properties"]["template"]["containers"]
+    azure = {e["name"]: e["value"] if "value" in e else azure_secrets[e["secretRef"]] for e in c["env"]}
+    compose_api = {k: compose_default(v) for k, v in compose_env(compose()["services"]["api"]).items()}
+    envs = {"Dockerfile.api": dockerfile_env(DOCKERFILE_API), "compose": compose_api, "k8s": k8s, "azure": azure}
+    return {name: {k: v for k, v in env.items() if k in ACCESS} for name, env in envs.items()}
+
+
+@pytest.mark.parametrize("source", sorted(shipped_api_access()))
+def test_api_as_shipped_refuses_to_start_until_given_a_key(source):
+    env = shipped_api_access()[source]
+    assert env.get("ALLOW_ANONYMOUS", "false") == "false", f"{source} turns anonymous access on"
+    assert ApiSettings.from_env(env).refusal(), f"{source} would start an API anyone can use: {env}"
+    assert ApiSettings.from_env(env | {"API_KEY": "k3y-from-a-real-secret-store"}).refusal() is None
+
+
+def test_api_image_checks_its_settings_before_uvicorn_starts_any_worker():
+    (cmd,) = [rest for w, rest in dockerfile_instructions(DOCKERFILE_API) if w == "CMD"]
+    assert re.search(r"set -eu;.*python -m api\.settings; exec uvicorn api\.main:app", cmd), cmd
+    env = {k: v for k, v in os.environ.items() if not k.startswith(ACCESS)} | shipped_api_access()["Dockerfile.api"]
+    refused = subprocess.run([sys.executable, "-m", "api.settings"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert refused.returncode == 1 and "API_KEY is not set" in refused.stderr
+    keyed = subprocess.run([sys.executable, "-m", "api.settings"], cwd=ROOT, env=env | {"API_KEY": "k3y-k3y-k3y"})
+    assert keyed.returncode == 0
 
 
 # -- ports ------------------------------------------------------------------------------------

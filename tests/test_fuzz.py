@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import contextmanager
 
 import pytest
 import schemathesis
@@ -52,12 +53,9 @@ def test_valid_magic_with_garbage_only_raises_decode_error(magic, tail):
     decode_within_bound(magic + tail)
 
 
-@pytest.fixture(scope="module")
-def live_api(redis_url):
-    from api.main import create_app
-    from api.settings import ApiSettings
-
-    app = create_app(ApiSettings(redis_url=redis_url, queue_namespace="schemathesis", search_timeout=0.5))
+@contextmanager
+def served(app):
+    """Serve ``app`` with uvicorn in a thread on a free port; yields its base URL."""
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -66,9 +64,22 @@ def live_api(redis_url):
     while not server.started:
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def live_api(redis_url):
+    from api.main import create_app
+    from api.settings import ApiSettings
+
+    app = create_app(ApiSettings(redis_url=redis_url, queue_namespace="schemathesis", search_timeout=0.5,
+                                 allow_anonymous=True))
+    with served(app) as url:
+        yield url
 
 
 def check_no_5xx(case) -> None:

@@ -423,7 +423,7 @@ def multiprocess_api(redis_url, namespace, tmp_path):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("API_", "PROMETHEUS_"))}
     env |= {"PROMETHEUS_MULTIPROC_DIR": str(mp_dir), "REDIS_URL": redis_url, "QUEUE_NAMESPACE": namespace,
-            "LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT)}
+            "LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT), "ALLOW_ANONYMOUS": "true"}
     log = open(tmp_path / "uvicorn.log", "w+")
     proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1",
                              "--port", str(port), "--workers", "2", "--log-level", "warning"],

@@ -8,20 +8,22 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import KEY_REQUIRED, Queue, Settings
 from api.errors import ApiError
+from api.filters import MAX_KEYS, check_filter
 from api.queue import image_request
+from api.reasons import short_reason
 from api.routes.uploads import read_upload
 from api.validation import check_product_id, parse_object
 
 router = APIRouter(tags=["search"], dependencies=KEY_REQUIRED)
-Scalar = str | int | float | bool
 
 
 class TextSearch(BaseModel):
     model_config = ConfigDict(extra="forbid")
     text: str = Field(min_length=1, max_length=1000)
     limit: int = Field(10, ge=1, le=100)
-    filter: dict[str, Scalar] = Field(default_factory=dict,
-                                      description="Exact matches on metadata keys, plus product_id.")
+    filter: dict[str, Any] = Field(  # checked by api.filters: a 422 that says what is wrong
+        default_factory=dict, description="Exact matches on metadata keys, plus product_id: at most "
+        f"{MAX_KEYS} keys; values are strings, 64-bit integers or booleans (no floats).")
 
 
 class SearchResult(BaseModel):
@@ -37,12 +39,6 @@ class SearchResponse(BaseModel):
     took_ms: float
 
 
-def check_filter(value: Any) -> dict[str, Scalar]:
-    if not isinstance(value, dict) or not all(isinstance(v, Scalar) for v in value.values()):
-        raise ApiError(422, "invalid_field", "filter must be an object of key: scalar value", "filter")
-    return value
-
-
 async def ask_workers(queue, settings, request: dict) -> dict:
     if not await queue.live_workers():
         raise ApiError(503, "no_worker", "no worker is running to answer queries", headers={"Retry-After": "5"})
@@ -50,12 +46,21 @@ async def ask_workers(queue, settings, request: dict) -> dict:
     if reply is None:
         raise ApiError(504, "search_timeout", f"no worker answered within {settings.search_timeout:g}s")
     if not reply.get("ok"):
-        raise ApiError(reply.get("status", 500), reply.get("code", "error"), reply.get("message", ""))
+        raise ApiError(*worker_refusal(reply))
     return reply
 
 
-@router.post("/api/v1/search", response_model=SearchResponse, responses={503: {}, 504: {}})
+def worker_refusal(reply: dict) -> tuple[int, str, str]:
+    """A worker's error reply as (status, code, message), with a short public message."""
+    status, code, message = int(reply.get("status", 500)), str(reply.get("code", "error")), reply.get("message")
+    if status >= 500:
+        return status, code, "a worker failed to answer this query (the details are in its logs)"
+    return status, code, short_reason(message) if code == "invalid_image" else str(message or code)
+
+
+@router.post("/api/v1/search", response_model=SearchResponse, responses={422: {}, 503: {}, 504: {}})
 async def search_text(body: TextSearch, queue: Queue, settings: Settings) -> dict:
+    check_filter(body.filter)
     reply = await ask_workers(queue, settings, {"kind": "text", **body.model_dump()})
     return {"results": reply["results"], "took_ms": reply["took_ms"]}
 

@@ -10,7 +10,8 @@ from fastapi import APIRouter, File, Form, UploadFile
 from api.deps import KEY_REQUIRED, Metrics, Queue, Settings
 from api.errors import ApiError
 from api.queue import QueueFull
-from api.validation import MAX_DESCRIPTION, MAX_NAME, check_image, check_product_id, check_text, parse_object
+from api.validation import (MAX_DESCRIPTION, MAX_NAME, check_image, check_nesting, check_product_id, check_text,
+                            parse_object)
 from batcher.queue.jobs import JobSpec
 
 router = APIRouter(tags=["indexing"])
@@ -47,7 +48,8 @@ async def _validate(settings, product_id, name, description, metadata, image_fil
     check_product_id(product_id)
     check_text(name, "name", MAX_NAME)
     check_text(description, "description", MAX_DESCRIPTION)
-    meta = parse_object(metadata, "metadata", settings.max_metadata_bytes)
+    meta = check_nesting(parse_object(metadata, "metadata", settings.max_metadata_bytes), "metadata",
+                         settings.max_metadata_depth)
     image, content_type = await read_upload(image_file, settings.max_upload_bytes, settings.max_image_pixels)
     spec = JobSpec(product_id=product_id, name=name, description=description, metadata=meta,
                    image_sha256=hashlib.sha256(image).hexdigest(), content_type=content_type)
