@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 import uuid
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
@@ -125,34 +126,37 @@ def make_client(settings_kw):
         c.__exit__(None, None, None)
 
 
-@pytest.fixture
-def serve_api(settings_kw):
-    """Serve the API over real HTTP (uvicorn in a thread, a free port); returns its base URL."""
+@contextmanager
+def served(app):
+    """Serve ``app`` with uvicorn in a thread on a free port; yields its base URL."""
     import uvicorn
 
-    from api.main import create_app
-    from api.settings import ApiSettings
     from local_redis import free_port
 
-    servers = []
-
-    def serve(**overrides) -> str:
-        port = free_port()
-        server = uvicorn.Server(uvicorn.Config(create_app(ApiSettings(**settings_kw | {"allow_anonymous": True} | overrides)),
-                                               host="127.0.0.1", port=port, log_level="error"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        servers.append((server, thread))
-        deadline = time.monotonic() + 10
-        while not server.started:
-            assert time.monotonic() < deadline, "the API did not start"
-            time.sleep(0.05)
-        return f"http://127.0.0.1:{port}"
-
-    yield serve
-    for server, thread in servers:
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "the API did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
         server.should_exit = True
         thread.join(10)
+
+
+@pytest.fixture
+def serve_api(settings_kw):
+    """Serve the API over real HTTP for the test's duration; ``serve(**settings)`` -> base URL."""
+    from api.main import create_app
+    from api.settings import ApiSettings
+
+    with ExitStack() as stack:
+        yield lambda **overrides: stack.enter_context(
+            served(create_app(ApiSettings(**settings_kw | {"allow_anonymous": True} | overrides))))
 
 
 @pytest.fixture

@@ -14,8 +14,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from conftest import ROOT, upload
-from test_fuzz import served
+from conftest import ROOT, served, upload
 from test_search import search_image, wait_completed
 from test_worker import jpeg
 
@@ -212,18 +211,3 @@ def test_uvicorn_exits_with_a_clear_reason_when_no_key_is_set(redis_url):
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0
     assert "ALLOW_ANONYMOUS=true" in proc.stdout + proc.stderr
-
-
-def run_sh_api_start(api_host: str | None) -> list[str]:
-    """The host and ALLOW_ANONYMOUS that scripts/run.sh starts the API with, by running its line."""
-    (line,) = [ln for ln in (ROOT / "scripts" / "run.sh").read_text().splitlines() if "uvicorn api.main:app" in ln]
-    probe = line.replace("$PY -m uvicorn", "sh -c 'echo \"$ALLOW_ANONYMOUS\" \"$@\"' _").rstrip(" &")
-    env = {"PATH": os.environ["PATH"], "PY": "python", "API_PORT": "8000"}
-    env |= {"API_HOST": api_host} if api_host is not None else {}
-    out = subprocess.run(["bash", "-c", probe], env=env, capture_output=True, text=True, check=True).stdout.split()
-    return [out[0], out[out.index("--host") + 1]]
-
-
-def test_run_sh_binds_to_loopback_unless_told_otherwise():
-    assert run_sh_api_start(None) == ["true", "127.0.0.1"]
-    assert run_sh_api_start("0.0.0.0") == ["false", "0.0.0.0"]  # then the API wants API_KEY

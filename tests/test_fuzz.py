@@ -2,19 +2,15 @@
 OpenAPI document through schemathesis."""
 from __future__ import annotations
 
-import threading
 import time
-from contextlib import contextmanager
 
 import pytest
 import schemathesis
-import uvicorn
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from batcher.decode import DecodeError, decode
-from conftest import corpus_files
+from conftest import corpus_files, served
 from models.clip import Preprocessing
-from local_redis import free_port  # scripts/ is on sys.path (conftest)
 
 PREP = Preprocessing(32, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "bicubic")
 SEEDS = [p.read_bytes() for p in corpus_files("index") if p.stat().st_size < 200_000][:8]
@@ -51,24 +47,6 @@ def test_mutated_real_images_only_raise_decode_error(seed, flips, keep):
 @settings(max_examples=200, deadline=None)
 def test_valid_magic_with_garbage_only_raises_decode_error(magic, tail):
     decode_within_bound(magic + tail)
-
-
-@contextmanager
-def served(app):
-    """Serve ``app`` with uvicorn in a thread on a free port; yields its base URL."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 @pytest.fixture(scope="module")

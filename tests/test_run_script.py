@@ -24,14 +24,15 @@ pytestmark = pytest.mark.slow
 
 
 class RunSh:
-    def __init__(self, tmp_path: Path, api_port: int | None = None, redis_port: int | None = None) -> None:
+    def __init__(self, tmp_path: Path, api_port: int | None = None, redis_port: int | None = None,
+                 **env: str) -> None:
         self.api_port, self.redis_port = api_port or free_port(), redis_port or free_port()
         self.out = tmp_path / "run.out"
         self.env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "API_KEY")} | {
             "API_PORT": str(self.api_port), "REDIS_PORT": str(self.redis_port),
             "WORKER_METRICS_PORT": str(free_port()), "CLIPQ_DATA_DIR": str(tmp_path / "data"),
             "CLIP_MODEL": "clipq-tiny", "CLIP_PRETRAINED": "none", "WORKER_SHUTDOWN_GRACE": str(GRACE_S),
-            "PYTHONUNBUFFERED": "1"}
+            "PYTHONUNBUFFERED": "1"} | env
         with open(self.out, "wb") as out:
             self.proc = subprocess.Popen(["bash", "scripts/run.sh"], cwd=ROOT, env=self.env, stdout=out,
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -102,6 +103,7 @@ def test_ctrl_c_after_a_client_used_the_api_stops_everything_within_the_grace(tm
         assert run.proc.returncode == 0, run.output()
         assert not [name for name, pid in pids.items() if running(pid)], run.output()
         assert "search by the photo" in run.output()  # the demo ran in full
+        assert f"serving: API http://127.0.0.1:{run.api_port} " in run.output()  # loopback by default
         client.close()
     finally:
         run.kill_leftovers()
@@ -130,3 +132,16 @@ def test_a_process_that_cannot_start_stops_the_run_at_once_and_says_which(tmp_pa
     assert "in use" in out.lower(), out  # the log's own reason is shown
     assert not [n for n, pid in run.child_pids().items() if running(pid)], out
     assert took < 60, f"{took:.0f}s to notice"
+
+
+def test_opened_to_the_network_without_a_key_the_api_refuses_to_start(tmp_path):
+    run = RunSh(tmp_path, API_HOST="0.0.0.0")
+    try:
+        run.proc.wait(120)
+    except subprocess.TimeoutExpired:
+        os.killpg(run.proc.pid, signal.SIGKILL)
+        pytest.fail(f"run.sh kept running with API_HOST=0.0.0.0 and no key:\n{run.output()}")
+    finally:
+        run.kill_leftovers()
+    assert run.proc.returncode != 0 and "FAILED: api exited" in run.output(), run.output()
+    assert "API_KEY" in run.output(), run.output()  # the API's own reason, from its log
