@@ -54,10 +54,9 @@ Finally a last worker drains everything and is stopped with SIGTERM; then the ch
   those without one). A product whose every accepted job was lost may still have the point a
   worker wrote before Redis forgot the job (``points_of_lost``); any other point fails.
 
-The API's Redis clients do not retry: each pooled connection opened before the Redis restart
-fails one later request with 503 ("Connection closed by server"), possibly long after the
-restart. The status reads of the final check therefore retry 503s too, and count them as
-``late_503``.
+The API's Redis clients retry a call once after a connection error (a pooled connection
+opened before the Redis restart fails once). The status reads of the final check retry a 503
+too, and count it as ``late_503``: a 503 to a status read long after the restart.
 
 A job record that no 202 answered (an upload whose answer was lost to a time-out and was
 then retried) is reported as ``extra``: allowed, but it must be completed too and its
