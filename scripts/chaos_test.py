@@ -16,10 +16,11 @@ Starts, on loopback only and in a temporary folder:
 
 Then it uploads ``--uploads`` real photos (the ``index`` rows of manifest.tsv in
 tests/data/corpus/, else in ../shared/corpus/, cycled) with ``--concurrency`` concurrent httpx
-clients; about a fifth of the uploads re-index a product id already used. The uploads come in portions, one at the start and one at each
-chaos event below, in bursts of ``--concurrency``, so that every worker gets fresh work and
-holds claimed jobs when it is killed. Uploaders retry 503s, 429s and connection errors; only
-uploads answered 202 count as accepted jobs. The chaos events, in order:
+clients; about a fifth of the uploads re-index a product id already used. The uploads come in
+portions, one at the start and one at each chaos event below, in bursts of ``--concurrency``,
+so that every worker gets fresh work and holds claimed jobs when it is killed. Uploaders retry
+503s, 429s and connection errors; only uploads answered 202 count as accepted jobs. The chaos
+events, in order:
 
 * SIGKILL the worker (after it has run a few seconds and holds claimed jobs), and start a
   new one under a NEW worker id: the dead worker's processing list comes back only through
