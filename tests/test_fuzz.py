@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from batcher.decode import DecodeError, decode
 from conftest import corpus_files
-from models.clip import Preprocessing
+from models.preprocessing import Preprocessing
 from local_redis import free_port  # scripts/ is on sys.path (conftest)
 
 PREP = Preprocessing(32, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "bicubic")
