@@ -1,8 +1,9 @@
-"""Store stage: vectors and payloads in Qdrant, one batched call per batch.
+"""The vector store: vectors and payloads in Qdrant, one batched call per batch.
 
-A point's id is the UUIDv5 of its ``product_id``: re-indexing a product, or replaying a
-batch after a crash, overwrites the same point. Embedded local mode (``QDRANT_PATH``) lets
-one process open a folder, so the worker owns it; several workers need a Qdrant server.
+The point payload is built (from a job) and read (into a search result) here alone. A
+point's id is the UUIDv5 of its ``product_id``: re-indexing a product, or replaying a batch
+after a crash, overwrites the same point. Embedded local mode (``QDRANT_PATH``) lets one
+process open a folder, so the worker owns it; several workers need a Qdrant server.
 """
 from __future__ import annotations
 

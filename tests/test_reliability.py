@@ -382,3 +382,18 @@ def test_a_late_ack_is_not_counted_as_completed(client, start_worker, run_burst,
     assert other.metrics.registry.get_sample_value("clipq_jobs_total", {"outcome": "completed"}) == 1
     stats = client.get("/api/v1/queue/stats").json()["jobs"]
     assert stats == {"queued": 0, "processing": 0, "completed": 1, "failed": 0, "total": 1}
+
+
+def test_the_consumer_alone_knows_what_it_holds(client, worker_settings, r):
+    from batcher.queue.calls import Outcome
+
+    ids = {upload(client, None, f"p{i}", data=jpeg(i)).json()["job_id"] for i in range(3)}
+    c = JobConsumer(r, worker_settings(), "holder")
+    taken = c.take_blocking(1) + c.take_now(5)
+    assert set(taken) == ids and c.held() == ids and c.in_flight() == 3
+    jobs = c.fetch(taken)
+    ack = c.ack([Outcome(j.job_id, "completed") for j in jobs[:2]])
+    assert ack.results == ("completed", "completed")
+    assert c.held() == {jobs[2].job_id} and c.in_flight() == 1
+    assert c.requeue_orphans() == 0  # all it lists, it holds
+    assert c.release() == 1 and c.held() == set() and c.in_flight() == 0
