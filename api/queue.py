@@ -2,17 +2,15 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
-import uuid
 from typing import Any
 
 import redis.asyncio as aioredis
 
 from api.reasons import short_reason
-
+from batcher.queue import calls
 from batcher.queue.jobs import STATUSES, JobSpec, new_job_id, public_status
 from batcher.queue.keys import Keys
+from batcher.queue.messages import QueryReply, QueryRequest
 from batcher.queue.scripts import Scripts
 
 
@@ -33,10 +31,7 @@ class JobQueue:
 
     async def enqueue(self, spec: JobSpec, image: bytes) -> str:
         job_id = new_job_id()
-        k = self.keys
-        fields = [x for pair in spec.to_fields().items() for x in pair]
-        ok, value = await self.scripts.enqueue(keys=[k.queue, k.stats, k.job(job_id), k.image(job_id)],
-                                               args=[self.max_depth, job_id, image, *fields])
+        ok, value = await self.scripts.run(calls.enqueue(self.keys, job_id, spec, image, self.max_depth))
         if not ok:
             raise QueueFull(int(value))
         return job_id
@@ -63,9 +58,7 @@ class JobQueue:
                 "jobs": jobs}
 
     async def retry(self, job_id: str) -> tuple[int, str]:
-        k = self.keys
-        code, status = await self.scripts.retry(
-            keys=[k.job(job_id), k.image(job_id), k.queue, k.stats, k.failed], args=[job_id])
+        code, status = await self.scripts.run(calls.retry(self.keys, job_id))
         return int(code), status.decode() if isinstance(status, bytes) else status
 
     async def failed(self, limit: int) -> list[dict[str, Any]]:
@@ -86,23 +79,18 @@ class JobQueue:
             pipe.exists(self.keys.heartbeat(m.decode()))
         return sum(await pipe.execute())
 
-    async def ask(self, request: dict[str, Any], timeout_s: float) -> dict[str, Any] | None:
+    async def ask(self, request: QueryRequest, timeout_s: float) -> QueryReply | None:
         """Put a query on the workers' lane and wait for its answer; None on time-out."""
-        request_id = uuid.uuid4().hex
-        await self.redis.rpush(self.keys.requests, json.dumps({**request, "id": request_id}))
-        reply = await self.blocking.blpop([self.keys.reply(request_id)], timeout=timeout_s)
+        await self.redis.rpush(self.keys.requests, request.to_json())
+        reply = await self.blocking.blpop([self.keys.reply(request.id)], timeout=timeout_s)
         if reply is None:
             return None
-        return json.loads(reply[1])
+        return QueryReply.from_json(reply[1])
 
 
 def _public(h: dict[bytes, bytes]) -> dict[str, Any]:
     status = public_status({k.decode(): v.decode() for k, v in h.items()})
     return status | {"error_message": short_reason(status["error_message"])}
-
-
-def image_request(image: bytes, **fields: Any) -> dict[str, Any]:
-    return {"kind": "image", "image_b64": base64.b64encode(image).decode(), **fields}
 
 
 async def ping(client: aioredis.Redis, timeout_s: float) -> bool:

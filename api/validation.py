@@ -6,28 +6,15 @@ bomb is refused without decoding a pixel.
 """
 from __future__ import annotations
 
-import io
 import json
 import re
 from typing import Any
 
-from PIL import Image
-
 from api.errors import ApiError
+from batcher.queue.images import ImageRejected, probe, sniff
 
-ACCEPTED = {"image/jpeg": "JPEG", "image/png": "PNG", "image/webp": "WebP"}
 PRODUCT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 MAX_NAME, MAX_DESCRIPTION = 512, 8192
-
-
-def sniff(data: bytes) -> str | None:
-    if data.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    return None
 
 
 def check_image(data: bytes, max_pixels: int, field: str = "image_file") -> str:
@@ -39,20 +26,10 @@ def check_image(data: bytes, max_pixels: int, field: str = "image_file") -> str:
         raise ApiError(415, "unsupported_media_type",
                        "the file is not a JPEG, PNG or WebP image (judged by its content, not its name)", field)
     try:
-        with Image.open(io.BytesIO(data), formats=("JPEG", "PNG", "WEBP")) as im:
-            width, height = im.size
-    except Image.DecompressionBombError:  # Pillow's own limit, far above ours: same answer
-        raise ApiError(422, "image_too_large", f"the image header claims over {max_pixels} pixels",
-                       field) from None
-    except Exception:  # hostile headers make Pillow raise many types; none may become a 500
-        raise ApiError(422, "invalid_image", "cannot read the image header (not a valid JPEG, PNG or WebP)",
-                       field) from None
-    if width < 1 or height < 1:
-        raise ApiError(422, "invalid_image", f"the image has no pixels ({width}x{height})", field)
-    if width * height > max_pixels:
-        raise ApiError(422, "image_too_large",
-                       f"the image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}",
-                       field)
+        probe(data, max_pixels).close()
+    except ImageRejected as exc:  # public text is ours: Pillow's own words stay out of answers
+        message = "cannot read the image header (not a valid JPEG, PNG or WebP)" if exc.unreadable else str(exc)
+        raise ApiError(422, exc.code, message, field) from None
     return content_type
 
 

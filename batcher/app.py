@@ -18,9 +18,10 @@ from batcher.queries import QueryServer
 from batcher.queue.connect import sync_client
 from batcher.queue.consumer import JobConsumer
 from batcher.settings import WorkerSettings
+from batcher.stages.ledger import Totals
 from batcher.status import WorkerStatus
 from batcher.store import StoreLocked, VectorStore
-from batcher.worker import Totals, Worker
+from batcher.worker import Worker
 from models.clip import ClipEncoder, WeightsUnavailable, load_encoder
 
 log = logging.getLogger("clipq.worker")

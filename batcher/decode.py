@@ -8,17 +8,16 @@ failure of that one job, never of the batch.
 """
 from __future__ import annotations
 
-import io
 import warnings
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps
 
-from models.clip import Preprocessing
+from batcher.queue.images import ImageRejected, probe
+from models.preprocessing import Preprocessing
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 Image.MAX_IMAGE_PIXELS = None  # we enforce our own limit from the header, before decoding
-ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP")  # MPO opens as JPEG
 _RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
 
 
@@ -35,20 +34,13 @@ def open_rgb(data: bytes, max_pixels: int, min_side: int | None = None) -> Image
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
-            width, height = im.size
-            if width < 1 or height < 1:
-                raise DecodeError(f"image has no pixels ({width}x{height})")
-            if width * height > max_pixels:
-                raise DecodeError(f"image is {width}x{height}, over the limit of {max_pixels} pixels")
+            im = probe(data, max_pixels)
             if min_side and im.format in ("JPEG", "MPO"):
                 im.draft("RGB", (min_side, min_side))
             im.load()
             return _to_rgb(_upright(im))
-    except DecodeError:
-        raise
-    except UnidentifiedImageError:
-        raise DecodeError("cannot decode image: not a readable JPEG, PNG or WebP file") from None
+    except ImageRejected as exc:
+        raise DecodeError(f"cannot decode image: {exc}" if exc.unreadable else str(exc)) from None
     except Exception as exc:  # Pillow raises many types for hostile input
         raise DecodeError(f"cannot decode image: {exc.__class__.__name__}: {exc}") from None
 

@@ -52,7 +52,9 @@ def collect(source: Source[T], policy: BatchPolicy, first_timeout_s: float,
 
 
 class BatchCeiling:
-    """The largest batch the device is trusted with, lowered for a while after an OOM."""
+    """The largest batch the device is trusted with, lowered for a while after an OOM.
+
+    Not thread-safe: its owner (the infer stage) serialises calls."""
 
     def __init__(self, max_size: int, cooldown_s: float) -> None:
         self.max_size = max_size
@@ -66,16 +68,28 @@ class BatchCeiling:
         self._lowered = None
         return self.max_size
 
-    def peek(self, now: float) -> int:
-        """The ceiling at ``now``, changing nothing: safe to read from another thread."""
-        lowered, until = self._lowered, self._until
-        return lowered if lowered is not None and now < until else self.max_size
-
     def lower(self, failed_size: int, now: float) -> int:
         """A batch of ``failed_size`` ran out of memory: allow half of it until the cooldown ends."""
         self._lowered = max(1, min(failed_size // 2, self.current(now)))
         self._until = now + self.cooldown_s
         return self._lowered
+
+
+class Backoff:
+    """Waits between attempts to reach a service that is down: ``first_s``, doubling up to
+    ``cap_s``; ``reset`` after a success. The caller does the waiting (on its stop event)."""
+
+    def __init__(self, first_s: float, cap_s: float) -> None:
+        self.first_s, self.cap_s = first_s, cap_s
+        self._next = first_s
+
+    def next(self) -> float:
+        delay = self._next
+        self._next = min(delay * 2, self.cap_s)
+        return delay
+
+    def reset(self) -> None:
+        self._next = self.first_s
 
 
 def backoff_ms(attempt: int, base_ms: int, cap_ms: int, rand: Callable[[], float] = random.random) -> int:

@@ -1,19 +1,14 @@
 """The query lane: searches and product reads/deletes, answered ahead of bulk indexing.
 
 The API stays free of torch and, in embedded mode, cannot open Qdrant, so it puts each
-query on ``{clipq}:requests`` with a reply key and waits on that key. A thread of every
-worker blocks on that list, takes what is waiting, embeds all texts in one pass and all
-images in one pass, searches Qdrant in one batched call, and pushes each answer to its
-reply key with a short TTL. It runs beside the indexing loop, so a query waits for no batch.
-
-Request: ``{"id", "kind": "text"|"image"|"get"|"delete", "text", "image_b64", "limit",
-"filter", "product_id"}``. Reply: ``{"ok": true, ...}`` or ``{"ok": false, "status",
-"code", "message"}``.
+query (``batcher.queue.messages.QueryRequest``) on ``{clipq}:requests`` and waits on its
+reply key. A thread of every worker blocks on that list, takes what is waiting, embeds all
+texts in one pass and all images in one pass, searches Qdrant in one batched call, and pushes
+each ``QueryReply`` to its reply key with a short TTL. It runs beside the indexing loop, so a
+query waits for no batch.
 """
 from __future__ import annotations
 
-import base64
-import json
 import logging
 import threading
 import time
@@ -23,22 +18,18 @@ import redis
 
 from batcher.decode import DecodeError, decode
 from batcher.metrics import WorkerMetrics
+from batcher.policy import Backoff
 from batcher.queue.keys import Keys
-from batcher.store import Hit, VectorStore
+from batcher.queue.messages import SEARCHES, QueryReply, QueryRequest
+from batcher.store import VectorStore
 from models.clip import ClipEncoder
 
 log = logging.getLogger("clipq.queries")
 REPLY_TTL_MS = 60_000
 
 
-def _result(hit: Hit) -> dict:
-    p = hit.payload
-    return {"product_id": p.get("product_id"), "score": round(float(hit.score), 6), "name": p.get("name"),
-            "description": p.get("description"), "metadata": p.get("metadata") or {}}
-
-
-def _error(status: int, code: str, message: str) -> dict:
-    return {"ok": False, "status": status, "code": code, "message": message}
+def _not_found(product_id: str) -> QueryReply:
+    return QueryReply.error(404, "product_not_found", f"no product {product_id!r} in the index")
 
 
 class QueryServer(threading.Thread):
@@ -62,7 +53,7 @@ class QueryServer(threading.Thread):
         self.join(timeout=10)
 
     def run(self) -> None:
-        backoff = 0.5
+        backoff = Backoff(0.5, 10)
         while not self.stop_event.is_set():
             try:
                 first = self.redis.blpop([self.keys.requests, self.wake_key], timeout=self.poll_s)
@@ -70,79 +61,73 @@ class QueryServer(threading.Thread):
                     continue
                 raw = [first[1], *(self.redis.lpop(self.keys.requests, self.max_batch - 1) or [])]
                 self.answer_all(raw)
-                backoff = 0.5
+                backoff.reset()
             except redis.RedisError as exc:
                 log.warning("query lane: redis unavailable (%s)", exc)
-                self.stop_event.wait(backoff)
-                backoff = min(backoff * 2, 10)
+                self.stop_event.wait(backoff.next())
 
     def answer_all(self, raw: list[bytes]) -> None:
         requests = []
         for item in raw:
             try:
-                requests.append(json.loads(item))
-            except ValueError:
-                log.warning("query lane: dropped a request that is not JSON")
+                requests.append(QueryRequest.from_json(item))
+            except (ValueError, TypeError):
+                log.warning("query lane: dropped a request that is not a query")
         replies = self.answer(requests)
         pipe = self.redis.pipeline(transaction=False)
         for request_id, reply in replies.items():
             key = self.keys.reply(request_id)
-            pipe.lpush(key, json.dumps(reply))
+            pipe.lpush(key, reply.to_json())
             pipe.pexpire(key, REPLY_TTL_MS)
         pipe.execute()
 
-    def answer(self, requests: list[dict]) -> dict[str, dict]:
-        replies: dict[str, dict] = {}
+    def answer(self, requests: list[QueryRequest]) -> dict[str, QueryReply]:
+        replies: dict[str, QueryReply] = {}
         searches = []
         for r in requests:
             try:
-                if r["kind"] in ("text", "image"):
+                if r.kind in SEARCHES:
                     searches.append(r)
                 else:
-                    replies[r["id"]] = self._product(r)
+                    replies[r.id] = self._product(r)
             except Exception as exc:  # never let one request kill the lane
                 log.exception("query lane: request failed")
-                replies[r.get("id", "?")] = _error(500, "internal_error", f"{exc.__class__.__name__}")
+                replies[r.id] = QueryReply.error(500, "internal_error", f"{exc.__class__.__name__}")
         if searches:
             replies |= self._search(searches)
         for r in requests:
-            self.metrics.queries.labels(r.get("kind", "unknown")).inc()
+            self.metrics.queries.labels(r.kind).inc()
         return replies
 
-    def _search(self, requests: list[dict]) -> dict[str, dict]:
+    def _search(self, requests: list[QueryRequest]) -> dict[str, QueryReply]:
         t0 = time.perf_counter()
         replies, vectors, asked = {}, [], []
-        texts = [r for r in requests if r["kind"] == "text"]
+        texts = [r for r in requests if r.kind == "text"]
         if texts:
-            vectors.append(self.encoder.embed_texts([r["text"] for r in texts]))
+            vectors.append(self.encoder.embed_texts([r.text for r in texts]))
             asked += texts
         images, pixels = [], []
-        for r in (r for r in requests if r["kind"] == "image"):
+        for r in (r for r in requests if r.kind == "image"):
             try:
-                pixels.append(decode(base64.b64decode(r["image_b64"]), self.encoder.preprocessing,
-                                     self.max_image_pixels))
+                pixels.append(decode(r.image, self.encoder.preprocessing, self.max_image_pixels))
                 images.append(r)
             except DecodeError as exc:
-                replies[r["id"]] = _error(422, "invalid_image", str(exc))
+                replies[r.id] = QueryReply.error(422, "invalid_image", str(exc))
         if images:
             vectors.append(self.encoder.embed_images(np.stack(pixels)))
             asked += images
         if not asked:
             return replies
-        hits = self.store.search(np.concatenate(vectors), [int(r.get("limit", 10)) for r in asked],
-                                 [r.get("filter") or {} for r in asked])
+        hits = self.store.search(np.concatenate(vectors), [int(r.limit) for r in asked], [r.filter for r in asked])
         took_ms = round((time.perf_counter() - t0) * 1000, 2)
         for r, found in zip(asked, hits):
-            replies[r["id"]] = {"ok": True, "results": [_result(h) for h in found], "took_ms": took_ms}
+            replies[r.id] = QueryReply(results=found, took_ms=took_ms)
         return replies
 
-    def _product(self, r: dict) -> dict:
-        product_id = r["product_id"]
-        if r["kind"] == "get":
-            payload = self.store.get(product_id)
-            return {"ok": True, "product": payload} if payload else \
-                _error(404, "product_not_found", f"no product {product_id!r} in the index")
-        if r["kind"] == "delete":
-            return {"ok": True, "deleted": product_id} if self.store.delete(product_id) else \
-                _error(404, "product_not_found", f"no product {product_id!r} in the index")
-        return _error(400, "bad_request", f"unknown query kind {r['kind']!r}")
+    def _product(self, r: QueryRequest) -> QueryReply:
+        if r.kind == "get":
+            payload = self.store.get(r.product_id)
+            return QueryReply(product=payload) if payload else _not_found(r.product_id)
+        if r.kind == "delete":
+            return QueryReply(deleted=r.product_id) if self.store.delete(r.product_id) else _not_found(r.product_id)
+        return QueryReply.error(400, "bad_request", f"unknown query kind {r.kind!r}")

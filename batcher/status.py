@@ -40,13 +40,14 @@ class WorkerStatus:
     def __call__(self) -> dict:
         now = self.clock()
         s = self.settings
+        totals = self.worker.ledger.snapshot()  # the ledger and the infer stage own these, behind locks
         return {
             "worker_id": s.worker_id, "host": self.host,
             "device": str(self.encoder.device), "model": self.encoder.name,
             "precision": str(self.encoder.dtype).removeprefix("torch."),
-            "batch_ceiling": self.worker.ceiling.peek(now), "max_batch_size": s.worker_batch_size,
-            "jobs_per_s": self.rate.add(now, self.worker.totals.completed),
-            "completed": self.worker.totals.completed, "failed": self.worker.totals.failed,
+            "batch_ceiling": self.worker.infer.room(), "max_batch_size": s.worker_batch_size,
+            "jobs_per_s": self.rate.add(now, totals.completed),
+            "completed": totals.completed, "failed": totals.failed,
             "query_lane_alive": self.queries.is_alive(),
             "heartbeat_ttl_s": s.worker_heartbeat_ttl,
         }

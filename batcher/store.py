@@ -1,19 +1,23 @@
-"""Store stage: vectors and payloads in Qdrant, one batched call per batch.
+"""The vector store: vectors and payloads in Qdrant, one batched call per batch.
 
-A point's id is the UUIDv5 of its ``product_id``: re-indexing a product, or replaying a
-batch after a crash, overwrites the same point. Embedded local mode (``QDRANT_PATH``) lets
-one process open a folder, so the worker owns it; several workers need a Qdrant server.
+The point payload is built (from a job) and read (into a search result) here alone. A
+point's id is the UUIDv5 of its ``product_id``: re-indexing a product, or replaying a batch
+after a crash, overwrites the same point. Embedded local mode (``QDRANT_PATH``) lets one
+process open a folder, so the worker owns it; several workers need a Qdrant server.
 """
 from __future__ import annotations
 
 import logging
 import threading
 import uuid
-from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
 from qdrant_client import QdrantClient, models
+
+from batcher.queue.jobs import Job
+from batcher.queue.messages import SearchResult
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +33,17 @@ def point_id(product_id: str) -> str:
     return str(uuid.uuid5(POINT_NAMESPACE, product_id))
 
 
-@dataclass(frozen=True)
-class Hit:
-    score: float
-    payload: dict[str, Any]
+def point_payload(job: Job, indexed_at: str) -> dict[str, Any]:
+    """What a point carries besides its vector: the product as uploaded, and where it came from."""
+    return {"product_id": job.product_id, "name": job.name, "description": job.description,
+            "metadata": job.metadata, "job_id": job.job_id, "indexed_at": indexed_at,
+            "image_sha256": job.image_sha256}
+
+
+def search_result(score: float, payload: dict[str, Any] | None) -> SearchResult:
+    p = payload or {}
+    return SearchResult(product_id=p.get("product_id"), score=round(float(score), 6), name=p.get("name"),
+                        description=p.get("description"), metadata=p.get("metadata") or {})
 
 
 def _open_client(url: str | None, path: str, api_key: str | None) -> QdrantClient:
@@ -98,20 +109,23 @@ class VectorStore:
             for field in ("product_id", *(f"metadata.{f}" for f in indexed_fields)):
                 self.client.create_payload_index(self.collection, field, models.PayloadSchemaType.KEYWORD)
 
-    def upsert(self, product_ids: list[str], vectors: np.ndarray, payloads: list[dict]) -> None:
-        points = models.Batch(ids=[point_id(p) for p in product_ids],
-                              vectors=vectors.astype(np.float32).tolist(), payloads=payloads)
+    def upsert(self, jobs: list[Job], vectors: np.ndarray) -> None:
+        """One point per job, keyed by its product: the last upload of a product wins."""
+        now = datetime.now(timezone.utc).isoformat()
+        points = models.Batch(ids=[point_id(j.product_id) for j in jobs],
+                              vectors=vectors.astype(np.float32).tolist(),
+                              payloads=[point_payload(j, now) for j in jobs])
         with self._lock:
             self.client.upsert(self.collection, points=points, wait=True)
 
     def search(self, vectors: np.ndarray, limits: list[int],
-               filters: list[dict[str, Any]]) -> list[list[Hit]]:
+               filters: list[dict[str, Any]]) -> list[list[SearchResult]]:
         """One batched query for many vectors, each with its own limit and filter."""
         requests = [models.QueryRequest(query=v.tolist(), limit=n, filter=_conditions(f), with_payload=True)
                     for v, n, f in zip(vectors.astype(np.float32), limits, filters)]
         with self._lock:
             responses = self.client.query_batch_points(self.collection, requests=requests)
-        return [[Hit(p.score, p.payload or {}) for p in r.points] for r in responses]
+        return [[search_result(p.score, p.payload) for p in r.points] for r in responses]
 
     def get(self, product_id: str) -> dict[str, Any] | None:
         with self._lock:
@@ -125,10 +139,6 @@ class VectorStore:
                 self.client.delete(self.collection, models.PointIdsList(points=[point_id(product_id)]),
                                    wait=True)
         return bool(found)
-
-    def count(self) -> int:
-        with self._lock:
-            return self.client.count(self.collection, exact=True).count
 
     def close(self) -> None:
         self.client.close()

@@ -10,11 +10,12 @@ from __future__ import annotations
 import logging
 import os
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from models.preprocessing import Preprocessing
 
 log = logging.getLogger(__name__)
 
@@ -28,16 +29,6 @@ class WeightsUnavailable(RuntimeError):
 
 class OutOfMemory(RuntimeError):
     """The device ran out of memory for this batch; a smaller one may fit."""
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """What an image must look like before the model: taken from the model, never typed in."""
-
-    image_size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    interpolation: str  # "bicubic" or "bilinear"
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -103,12 +94,6 @@ class ClipEncoder:
         with torch.inference_mode(), _oom_guard(len(images)):
             features = self.model.encode_image(self.to_device(images), normalize=True)
             return features.float().cpu().numpy()
-
-    def embed_pixels(self, pixels: torch.Tensor) -> np.ndarray:
-        """Embed float NCHW tensors already normalised (open_clip's own ``preprocess`` output)."""
-        with torch.inference_mode():
-            x = pixels.to(self.device, self.dtype)
-            return self.model.encode_image(x, normalize=True).float().cpu().numpy()
 
     def embed_texts(self, texts: list[str]) -> np.ndarray:
         with torch.inference_mode(), _oom_guard(len(texts)):

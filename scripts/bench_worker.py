@@ -261,6 +261,7 @@ class Services:
 
 def fill_queue(client, namespace: str, images: list[bytes], tag: str) -> None:
     """Enqueue one job per image exactly as the API does (the enqueue Lua script)."""
+    from batcher.queue import calls
     from batcher.queue.jobs import JobSpec, new_job_id
     from batcher.queue.keys import Keys
     from batcher.queue.scripts import Scripts
@@ -271,10 +272,7 @@ def fill_queue(client, namespace: str, images: list[bytes], tag: str) -> None:
         spec = JobSpec(product_id=f"{tag}-{i:06d}", name=f"Bench product {i}",
                        description="benchmark image", metadata={"bench": tag, "i": i},
                        image_sha256=hashlib.sha256(data).hexdigest(), content_type="image/jpeg")
-        job_id = new_job_id()
-        fields = [x for pair in spec.to_fields().items() for x in pair]
-        scripts.enqueue(keys=[k.queue, k.stats, k.job(job_id), k.image(job_id)],
-                        args=[10**9, job_id, data, *fields], client=pipe)
+        scripts.run(calls.enqueue(k, new_job_id(), spec, data, max_depth=10**9), client=pipe)
         if len(pipe) >= 64:
             pipe.execute()
     pipe.execute()

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from batcher.decode import DecodeError, decode
 from conftest import corpus_files, served
-from models.clip import Preprocessing
+from models.preprocessing import Preprocessing
 
 PREP = Preprocessing(32, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "bicubic")
 SEEDS = [p.read_bytes() for p in corpus_files("index") if p.stat().st_size < 200_000][:8]

@@ -252,15 +252,15 @@ def test_the_api_survives_a_redis_restart_without_late_503s(tmp_path, make_clien
 
 
 def test_enqueue_is_idempotent_for_a_retried_call(redis_url, r, namespace):
+    from batcher.queue import calls
     from batcher.queue.jobs import JobSpec
     from batcher.queue.keys import Keys
     from batcher.queue.scripts import Scripts
 
     k, job_id = Keys(namespace), "job-" + "1" * 32
-    fields = [x for kv in JobSpec("p", "n", "", {}, "sha", "image/jpeg").to_fields().items() for x in kv]
-    run = Scripts(r).enqueue
+    call = calls.enqueue(k, job_id, JobSpec("p", "n", "", {}, "sha", "image/jpeg"), b"img", max_depth=100)
     for _ in range(2):  # a reply lost, the call repeated
-        run(keys=[k.queue, k.stats, k.job(job_id), k.image(job_id)], args=[100, job_id, b"img", *fields])
+        Scripts(r).run(call)
     assert r.llen(k.queue) == 1 and int(r.hget(k.stats, "total")) == 1
 
 
@@ -275,7 +275,7 @@ def test_a_reaped_but_living_worker_registers_again_with_its_heartbeat(worker_se
 
 def test_a_reaped_workers_late_ack_changes_nothing(client, worker_settings, r, run_burst):
     """Only the holder of a job may record its outcome: no counter moves twice."""
-    from batcher.queue.consumer import Outcome
+    from batcher.queue.calls import Outcome
 
     job_id = upload(client, None, "p", data=jpeg(1)).json()["job_id"]
     s = worker_settings()
@@ -319,6 +319,9 @@ def test_a_long_batch_never_starves_the_heartbeat(client, serve_worker, encoder,
 
 def test_a_claim_whose_reply_was_lost_is_requeued_by_its_living_worker(client, serve_worker, r, namespace):
     """Redis moved an id into the worker's list but the worker never heard: it must not sit there."""
+    from dataclasses import replace
+
+    from batcher.queue import calls
     from batcher.queue.jobs import JobSpec
     from batcher.queue.keys import Keys
     from batcher.queue.scripts import Scripts
@@ -327,9 +330,8 @@ def test_a_claim_whose_reply_was_lost_is_requeued_by_its_living_worker(client, s
     time.sleep(0.5)
     # what a BLMOVE whose reply was lost leaves behind: a queued job in the worker's own list
     k, job_id = Keys(namespace), "job-" + "2" * 32
-    fields = [x for kv in JobSpec("lost", "n", "", {}, "sha", "image/jpeg").to_fields().items() for x in kv]
-    Scripts(r).enqueue(keys=[k.processing(app.settings.worker_id), k.stats, k.job(job_id), k.image(job_id)],
-                       args=[100, job_id, jpeg(1), *fields])
+    call = calls.enqueue(k, job_id, JobSpec("lost", "n", "", {}, "sha", "image/jpeg"), jpeg(1), max_depth=100)
+    Scripts(r).run(replace(call, keys=[k.processing(app.settings.worker_id), *call.keys[1:]]))
     deadline = time.monotonic() + 15
     while client.get(f"/api/v1/queue/status/{job_id}").json()["status"] != "completed":
         assert time.monotonic() < deadline, "the orphaned job was never processed"
@@ -337,3 +339,61 @@ def test_a_claim_whose_reply_was_lost_is_requeued_by_its_living_worker(client, s
     stats = client.get("/api/v1/queue/stats").json()["jobs"]
     assert stats == {"queued": 0, "processing": 0, "completed": 1, "failed": 0, "total": 1}
     assert client.get(f"/api/v1/queue/status/{job_id}").json()["retry_count"] == 0
+
+
+class ReapedMidBatch:
+    """The real encoder; during its first forward pass the worker is taken for dead and reaped,
+    so its job is back in the queue (for another worker) before the worker acknowledges it."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.reap = inner, None
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def embed_images(self, images):
+        if self.reap is not None:
+            self.reap()
+            self.reap = None
+        return self.inner.embed_images(images)
+
+
+def test_a_late_ack_is_not_counted_as_completed(client, start_worker, run_burst, encoder, r, namespace, caplog):
+    """The ack script's per-job result is what the worker counts, logs and exports."""
+    job_id = upload(client, None, "p", data=jpeg(1)).json()["job_id"]
+    late = ReapedMidBatch(encoder)
+    app = start_worker(encoder_override=late)
+
+    def reap():
+        r.delete("{%s}:heartbeat:%s" % (namespace, app.settings.worker_id))
+        assert JobConsumer(r, app.settings, "other").reap_dead_workers() == {app.settings.worker_id: 1}
+
+    late.reap = reap
+    totals = app.run(burst=True, max_jobs=1)
+    assert late.reap is None  # it did run, mid-batch
+    assert (totals.completed, totals.failed, totals.retried) == (0, 0, 0)
+    assert app.metrics.registry.get_sample_value("clipq_jobs_total", {"outcome": "completed"}) == 0
+    assert app.metrics.registry.get_sample_value("clipq_job_latency_seconds_count") == 0
+    assert f"job {job_id} was no longer ours" in caplog.text
+    assert client.get(f"/api/v1/queue/status/{job_id}").json()["status"] == "queued"
+
+    other, totals = run_burst()  # the worker it was handed to completes it: counted once in all
+    assert totals.completed == 1
+    assert other.metrics.registry.get_sample_value("clipq_jobs_total", {"outcome": "completed"}) == 1
+    stats = client.get("/api/v1/queue/stats").json()["jobs"]
+    assert stats == {"queued": 0, "processing": 0, "completed": 1, "failed": 0, "total": 1}
+
+
+def test_the_consumer_alone_knows_what_it_holds(client, worker_settings, r):
+    from batcher.queue.calls import Outcome
+
+    ids = {upload(client, None, f"p{i}", data=jpeg(i)).json()["job_id"] for i in range(3)}
+    c = JobConsumer(r, worker_settings(), "holder")
+    taken = c.take_blocking(1) + c.take_now(5)
+    assert set(taken) == ids and c.held() == ids and c.in_flight() == 3
+    jobs = c.fetch(taken)
+    ack = c.ack([Outcome(j.job_id, "completed") for j in jobs[:2]])
+    assert ack.results == ("completed", "completed")
+    assert c.held() == {jobs[2].job_id} and c.in_flight() == 1
+    assert c.requeue_orphans() == 0  # all it lists, it holds
+    assert c.release() == 1 and c.held() == set() and c.in_flight() == 0

@@ -1,6 +1,7 @@
 """Search by words or by photo, and read or delete a product: answered by the workers."""
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, UploadFile
@@ -9,10 +10,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from api.deps import KEY_REQUIRED, Queue, Settings
 from api.errors import ApiError
 from api.filters import MAX_KEYS, check_filter
-from api.queue import image_request
 from api.reasons import short_reason
 from api.routes.uploads import read_upload
 from api.validation import check_product_id, parse_object
+from batcher.queue.messages import QueryReply, QueryRequest
 
 router = APIRouter(tags=["search"], dependencies=KEY_REQUIRED)
 
@@ -39,30 +40,33 @@ class SearchResponse(BaseModel):
     took_ms: float
 
 
-async def ask_workers(queue, settings, request: dict) -> dict:
+async def ask_workers(queue, settings, request: QueryRequest) -> QueryReply:
     if not await queue.live_workers():
         raise ApiError(503, "no_worker", "no worker is running to answer queries", headers={"Retry-After": "5"})
     reply = await queue.ask(request, settings.search_timeout)
     if reply is None:
         raise ApiError(504, "search_timeout", f"no worker answered within {settings.search_timeout:g}s")
-    if not reply.get("ok"):
+    if not reply.ok:
         raise ApiError(*worker_refusal(reply))
     return reply
 
 
-def worker_refusal(reply: dict) -> tuple[int, str, str]:
+def worker_refusal(reply: QueryReply) -> tuple[int, str, str]:
     """A worker's error reply as (status, code, message), with a short public message."""
-    status, code, message = int(reply.get("status", 500)), str(reply.get("code", "error")), reply.get("message")
+    status, code, message = int(reply.status or 500), reply.code or "error", reply.message
     if status >= 500:
         return status, code, "a worker failed to answer this query (the details are in its logs)"
     return status, code, short_reason(message) if code == "invalid_image" else str(message or code)
 
 
+def found(reply: QueryReply) -> dict:
+    return {"results": [asdict(r) for r in reply.results or []], "took_ms": reply.took_ms}
+
+
 @router.post("/api/v1/search", response_model=SearchResponse, responses={422: {}, 503: {}, 504: {}})
 async def search_text(body: TextSearch, queue: Queue, settings: Settings) -> dict:
     check_filter(body.filter)
-    reply = await ask_workers(queue, settings, {"kind": "text", **body.model_dump()})
-    return {"results": reply["results"], "took_ms": reply["took_ms"]}
+    return found(await ask_workers(queue, settings, QueryRequest("text", **body.model_dump())))
 
 
 @router.post("/api/v1/search/image", response_model=SearchResponse,
@@ -72,17 +76,17 @@ async def search_image(queue: Queue, settings: Settings, image_file: Annotated[U
                        filter: Annotated[str | None, Form()] = None) -> dict:
     conditions = check_filter(parse_object(filter, "filter", settings.max_metadata_bytes))
     image, _ = await read_upload(image_file, settings.max_upload_bytes, settings.max_image_pixels)
-    reply = await ask_workers(queue, settings, image_request(image, limit=limit, filter=conditions))
-    return {"results": reply["results"], "took_ms": reply["took_ms"]}
+    request = QueryRequest("image", image=image, limit=limit, filter=conditions)
+    return found(await ask_workers(queue, settings, request))
 
 
 @router.get("/api/v1/products/{product_id}", responses={404: {}, 503: {}, 504: {}})
 async def get_product(product_id: str, queue: Queue, settings: Settings) -> dict:
-    reply = await ask_workers(queue, settings, {"kind": "get", "product_id": check_product_id(product_id)})
-    return reply["product"]
+    reply = await ask_workers(queue, settings, QueryRequest("get", product_id=check_product_id(product_id)))
+    return reply.product
 
 
 @router.delete("/api/v1/products/{product_id}", responses={404: {}, 503: {}, 504: {}})
 async def delete_product(product_id: str, queue: Queue, settings: Settings) -> dict:
-    await ask_workers(queue, settings, {"kind": "delete", "product_id": check_product_id(product_id)})
+    await ask_workers(queue, settings, QueryRequest("delete", product_id=check_product_id(product_id)))
     return {"deleted": True, "product_id": product_id}

@@ -1,24 +1,40 @@
 """Load the Lua scripts of the queue protocol and bind them to a Redis client.
 
 The ``.lua`` files beside this module are the source of truth for every state change of a
-job, so that a status and its counters always move together.
+job, so that a status and its counters always move together. ``lua/prelude.lua`` (Redis
+time, the final failure of a job) is prepended to each. Calls are built in ``calls.py``.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+from typing import Any
 
 NAMES = ("enqueue", "claim", "ack", "promote", "reap", "retry", "sample")
 
 
 @cache
 def source(name: str) -> str:
-    return resources.files("batcher.queue").joinpath("lua", f"{name}.lua").read_text()
+    lua = resources.files("batcher.queue").joinpath("lua")
+    return lua.joinpath("prelude.lua").read_text() + "\n" + lua.joinpath(f"{name}.lua").read_text()
+
+
+@dataclass(frozen=True)
+class ScriptCall:
+    """One call of a script: its name, and its KEYS and ARGV in the order the script reads them."""
+
+    script: str
+    keys: list[str]
+    args: list[Any]
 
 
 class Scripts:
-    """Registered scripts for one client (sync or asyncio): ``scripts.ack(keys=..., args=...)``."""
+    """Registered scripts for one client (sync or asyncio): ``scripts.run(calls.ack(...))``."""
 
     def __init__(self, client) -> None:
-        for name in NAMES:
-            setattr(self, name, client.register_script(source(name)))
+        self._registered = {name: client.register_script(source(name)) for name in NAMES}
+
+    def run(self, call: ScriptCall, client=None):
+        """Run ``call`` (on ``client``, a pipeline say, if given); a coroutine for an asyncio client."""
+        return self._registered[call.script](keys=call.keys, args=call.args, client=client)

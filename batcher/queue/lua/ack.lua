@@ -4,27 +4,22 @@
 -- KEYS: processing, stats, failed, delayed
 -- ARGV: job_key_prefix, image_key_prefix, job_ttl_s, failed_ttl_s, failed_image_ttl_s,
 --       max_attempts, outcomes_json  ([{id, outcome: completed|failed|retry, error, delay_ms}])
--- Returns {now_ms, completed, failed, retried, skipped}.
-local t = redis.call('TIME')
-local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- Returns {now_ms, result...}: one result per outcome, in order: what was recorded
+-- (completed, failed, retried) or skipped (the job is no longer ours).
+local now_ms = redis_now_ms()
 local now = tostring(now_ms)
-local counts = {completed = 0, failed = 0, retried = 0, skipped = 0}
+local results = {now}
 local max_attempts = tonumber(ARGV[6])
 
 local function fail(job, image, id, message)
-  redis.call('HSET', job, 'status', 'failed', 'error_message', message, 'updated_at', now)
-  redis.call('ZADD', KEYS[3], now_ms, id)
-  redis.call('EXPIRE', job, tonumber(ARGV[4]))
-  redis.call('EXPIRE', image, tonumber(ARGV[5]))
-  redis.call('HINCRBY', KEYS[2], 'failed', 1)
-  counts.failed = counts.failed + 1
+  fail_job(job, image, id, message, now_ms, KEYS[2], KEYS[3], ARGV[4], ARGV[5])
+  return 'failed'
 end
 
 for _, o in ipairs(cjson.decode(ARGV[7])) do
   local id = o.id
-  if redis.call('LREM', KEYS[1], 1, id) == 0 then
-    counts.skipped = counts.skipped + 1
-  else
+  local result = 'skipped'
+  if redis.call('LREM', KEYS[1], 1, id) == 1 then
     local job, image = ARGV[1] .. id, ARGV[2] .. id
     redis.call('HINCRBY', KEYS[2], 'processing', -1)
     if o.outcome == 'completed' then
@@ -33,20 +28,21 @@ for _, o in ipairs(cjson.decode(ARGV[7])) do
       redis.call('EXPIRE', job, tonumber(ARGV[3]))
       redis.call('DEL', image)
       redis.call('HINCRBY', KEYS[2], 'completed', 1)
-      counts.completed = counts.completed + 1
+      result = 'completed'
     elseif o.outcome == 'failed' then
-      fail(job, image, id, o.error)
+      result = fail(job, image, id, o.error)
     else
       local attempts = redis.call('HINCRBY', job, 'retry_count', 1)
       if attempts >= max_attempts then
-        fail(job, image, id, o.error .. ' (gave up after ' .. attempts .. ' attempts)')
+        result = fail(job, image, id, o.error .. ' (gave up after ' .. attempts .. ' attempts)')
       else
         redis.call('HSET', job, 'status', 'queued', 'error_message', o.error, 'updated_at', now)
         redis.call('ZADD', KEYS[4], now_ms + tonumber(o.delay_ms), id)
         redis.call('HINCRBY', KEYS[2], 'queued', 1)
-        counts.retried = counts.retried + 1
+        result = 'retried'
       end
     end
   end
+  results[#results + 1] = result
 end
-return {now, counts.completed, counts.failed, counts.retried, counts.skipped}
+return results

@@ -4,8 +4,7 @@
 -- KEYS: queue, processing, stats
 -- ARGV: job_key_prefix, n_more, already_claimed_id...
 -- Returns {now_ms, id...}: the ids moved by this call (a worker drops ids without a record).
-local t = redis.call('TIME')
-local now = tostring(tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+local now = tostring(redis_now_ms())
 local ids, out = {}, {now}
 for i = 3, #ARGV do ids[#ids + 1] = ARGV[i] end
 for _ = 1, tonumber(ARGV[2]) do

@@ -11,8 +11,7 @@ local depth = redis.call('LLEN', KEYS[1])
 if depth >= tonumber(ARGV[1]) then
   return {0, depth}
 end
-local t = redis.call('TIME')
-local now = tostring(tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+local now = tostring(redis_now_ms())
 local fields = {'job_id', ARGV[2], 'status', 'queued', 'retry_count', '0', 'error_message', '',
                 'created_at', now, 'updated_at', now}
 for i = 4, #ARGV, 2 do

@@ -14,8 +14,7 @@ local mode = ARGV[3]
 if mode == 'reap' and redis.call('EXISTS', KEYS[6]) == 1 then
   return -1
 end
-local t = redis.call('TIME')
-local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now_ms = redis_now_ms()
 local now = tostring(now_ms)
 local count_attempt = mode == 'reap' or mode == 'recover'
 local requeued = 0
@@ -38,12 +37,8 @@ while true do
     local attempts = 0
     if count_attempt then attempts = redis.call('HINCRBY', job, 'retry_count', 1) end
     if count_attempt and attempts >= tonumber(ARGV[5]) then
-      redis.call('HSET', job, 'status', 'failed', 'updated_at', now, 'error_message',
-                 'worker died while processing this job (' .. attempts .. ' attempts)')
-      redis.call('ZADD', KEYS[4], now_ms, id)
-      redis.call('EXPIRE', job, tonumber(ARGV[6]))
-      redis.call('EXPIRE', image, tonumber(ARGV[7]))
-      redis.call('HINCRBY', KEYS[3], 'failed', 1)
+      fail_job(job, image, id, 'worker died while processing this job (' .. attempts .. ' attempts)',
+               now_ms, KEYS[3], KEYS[4], ARGV[6], ARGV[7])
     else
       redis.call('HSET', job, 'status', 'queued', 'updated_at', now)
       redis.call('RPUSH', KEYS[2], id)

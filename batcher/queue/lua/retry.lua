@@ -6,8 +6,7 @@ local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {0, ''} end
 if status ~= 'failed' then return {-1, status} end
 if redis.call('EXISTS', KEYS[2]) == 0 then return {-2, ''} end
-local t = redis.call('TIME')
-local now = tostring(tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+local now = tostring(redis_now_ms())
 redis.call('HSET', KEYS[1], 'status', 'queued', 'retry_count', '0', 'error_message', '',
            'updated_at', now)
 redis.call('PERSIST', KEYS[1])

@@ -1,0 +1,83 @@
+"""The typed face of the queue protocol: every script call (KEYS and ARGV, in order) and reply.
+
+Both the API and the worker build their calls here, so the order each ``.lua`` file reads
+its arguments in is written down once. Run a call with ``Scripts(client).run(call)``.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from .config import QueueSettings
+from .jobs import JobSpec
+from .keys import Keys
+from .scripts import ScriptCall
+
+RECORDED = ("completed", "failed", "retried")  # what ack.lua records; else "skipped"
+
+
+def enqueue(k: Keys, job_id: str, spec: JobSpec, image: bytes, max_depth: int) -> ScriptCall:
+    fields = [x for pair in spec.to_fields().items() for x in pair]
+    return ScriptCall("enqueue", [k.queue, k.stats, k.job(job_id), k.image(job_id)],
+                      [max_depth, job_id, image, *fields])
+
+
+def retry(k: Keys, job_id: str) -> ScriptCall:
+    return ScriptCall("retry", [k.job(job_id), k.image(job_id), k.queue, k.stats, k.failed], [job_id])
+
+
+def claim(k: Keys, worker_id: str, n_more: int, already_claimed: list[str]) -> ScriptCall:
+    return ScriptCall("claim", [k.queue, k.processing(worker_id), k.stats],
+                      [k.job(""), max(n_more, 0), *already_claimed])
+
+
+def promote(k: Keys, limit: int) -> ScriptCall:
+    return ScriptCall("promote", [k.delayed, k.queue], [limit])
+
+
+def reap(k: Keys, s: QueueSettings, worker_id: str, mode: str, ids: tuple[str, ...] = ()) -> ScriptCall:
+    """``mode``: reap, recover, release or orphans (see reap.lua)."""
+    return ScriptCall(
+        "reap", [k.processing(worker_id), k.queue, k.stats, k.failed, k.workers, k.heartbeat(worker_id)],
+        [k.job(""), k.image(""), mode, worker_id, s.max_attempts, s.failed_job_ttl, s.failed_image_ttl, *ids])
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one job of a batch: ``completed``, ``failed`` (permanent) or ``retry``."""
+
+    job_id: str
+    outcome: str
+    error: str = ""
+    delay_ms: int = 0
+
+
+def ack(k: Keys, s: QueueSettings, worker_id: str, outcomes: list[Outcome]) -> ScriptCall:
+    payload = json.dumps([o.__dict__ | {"id": o.job_id} for o in outcomes])
+    return ScriptCall("ack", [k.processing(worker_id), k.stats, k.failed, k.delayed],
+                      [k.job(""), k.image(""), s.job_ttl, s.failed_job_ttl, s.failed_image_ttl,
+                       s.max_attempts, payload])
+
+
+@dataclass(frozen=True)
+class AckResult:
+    """What ack.lua recorded for each outcome, in order: the truth for accounting."""
+
+    now_ms: int
+    results: tuple[str, ...]  # completed, failed, retried, or skipped (no longer this worker's job)
+
+    @classmethod
+    def parse(cls, reply: list) -> "AckResult":
+        results = tuple(r.decode() if isinstance(r, bytes) else str(r) for r in reply[1:])
+        return cls(int(reply[0]), results)
+
+    def count(self, result: str) -> int:
+        return self.results.count(result)
+
+    @property
+    def completed(self) -> int:
+        return self.count("completed")
+
+    @property
+    def skipped(self) -> int:
+        return self.count("skipped")

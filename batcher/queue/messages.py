@@ -1,0 +1,75 @@
+"""The query lane's messages: what the API puts on ``{clipq}:requests`` and what a worker
+pushes back on the request's reply key. Both sides build and read them here only."""
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+SEARCHES = ("text", "image")
+
+
+@dataclass(frozen=True)
+class QueryRequest:
+    kind: str  # "text" or "image" (SEARCHES), "get" or "delete" (a product)
+    text: str = ""
+    image: bytes = b""
+    limit: int = 10
+    filter: dict[str, Any] = field(default_factory=dict)
+    product_id: str = ""
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def to_json(self) -> str:
+        body = asdict(self)
+        body["image_b64"] = base64.b64encode(body.pop("image")).decode()
+        return json.dumps(body)
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> "QueryRequest":
+        """Raises ``ValueError`` for anything that is not a request (an unknown kind is one:
+        the worker answers it with an error)."""
+        body = json.loads(raw)
+        if not isinstance(body, dict) or not isinstance(body.get("kind"), str) or "id" not in body:
+            raise ValueError("not a query request")
+        body["image"] = base64.b64decode(body.pop("image_b64", None) or "")
+        body["filter"] = body.get("filter") or {}
+        return cls(**{k: v for k, v in body.items() if k in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    product_id: str | None
+    score: float
+    name: str | None
+    description: str | None
+    metadata: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class QueryReply:
+    """``ok`` with the answer of its kind, or an error the API answers with as it stands."""
+
+    ok: bool = True
+    results: list[SearchResult] | None = None
+    took_ms: float | None = None
+    product: dict[str, Any] | None = None
+    deleted: str | None = None
+    status: int = 200
+    code: str = ""
+    message: str = ""
+
+    @classmethod
+    def error(cls, status: int, code: str, message: str) -> "QueryReply":
+        return cls(ok=False, status=status, code=code, message=message)
+
+    def to_json(self) -> str:
+        return json.dumps({k: v for k, v in asdict(self).items() if v is not None})
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> "QueryReply":
+        body = json.loads(raw)
+        if body.get("results") is not None:
+            body["results"] = [SearchResult(**r) for r in body["results"]]
+        return cls(**{k: v for k, v in body.items() if k in cls.__dataclass_fields__})

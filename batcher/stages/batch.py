@@ -1,0 +1,25 @@
+"""What the stages hand each other: one batch at a time, owned by the stage that holds it."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from batcher.queue.jobs import Job
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Claim -> infer: the jobs decoded, their pixels, and the jobs that cannot be decoded."""
+
+    jobs: list[Job]                      # decoded, to embed
+    pixels: np.ndarray | None            # (len(jobs), S, S, 3) uint8
+    rejected: list[tuple[Job, str]]      # permanent failures (cannot decode)
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """Infer -> finish: the vectors of ``Batch.jobs``, or why there are none."""
+
+    vectors: np.ndarray | None = None
+    error: str | None = None

@@ -1,0 +1,129 @@
+"""Claim stage (the prefetch thread): claim the next batch and decode it while the model runs
+the current one. Between claims it does the housekeeping, and it decides when a burst-mode
+(or ``--max-jobs``) run is over.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import redis
+
+from batcher.decode import DecodeError, decode
+from batcher.metrics import WorkerMetrics
+from batcher.policy import Backoff, BatchPolicy, collect
+from batcher.queue.consumer import JobConsumer
+from batcher.queue.jobs import Job
+from batcher.settings import WorkerSettings
+from batcher.stages.batch import Batch
+from batcher.stages.housekeeping import Housekeeping
+from models.preprocessing import Preprocessing
+
+log = logging.getLogger("clipq.worker")
+
+
+class _TimedSource:
+    """Wraps the consumer to note when a batch's first job arrived (the claim stage starts)."""
+
+    def __init__(self, consumer: JobConsumer) -> None:
+        self.consumer = consumer
+        self.first_at: float | None = None
+
+    def take_blocking(self, timeout_s: float) -> list[str]:
+        got = self.consumer.take_blocking(timeout_s)
+        if got and self.first_at is None:
+            self.first_at = time.perf_counter()
+        return got
+
+    def take_now(self, n: int) -> list[str]:
+        return self.consumer.take_now(n)
+
+
+class ClaimStage:
+    def __init__(self, s: WorkerSettings, consumer: JobConsumer, prep: Preprocessing, metrics: WorkerMetrics,
+                 housekeeping: Housekeeping, room: Callable[[], int], stop: threading.Event, *,
+                 burst: bool = False, max_jobs: int | None = None) -> None:
+        self.s, self.consumer, self.prep, self.metrics = s, consumer, prep, metrics
+        self.housekeeping, self.room, self.stop = housekeeping, room, stop
+        self.burst, self.max_jobs = burst, max_jobs
+        self._claimed = 0
+        self._decoders = ThreadPoolExecutor(s.worker_decode_threads, "decode")
+
+    def close(self) -> None:
+        self._decoders.shutdown(wait=True)
+
+    def next_batch(self) -> Batch | None:
+        """The next batch, or None when the run is over (or stopped)."""
+        backoff = Backoff(0.5, 10)
+        while not self.stop.is_set():
+            try:
+                batch = self._claim_and_decode()
+                backoff.reset()
+            except Exception as exc:  # Redis outage, or a bug: never kill the worker for it
+                delay = backoff.next()
+                if isinstance(exc, redis.RedisError):
+                    log.warning("redis unavailable (%s); retrying in %.1fs", exc, delay)
+                else:
+                    log.exception("claiming a batch failed; retrying in %.1fs", delay)
+                self.stop.wait(delay)
+                continue
+            if batch is not None:
+                return batch
+            if self._done():
+                return None
+        return None
+
+    def _claim_and_decode(self) -> Batch | None:
+        self.housekeeping.run()
+        room = self.room()
+        if self.max_jobs is not None:
+            room = min(room, self.max_jobs - self._claimed)
+        if room <= 0:
+            return None
+        source = _TimedSource(self.consumer)
+        first_timeout = 0.05 if self.burst else self.s.worker_poll_interval
+        ids = collect(source, BatchPolicy(room, self.s.worker_max_wait_ms / 1000), first_timeout)
+        if not ids:
+            return None
+        jobs = self.consumer.fetch(ids)
+        self._claimed += len(ids)
+        claimed_ms = self.consumer.claimed_at_ms  # every batch ends with the claim script
+        self.metrics.stage.labels("claim").observe(time.perf_counter() - source.first_at)
+        for job in jobs:
+            self.metrics.queue_wait.observe(max(0, claimed_ms - job.created_at_ms) / 1000)
+        return self.decode(jobs)
+
+    def decode(self, jobs: list[Job]) -> Batch:
+        t0 = time.perf_counter()
+        limit = self.s.max_image_pixels
+
+        def one(job: Job):
+            try:
+                return decode(job.image, self.prep, limit)
+            except DecodeError as exc:
+                return exc
+
+        results = list(self._decoders.map(one, jobs))
+        good = [(j, r) for j, r in zip(jobs, results) if not isinstance(r, Exception)]
+        rejected = [(j, str(r)) for j, r in zip(jobs, results) if isinstance(r, Exception)]
+        pixels = np.stack([r for _, r in good]) if good else None
+        self.metrics.stage.labels("decode").observe(time.perf_counter() - t0)
+        return Batch([j for j, _ in good], pixels, rejected)
+
+    def _done(self) -> bool:
+        """Burst mode ends when nothing is queued, delayed or in flight; --max-jobs when reached."""
+        if self.max_jobs is not None and self._claimed >= self.max_jobs:
+            return True
+        if not self.burst:
+            return False
+        if self.consumer.depth() or self.consumer.in_flight():
+            return False
+        due_in = self.consumer.next_delayed_in_s()
+        if due_in is None:
+            return True
+        self.stop.wait(min(due_in, self.s.worker_poll_interval))
+        return False

@@ -1,0 +1,67 @@
+"""Infer stage (the main thread): one forward pass per batch; after a device OOM, halves.
+
+It owns the batch ceiling: lowered here after an OOM, read by the claim stage (another
+thread) to size the next batch, so both go through one lock.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from batcher.metrics import WorkerMetrics
+from batcher.policy import BatchCeiling
+from batcher.stages.batch import Batch, Embedded
+from models.clip import ClipEncoder, OutOfMemory
+
+log = logging.getLogger("clipq.worker")
+
+
+class InferStage:
+    def __init__(self, encoder: ClipEncoder, metrics: WorkerMetrics, max_batch: int, oom_cooldown_s: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.encoder = encoder
+        self.metrics = metrics
+        self.clock = clock
+        self._ceiling = BatchCeiling(max_batch, oom_cooldown_s)
+        self._lock = threading.Lock()
+
+    def room(self) -> int:
+        """The largest batch to claim now."""
+        with self._lock:
+            return self._ceiling.current(self.clock())
+
+    def _lower(self, failed_size: int) -> int:
+        with self._lock:
+            return self._ceiling.lower(failed_size, self.clock())
+
+    def run(self, batch: Batch) -> Embedded:
+        if batch.pixels is None:
+            return Embedded()
+        t0 = time.perf_counter()
+        try:
+            vectors = self._embed(batch.pixels)
+        except OutOfMemory as exc:
+            return Embedded(error=f"device out of memory even for one image: {exc}")
+        except Exception as exc:  # a model failure must not kill the worker: retry the jobs
+            log.exception("inference failed for a batch of %d", len(batch.jobs))
+            return Embedded(error=f"inference failed: {exc.__class__.__name__}: {exc}")
+        self.metrics.stage.labels("infer").observe(time.perf_counter() - t0)
+        self.metrics.batch_size.observe(len(batch.jobs))
+        return Embedded(vectors=vectors)
+
+    def _embed(self, pixels: np.ndarray) -> np.ndarray:
+        try:
+            return self.encoder.embed_images(pixels)
+        except OutOfMemory:
+            if len(pixels) == 1:
+                raise
+            self.metrics.oom_splits.inc()
+            ceiling = self._lower(len(pixels))
+            log.warning("out of memory on a batch of %d: splitting, ceiling %d for %.0fs",
+                        len(pixels), ceiling, self._ceiling.cooldown_s)
+            half = len(pixels) // 2
+            return np.concatenate([self._embed(pixels[:half]), self._embed(pixels[half:])])

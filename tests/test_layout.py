@@ -1,0 +1,96 @@
+"""The shape of the code: layers, import circles, torch-free modules, sizes of the worker's units."""
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import ROOT
+
+PACKAGES = ("api", "batcher", "models")
+
+
+def modules() -> dict[str, Path]:
+    found = {}
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return found
+
+
+def imports(name: str, path: Path, known: set[str]) -> set[str]:
+    """The project modules ``name`` imports, anywhere in it (a package import counts as its
+    ``__init__``; ``from package import module`` as the module)."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+            module = node.module if node.level == 0 else ".".join(filter(None, [base, node.module]))
+            names = [module] + [f"{module}.{a.name}" for a in node.names]
+        else:
+            continue
+        out |= {n for n in names if n in known and n != name}
+    return out
+
+
+def graph() -> dict[str, set[str]]:
+    mods = modules()
+    return {name: imports(name, path, set(mods)) for name, path in mods.items()}
+
+
+def test_api_imports_only_the_shared_protocol_package():
+    for name, deps in graph().items():
+        if name.split(".")[0] == "api":
+            worker_side = {d for d in deps if d.split(".")[0] in ("batcher", "models")
+                           and not d.startswith("batcher.queue")}
+            assert not worker_side, f"{name} imports {sorted(worker_side)}"
+
+
+def test_the_protocol_package_imports_nothing_of_the_worker():
+    for name, deps in graph().items():
+        if name.startswith("batcher.queue"):
+            assert all(d.startswith("batcher.queue") for d in deps), f"{name} imports {sorted(deps)}"
+
+
+def test_no_import_circles():
+    g = graph()
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for dep in sorted(g[node]):
+            assert state.get(dep) != 1, "import circle: " + " -> ".join(path[path.index(dep):] + [dep])
+            if dep not in state:
+                visit(dep, path + [dep])
+        state[node] = 2
+
+    for node in g:
+        if node not in state:
+            visit(node, [node])
+
+
+def test_the_api_and_the_decode_stage_load_without_torch():
+    code = ("import sys; import api.main, batcher.decode, batcher.queue.consumer; "
+            "assert 'torch' not in sys.modules, 'torch was imported'")
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
+def test_worker_modules_and_functions_are_short():
+    too_long = []
+    for name, path in modules().items():
+        if not name.startswith("batcher"):
+            continue
+        tree = ast.parse(path.read_text())
+        if tree.body and (tree.body[-1].end_lineno or 0) > 200:
+            too_long.append(f"{name}: {tree.body[-1].end_lineno} lines")
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                if length > 50:
+                    too_long.append(f"{name}.{node.name}: {length} lines")
+    assert not too_long, too_long
