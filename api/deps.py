@@ -7,6 +7,7 @@ from fastapi import Depends, Request
 
 from api.metrics import ApiMetrics
 from api.queue import JobQueue
+from api.waiter import JobWaiter
 from api.security import api_key_header, require_api_key
 from api.settings import ApiSettings
 
@@ -17,6 +18,10 @@ def get_settings(request: Request) -> ApiSettings:
 
 def get_queue(request: Request) -> JobQueue:
     return request.app.state.queue
+
+
+def get_waiter(request: Request) -> JobWaiter:
+    return request.app.state.waiter
 
 
 def get_metrics(request: Request) -> ApiMetrics:
@@ -30,4 +35,5 @@ async def _key(request: Request, _: Annotated[str | None, Depends(api_key_header
 Settings = Annotated[ApiSettings, Depends(get_settings)]
 Queue = Annotated[JobQueue, Depends(get_queue)]
 Metrics = Annotated[ApiMetrics, Depends(get_metrics)]
+Waiter = Annotated[JobWaiter, Depends(get_waiter)]
 KEY_REQUIRED = [Depends(_key)]

@@ -19,6 +19,7 @@ from api import docs, errors
 from api.limits import BodyLimits
 from api.metrics import ApiMetrics
 from api.queue import JobQueue
+from api.waiter import JobWaiter
 from api.routes import dashboard, failures, health, jobs, search, uploads, workers
 from api.settings import ApiSettings
 from batcher.queue.connect import async_client
@@ -47,11 +48,16 @@ async def lifespan(app: FastAPI):
         log.warning("ALLOW_ANONYMOUS=true: anyone who reaches this API can upload, search and delete")
     fast, blocking = _clients(settings)
     app.state.queue = JobQueue(fast, blocking, settings.queue_namespace, settings.max_queue_depth)
+    # the listener blocks for as long as no job finishes: a client with no read time-out
+    listener = async_client(settings.redis_url, settings.redis_cluster, socket_connect_timeout=settings.redis_timeout)
+    app.state.waiter = JobWaiter(listener, app.state.queue.keys.finished)
+    app.state.waiter.start()
     try:
         yield
     finally:
-        await fast.aclose()
-        await blocking.aclose()
+        await app.state.waiter.stop()
+        for client in (fast, blocking, listener):
+            await client.aclose()
 
 
 def create_app(settings: ApiSettings | None = None) -> FastAPI:

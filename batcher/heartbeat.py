@@ -15,7 +15,6 @@ from typing import Callable
 
 import redis
 
-from batcher.queue import history
 from batcher.queue.consumer import JobConsumer
 
 log = logging.getLogger(__name__)
@@ -33,7 +32,7 @@ class Heartbeat(threading.Thread):
         while not self._stop_event.is_set():
             try:
                 self.beat_now()
-                history.record(self.consumer.scripts, self.consumer.keys)
+                self.consumer.sample_history()
             except redis.RedisError as exc:
                 log.warning("heartbeat failed: %s", exc)
             self._stop_event.wait(self.ttl_s / 3)

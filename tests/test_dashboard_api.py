@@ -58,14 +58,14 @@ def test_history_series_rates_from_the_completed_counter():
 # -- queue history in Redis ------------------------------------------------------------------
 def test_history_keeps_one_sample_per_gap_bounded_and_expiring(r, namespace, client):
     keys, scripts = Keys(namespace), Scripts(r)
-    assert history.record(scripts, keys) == 1
-    assert history.record(scripts, keys) == 0  # a second worker's beat within the gap adds nothing
+    assert scripts.run(history.sample(keys)) == 1
+    assert scripts.run(history.sample(keys)) == 0  # a second worker's beat within the gap adds nothing
     assert r.llen(keys.history) == 1 and 0 < r.ttl(keys.history) <= history.TTL_S
     last = json.loads(r.lindex(keys.history, 0))
     fake = [json.dumps({**last, "t": last["t"] - 10_000 * (i + 1)}) for i in range(history.MAX_SAMPLES + 5)]
     r.rpush(keys.history, *fake)
     r.lset(keys.history, 0, json.dumps({**last, "t": last["t"] - history.SAMPLE_GAP_MS}))
-    assert history.record(scripts, keys) == 1
+    assert scripts.run(history.sample(keys)) == 1
     assert r.llen(keys.history) == history.MAX_SAMPLES
     body = client.get("/api/v1/queue/history?minutes=15").json()
     assert body["minutes"] == 15 and 80 <= len(body["samples"]) <= 92  # one sample per 10 s, 15 min

@@ -10,15 +10,22 @@ from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
 from api import monitor
-from api.deps import KEY_REQUIRED, Queue
+from api.deps import KEY_REQUIRED, Queue, Waiter
 from api.errors import ApiError, error_body
 
 router = APIRouter(prefix="/api/v1/queue", tags=["jobs"])
+MAX_WAIT_S = 30
 
 
-@router.get("/status/{job_id}", responses={404: {}})
-async def job_status(job_id: str, queue: Queue) -> dict:
-    status = await queue.status(job_id)
+@router.get("/status/{job_id}", responses={404: {}, 422: {}})
+async def job_status(job_id: str, queue: Queue, waiter: Waiter,
+                     wait: Annotated[float, Query(ge=0, le=MAX_WAIT_S, description=(
+                         "Seconds to wait for the job to be completed or failed before answering "
+                         f"(at most {MAX_WAIT_S}); the answer comes as soon as it is."))] = 0) -> dict:
+    if wait > 0:
+        status = await waiter.wait(job_id, lambda: queue.status(job_id), wait)
+    else:
+        status = await queue.status(job_id)
     if status is None:
         raise ApiError(404, "job_not_found", f"no job {job_id!r} (unknown, or expired)", "job_id")
     return status

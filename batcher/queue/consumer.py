@@ -6,17 +6,19 @@ that set, so it lives behind a lock.
 """
 from __future__ import annotations
 
+import logging
 import threading
 
 import redis
 
-from . import calls
+from . import calls, history
 from .calls import AckResult, Outcome
 from .config import QueueSettings
-from .jobs import PROCESSING, Job
+from .jobs import PROCESSING, TERMINAL, Job
 from .keys import Keys
 from .scripts import Scripts
 
+log = logging.getLogger(__name__)
 
 class JobConsumer:
     """Claims, reads, acknowledges and recovers jobs for one worker id."""
@@ -102,7 +104,17 @@ class JobConsumer:
         """Record the outcomes; the result says, job by job, what was recorded or skipped."""
         reply = self._scripts.run(calls.ack(self.keys, self.settings, self.worker_id, outcomes))
         self._let_go(o.job_id for o in outcomes)
-        return AckResult.parse(reply)
+        result = AckResult.parse(reply)
+        self._announce([o.job_id for o, r in zip(outcomes, result.results) if r in TERMINAL])
+        return result
+
+    def _announce(self, job_ids: list[str]) -> None:
+        """Wake status long-polls; best effort: they also re-read the job every second."""
+        if job_ids:
+            try:
+                self._redis.publish(self.keys.finished, " ".join(job_ids))
+            except redis.RedisError as exc:
+                log.debug("could not announce finished jobs: %s", exc)
 
     # -- recovery ----------------------------------------------------------------------
     def promote_due(self, limit: int = 1000) -> int:
@@ -155,6 +167,10 @@ class JobConsumer:
         self._redis.delete(self.keys.heartbeat(self.worker_id))
         if not self.in_flight():
             self._redis.srem(self.keys.workers, self.worker_id)
+
+    def sample_history(self) -> int:
+        """Offer a queue sample to the dashboard's history (at most one per gap is kept)."""
+        return int(self._scripts.run(history.sample(self.keys)))
 
     def depth(self) -> int:
         return int(self._redis.llen(self.keys.queue))

@@ -9,16 +9,17 @@ from __future__ import annotations
 import json
 
 from .keys import Keys
+from .scripts import ScriptCall
 
 SAMPLE_GAP_MS = 5_000
 MAX_SAMPLES = 240            # 20 minutes at one sample per 5 s
 TTL_S = 3600
 
 
-def record(scripts, keys: Keys):
-    """Take a sample now, unless one was taken within the gap (sync or asyncio client)."""
-    return scripts.sample(keys=[keys.history, keys.stats, keys.queue, keys.delayed],
-                          args=[SAMPLE_GAP_MS, MAX_SAMPLES, TTL_S])
+def sample(keys: Keys) -> ScriptCall:
+    """Take a sample now, unless one was taken within the gap: 1 if taken, else 0."""
+    return ScriptCall("sample", [keys.history, keys.stats, keys.queue, keys.delayed],
+                      [SAMPLE_GAP_MS, MAX_SAMPLES, TTL_S])
 
 
 def series(raw: list[bytes], since_ms: int) -> list[dict]:

@@ -9,6 +9,7 @@ from typing import Any
 
 QUEUED, PROCESSING, COMPLETED, FAILED = "queued", "processing", "completed", "failed"
 STATUSES = (QUEUED, PROCESSING, COMPLETED, FAILED)
+TERMINAL = frozenset({COMPLETED, FAILED})  # a job in one of these changes no more by itself
 
 
 def new_job_id() -> str:

@@ -50,6 +50,12 @@ class Keys:
         in length, with a TTL, written by the workers' heartbeats (``lua/sample.lua``)."""
         return f"{self.tag}:history"
 
+    @property
+    def finished(self) -> str:
+        """Pub/sub channel: a worker publishes the ids (space-separated) whose outcome it has
+        just recorded, so status long-polls (``?wait=``) answer at once."""
+        return f"{self.tag}:finished"
+
     def job(self, job_id: str) -> str:
         return f"{self.tag}:job:{job_id}"
 
