@@ -35,9 +35,10 @@ class JobWaiter:
         self._task = asyncio.create_task(self._listen(), name="job-waiter")
 
     async def stop(self) -> None:
+        """Cancel the listener; never wait on it long (its connection is closed with its client)."""
         if self._task is not None:
             self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await asyncio.wait([self._task], timeout=2)
 
     async def wait(self, job_id: str, read: Callable[[], Awaitable[Status]], wait_s: float) -> Status:
         """Read the job until it is terminal or ``wait_s`` has passed; the last read is returned."""
@@ -70,15 +71,18 @@ class JobWaiter:
     async def _listen(self) -> None:
         delay = 0.5
         while True:
+            # not ``async with``: on cancel, its clean-up would talk to Redis; the lifespan
+            # closes the listener's client, and with it this connection
+            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
             try:
-                async with self.client.pubsub(ignore_subscribe_messages=True) as pubsub:
-                    await pubsub.subscribe(self.channel)
-                    delay = 0.5
-                    async for message in pubsub.listen():
-                        self._wake(message["data"])
+                await pubsub.subscribe(self.channel)
+                delay = 0.5
+                async for message in pubsub.listen():
+                    self._wake(message["data"])
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # Redis down, a cluster without pub/sub: the polls carry on
+            except Exception as exc:  # Redis down or restarted: the polls carry on meanwhile
                 log.debug("status long-poll listener: %s; again in %.1fs", exc, delay)
+                await pubsub.aclose()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
