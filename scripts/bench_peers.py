@@ -12,20 +12,25 @@ measurement and stopped after it:
   ``WORKER_MAX_WAIT_MS`` set from ``--batch-size`` and ``--window-ms``; timed from the first
   upload until the worker has completed the last job (including the Qdrant upsert and the Redis
   bookkeeping);
-- LitServe (``max_batch_size``, ``batch_timeout``) and Ray Serve (``@serve.batch``), small
-  servers of ``scripts/peers/``; timed from the first upload until the last vector came back.
+- LitServe (``max_batch_size``, ``batch_timeout``) and Ray Serve (``@serve.batch``,
+  ``max_ongoing_requests`` raised above the batch), small servers of ``scripts/peers/``, each as
+  its documentation shows: LitServe decodes in ``decode_request``, one request after another in
+  its inference worker, Ray Serve in a thread pool as the worker does; timed from the first
+  upload until the last vector came back.
 
-The systems take turns (``--rounds`` rounds, clipq, LitServe, Ray Serve in each). Right before
-each measurement, with no server running, this process times the bare model
-(``embed_images`` on pre-decoded batches of ``--batch-size``): each figure's share of the bare
-model is taken against that one.
+The systems take turns (``--rounds`` rounds, clipq, LitServe, Ray Serve in each). Before the
+first measurement and after each one, with no server running, this process times the bare
+model (``embed_images`` on pre-decoded batches of ``--batch-size``): each figure's share of the
+bare model is taken against the mean of the timings just before and just after it.
 
 The peers need the ``peers`` extra (``.venv/bin/pip install -e '.[peers]'``); where it is not
 installed they are skipped with that message and clipq is measured alone.
 
     .venv/bin/python scripts/bench_peers.py                       # the README's figures (CPU)
-    .venv/bin/python scripts/bench_peers.py --quick               # a smoke run of a minute or two
-    .venv/bin/python scripts/bench_peers.py --device cuda --images 4096 --batch-size 256
+    .venv/bin/python scripts/bench_peers.py --quick               # a smoke run: 32 images, 1 round
+    .venv/bin/python scripts/bench_peers.py --device cuda --batch-size 256 --clients 512 --images 8192
+
+A peer's batch holds at most ``--clients`` requests: give at least twice ``--batch-size``.
 """
 from __future__ import annotations
 
@@ -91,20 +96,31 @@ def run_all(a, names: list[str], encoder, images: list[bytes], warmup: list[byte
     cfg = systems.Config(a.model, a.device, a.batch_size, a.window_ms, a.clients, torch.get_num_threads(),
                          WorkerSettings.model_fields["worker_decode_threads"].default_factory(), logs)
     print(f"==> servers' logs: {logs}", flush=True)
+    if a.clients < a.batch_size and set(names) - {"clipq"}:
+        print(f"==> note: {a.clients} clients keep at most {a.clients} requests in a peer's batch of "
+              f"{a.batch_size}; use --clients of at least twice --batch-size", flush=True)
     pixels = decode_batch(encoder, images[:a.batch_size], cfg.decode_threads)
+    bare = [_bare(encoder, pixels, a)]
     runs = []
     for round_no in range(1, a.rounds + 1):
         for name in names:
-            bare = model_only(encoder, pixels, a.batch_size, a.model_images)
-            print(f"==> round {round_no}: bare model {bare['images_per_s']:.2f} images/s; {name} ...", flush=True)
+            print(f"==> round {round_no}: {name} ...", flush=True)
             run = measure.measure(name, cfg, images, warmup, encoder.dim, round_no)
-            run |= {"model_only_images_per_s": bare["images_per_s"],
-                    "share": run["images_per_s"] / bare["images_per_s"]}
+            bare.append(_bare(encoder, pixels, a))
+            around = (bare[-2] + bare[-1]) / 2  # the machine may have changed during the run
+            run |= {"model_only_images_per_s": [round(bare[-2], 3), round(bare[-1], 3)],
+                    "share": run["images_per_s"] / around}
             print(f"    {name}: {run['images_per_s']:.2f} images/s ({run['images']} in {run['wall_s']:.1f}s), "
                   f"{run['share']:.2f} of the bare model; load {run['load_1min']}, other processes "
                   f"{_pct(run['foreign_load'])} of the CPUs (started in {run['start_s']:.0f}s)", flush=True)
             runs.append(run)
     return runs
+
+
+def _bare(encoder, pixels, a) -> float:
+    rate = model_only(encoder, pixels, a.batch_size, a.model_images)["images_per_s"]
+    print(f"    bare model: {rate:.2f} images/s", flush=True)
+    return rate
 
 
 def _pct(x: float | None) -> str:
@@ -118,6 +134,7 @@ def summary(runs: list[dict], names: list[str]) -> list[dict]:
         rows.append({"system": name, "images_per_s": statistics.mean(r["images_per_s"] for r in mine),
                      "share": statistics.mean(r["share"] for r in mine),
                      "runs": [round(r["images_per_s"], 2) for r in mine],
+                     "bare": [r["model_only_images_per_s"] for r in mine],
                      "foreign_load": [r["foreign_load"] for r in mine]})
     return rows
 
@@ -132,12 +149,13 @@ def markdown(result: dict, a) -> str:
              f"batch {a.batch_size}, window {a.window_ms:g} ms, {a.rounds} alternating run(s) each; "
              f"clipq with Qdrant in memory (`QDRANT_PATH=:memory:`).",
              f"Command: `{result['command']}`", "",
-             "| system | images/s | share of the bare model | runs (images/s) | other processes' CPU use |",
-             "|---|---:|---:|---|---|"]
+             "| system | images/s | share of the bare model | runs (images/s) | bare model before, after "
+             "| other processes' CPU use |", "|---|---:|---:|---|---|---|"]
     for row in result["summary"]:
         label = systems.LABELS[row["system"]].format(batch=a.batch_size)
         lines.append(f"| {label} | {row['images_per_s']:.1f} | {row['share']:.2f} | "
                      f"{', '.join(f'{x:.1f}' for x in row['runs'])} | "
+                     f"{'; '.join(f'{b:.1f}, {e:.1f}' for b, e in row['bare'])} | "
                      f"{', '.join(_pct(x) for x in row['foreign_load'])} |")
     return "\n".join(lines)
 

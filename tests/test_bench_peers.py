@@ -30,5 +30,5 @@ def test_quick_run_measures_clipq_end_to_end_and_skips_missing_peers(tmp_path):
     result = json.loads(out.read_text())
     [run] = result["runs"]  # every upload answered 202 and every job was seen completed, or it raised
     assert run["system"] == "clipq" and run["images"] == 32
-    assert run["images_per_s"] > 0 and run["model_only_images_per_s"] > 0
+    assert run["images_per_s"] > 0 and min(run["model_only_images_per_s"]) > 0
     assert "| clipq, including the Qdrant upsert and Redis bookkeeping |" in proc.stdout
