@@ -46,7 +46,8 @@ async def lifespan(app: FastAPI):
     if not settings.api_keys:
         log.warning("ALLOW_ANONYMOUS=true: anyone who reaches this API can upload, search and delete")
     fast, blocking = _clients(settings)
-    app.state.queue = JobQueue(fast, blocking, settings.queue_namespace, settings.max_queue_depth)
+    app.state.queue = JobQueue(fast, blocking, settings.queue_namespace, settings.max_queue_depth,
+                               max_bytes=settings.max_queue_bytes, failed_image_ttl=settings.failed_image_ttl)
     try:
         yield
     finally:

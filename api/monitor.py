@@ -7,7 +7,7 @@ from typing import Any
 
 from api.failures import Group, group_failures
 from api.queue import JobQueue
-from batcher.queue import history
+from batcher.queue import calls, history
 from batcher.queue.jobs import iso_from_ms
 
 RETRY_CHUNK = 500
@@ -69,8 +69,7 @@ async def retry_many(queue: JobQueue, job_ids: list[str]) -> dict[str, int]:
         chunk = job_ids[start:start + RETRY_CHUNK]
         pipe = queue.redis.pipeline(transaction=False)
         for job_id in chunk:
-            await queue.scripts.retry(keys=[k.job(job_id), k.image(job_id), k.queue, k.stats, k.failed],
-                                      args=[job_id], client=pipe)
+            await queue.scripts.run(calls.retry(k, job_id), client=pipe)
         codes = [int(code) for code, _ in await pipe.execute()]
         gone = [j for j, c in zip(chunk, codes) if c == 0]
         if gone:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 from .keys import Keys
+from .scripts import ScriptCall
 
 SAMPLE_GAP_MS = 5_000
 MAX_SAMPLES = 240            # 20 minutes at one sample per 5 s
@@ -17,8 +18,8 @@ TTL_S = 3600
 
 def record(scripts, keys: Keys):
     """Take a sample now, unless one was taken within the gap (sync or asyncio client)."""
-    return scripts.sample(keys=[keys.history, keys.stats, keys.queue, keys.delayed],
-                          args=[SAMPLE_GAP_MS, MAX_SAMPLES, TTL_S])
+    return scripts.run(ScriptCall("sample", [keys.history, keys.stats, keys.queue, keys.delayed],
+                                  [SAMPLE_GAP_MS, MAX_SAMPLES, TTL_S]))
 
 
 def series(raw: list[bytes], since_ms: int) -> list[dict]:
