@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Redis memory per image byte the queue holds: the figure behind MAX_QUEUE_BYTES's sizing.
 
-Starts a local Redis (AOF on, as in production), enqueues images of a few sizes through the
-real enqueue script until the queue holds ``--hold`` bytes, and prints ``used_memory`` over the
-bytes held (the byte budget's counter) and the peak over the steady state.
+Starts a fresh local Redis per size (AOF on, as in production), enqueues images of that size
+through the real enqueue script until the queue holds ``--hold`` bytes, and prints
+``used_memory`` over the bytes held (the byte budget's counter), at rest and at its peak.
 ``python scripts/redis_footprint.py --hold 64mb``
 """
 from __future__ import annotations
@@ -29,17 +29,21 @@ SPEC = JobSpec("sku-000000", "A product name", "A description of a few words", {
                "0" * 64, "image/jpeg")
 
 
-def measure(client: redis.Redis, namespace: str, size: int, hold: int) -> tuple[float, float, int]:
-    client.flushall()
-    client.execute_command("MEMORY", "PURGE")
-    client.config_resetstat()  # resets used_memory_peak too
-    base = client.info("memory")["used_memory"]
-    k, scripts, image = Keys(namespace), Scripts(client), bytes(size)
-    for _ in range(max(1, hold // size)):
-        scripts.run(calls.enqueue(k, new_job_id(), SPEC, image, max_depth=10**9))
-    memory = client.info("memory")
-    held = int(client.get(k.image_bytes))
-    return (memory["used_memory"] - base) / held, (memory["used_memory_peak"] - base) / held, held
+def measure(folder: Path, size: int, hold: int) -> tuple[float, float, int]:
+    """On a fresh server: (used_memory, peak) over the image bytes held, and the bytes held."""
+    server = LocalRedis(folder, aof=True).start()
+    client = redis.Redis.from_url(server.url)
+    try:
+        base = client.info("memory")["used_memory"]
+        k, scripts, image = Keys("footprint"), Scripts(client), bytes(size)
+        for _ in range(max(1, hold // size)):
+            scripts.run(calls.enqueue(k, new_job_id(), SPEC, image, max_depth=10**9))
+        memory = client.info("memory")
+        held = int(client.get(k.image_bytes))
+        return (memory["used_memory"] - base) / held, (memory["used_memory_peak"] - base) / held, held
+    finally:
+        client.close()
+        server.stop()
 
 
 def main() -> None:
@@ -47,19 +51,12 @@ def main() -> None:
     p.add_argument("--hold", type=lambda v: int(v.lower().replace("mb", "")) * 1024**2 if "mb" in v.lower()
                    else int(v), default=64 * 1024**2, help="bytes of images to hold per size (e.g. 64mb)")
     a = p.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        server = LocalRedis(Path(tmp), aof=True).start()
-        client = redis.Redis.from_url(server.url)
-        try:
-            print("| image size | images | used_memory / bytes held | peak / bytes held |")
-            print("|---:|---:|---:|---:|")
-            for size in SIZES:
-                steady, peak, held = measure(client, "footprint", size, a.hold)
-                print(f"| {size:,} B | {held // size:,} | {steady:.3f} | {peak:.3f} |")
-        finally:
-            client.close()
-            server.stop()
-
+    print("| image size | images | used_memory / bytes held | peak / bytes held |")
+    print("|---:|---:|---:|---:|")
+    for size in SIZES:
+        with tempfile.TemporaryDirectory() as tmp:
+            steady, peak, held = measure(Path(tmp), size, a.hold)
+        print(f"| {size:,} B | {held // size:,} | {steady:.3f} | {peak:.3f} |")
 
 if __name__ == "__main__":
     main()
