@@ -86,6 +86,9 @@ def test_queued_processing_delayed_and_failed_images_all_count(make_client, work
     assert states == {"queued", "processing", "failed"} and r.zcard(k.delayed) == 1
     assert held(r, k) == (4 * 20_000,) * 2
 
+    # an image larger than the whole budget drops nothing for its sake
+    assert upload(client, None, "huge", data=undecodable_png(9, 90_000)).status_code == 429
+    assert r.zcard(k.failed_images) == 1
     # room for a fifth: the failed job's image goes, never a live one
     assert upload(client, None, "p4", data=images[4]).status_code == 202
     assert held(r, k) == (4 * 20_000,) * 2
@@ -98,17 +101,32 @@ def test_queued_processing_delayed_and_failed_images_all_count(make_client, work
     assert held(r, k) == (4 * 20_000,) * 2
 
 
-def test_a_failed_image_past_its_ttl_is_dropped_and_counted_out(make_client, serve_worker, r, namespace):
+def test_a_failed_image_past_its_ttl_is_dropped_and_counted_out(make_client, run_burst, serve_worker, r,
+                                                                 namespace):
     k = Keys(namespace)
     client = make_client()
-    serve_worker(failed_image_ttl=1, worker_reaper_interval=0.2)
     job_id = upload(client, None, "bad", data=undecodable_png(0, 30_000)).json()["job_id"]
-    wait_status(client, job_id, "failed")
+    run_burst()
+    assert client.get(f"/api/v1/queue/status/{job_id}").json()["status"] == "failed"
     assert held(r, k) == (30_000, 30_000) and r.ttl(k.image(job_id)) == -1  # no TTL: we drop it
+    serve_worker(failed_image_ttl=1, worker_reaper_interval=0.2)  # its housekeeping drops it
     deadline = time.monotonic() + 15
     while held(r, k) != (0, 0):
         assert time.monotonic() < deadline, f"the failed image was not dropped: {held(r, k)}"
         time.sleep(0.1)
+    assert r.zcard(k.failed_images) == 0
+    assert retry(client, job_id).json()["error"]["code"] == "image_expired"
+
+
+def test_an_upload_drops_failed_images_past_their_ttl_on_its_way(make_client, run_burst, r, namespace):
+    k = Keys(namespace)
+    client = make_client(failed_image_ttl=1)
+    job_id = upload(client, None, "bad", data=undecodable_png(0, 30_000)).json()["job_id"]
+    run_burst()  # the worker keeps failed images a day: only the upload can drop this one
+    assert held(r, k) == (30_000, 30_000)
+    time.sleep(1.2)
+    assert upload(client, None, "good", data=noise_png(1, 20)).status_code == 202
+    assert held(r, k) == (len(noise_png(1, 20)),) * 2
     assert retry(client, job_id).json()["error"]["code"] == "image_expired"
 
 

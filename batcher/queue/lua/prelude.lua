@@ -36,6 +36,7 @@ end
 -- `need` more bytes would not fit under max_bytes; at most `limit`. Returns the bytes held.
 local function drop_failed_images(budget, cutoff_ms, need, max_bytes, limit)
   local held = tonumber(redis.call('GET', budget.bytes) or '0')
+  if need > max_bytes then return held end  -- could never fit: drop nothing for it
   for _ = 1, limit do
     local oldest = redis.call('ZRANGE', budget.failed, 0, 0, 'WITHSCORES')
     if #oldest == 0 or (tonumber(oldest[2]) > cutoff_ms and held + need <= max_bytes) then break end
