@@ -8,6 +8,7 @@ import redis.asyncio as aioredis
 
 from api.reasons import short_reason
 from batcher.queue import calls
+from batcher.queue.config import DAY
 from batcher.queue.jobs import STATUSES, JobSpec, new_job_id, public_status
 from batcher.queue.keys import Keys
 from batcher.queue.messages import QueryReply, QueryRequest
@@ -20,20 +21,33 @@ class QueueFull(Exception):
         self.depth = depth
 
 
+class OverBudget(Exception):
+    """The image does not fit in the byte budget (MAX_QUEUE_BYTES), even without failed images."""
+
+    def __init__(self, held: int, size: int, max_bytes: int) -> None:
+        super().__init__(f"the queue holds {held} image bytes; {size} more would pass {max_bytes}")
+        self.held, self.size, self.max_bytes = held, size, max_bytes
+
+
 class JobQueue:
     def __init__(self, client: aioredis.Redis, blocking: aioredis.Redis, namespace: str,
-                 max_depth: int) -> None:
+                 max_depth: int, max_bytes: int = calls.UNBOUNDED, failed_image_ttl: int = DAY) -> None:
         self.redis = client          # short socket timeout: fail fast when Redis is down
         self.blocking = blocking     # for waits on worker replies
         self.keys = Keys(namespace)
         self.scripts = Scripts(client)
         self.max_depth = max_depth
+        self.max_bytes = max_bytes
+        self.failed_image_ttl = failed_image_ttl
 
     async def enqueue(self, spec: JobSpec, image: bytes) -> str:
         job_id = new_job_id()
-        ok, value = await self.scripts.run(calls.enqueue(self.keys, job_id, spec, image, self.max_depth))
-        if not ok:
+        ok, value = await self.scripts.run(calls.enqueue(self.keys, job_id, spec, image, self.max_depth,
+                                                         self.max_bytes, self.failed_image_ttl))
+        if ok == 0:
             raise QueueFull(int(value))
+        if ok == -1:
+            raise OverBudget(int(value), len(image), self.max_bytes)
         return job_id
 
     async def status(self, job_id: str) -> dict[str, Any] | None:
@@ -50,12 +64,13 @@ class JobQueue:
         pipe.llen(self.keys.queue)
         pipe.zcard(self.keys.delayed)
         pipe.hgetall(self.keys.stats)
-        pending, delayed, counters = await pipe.execute()
+        pipe.get(self.keys.image_bytes)
+        pending, delayed, counters, image_bytes = await pipe.execute()
         counts = {k.decode(): int(v) for k, v in counters.items()}
         jobs = {s: max(0, counts.get(s, 0)) for s in STATUSES}
         jobs["total"] = counts.get("total", 0)
         return {"queue_name": self.keys.queue, "pending_in_queue": pending, "delayed_retries": delayed,
-                "jobs": jobs}
+                "image_bytes": int(image_bytes or 0), "jobs": jobs}
 
     async def retry(self, job_id: str) -> tuple[int, str]:
         code, status = await self.scripts.run(calls.retry(self.keys, job_id))

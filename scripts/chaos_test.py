@@ -47,7 +47,7 @@ Finally a last worker drains everything and is stopped with SIGTERM; then the ch
   202s of that window). A loss fails the run, except, after an unfriendly kill with everysec,
   a loss within the window: that one is measured and reported;
 * the queue, the delayed set, the failed set and every processing list are empty; no
-  worker is left registered and no image key is left behind;
+  worker is left registered, no image key is left behind and the byte budget counts zero;
 * the counters (GET /api/v1/queue/stats, and the raw stats hash) equal the job records
   found by scanning the job hashes;
 * the embedded Qdrant folder, opened after the last worker exited, holds exactly one point
@@ -716,6 +716,8 @@ class Chaos:
             self.fail(f"workers still registered: {snap['workers']}")
         if images:
             self.fail(f"{len(images)} image keys left behind, e.g. {images[0].decode()}")
+        if api_stats.get("image_bytes") != 0:  # the byte budget's counter: exact through every crash
+            self.fail(f"the byte budget still counts {api_stats.get('image_bytes')} image bytes")
         # counters == records
         want = dict(by_status, total=len(records))
         if api_stats.get("jobs") != want:

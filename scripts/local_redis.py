@@ -42,7 +42,8 @@ def free_port(below: int = 65536) -> int:
 APPENDFSYNC = ("everysec", "always", "no")
 
 
-def server_args(directory: Path, port: int, aof: bool, appendfsync: str = "everysec") -> list[str]:
+def server_args(directory: Path, port: int, aof: bool, appendfsync: str = "everysec",
+                maxmemory: str | None = None) -> list[str]:
     if appendfsync not in APPENDFSYNC:
         raise ValueError(f"appendfsync must be one of {APPENDFSYNC}, not {appendfsync!r}")
     args = [server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
@@ -51,16 +52,19 @@ def server_args(directory: Path, port: int, aof: bool, appendfsync: str = "every
         args += ["--appendonly", "yes", "--appendfsync", appendfsync]
     else:
         args += ["--appendonly", "no"]
+    if maxmemory:  # e.g. "32mb": beyond it, with noeviction, the server refuses writes
+        args += ["--maxmemory", maxmemory]
     return args
 
 
 class LocalRedis:
     def __init__(self, directory: Path, port: int | None = None, aof: bool = True, cluster: bool = False,
-                 appendfsync: str = "everysec") -> None:
+                 appendfsync: str = "everysec", maxmemory: str | None = None) -> None:
         self.directory = Path(directory)
         self.port = port or free_port(below=55536 if cluster else 65536)  # cluster bus: port + 10000
         self.aof = aof
         self.appendfsync = appendfsync
+        self.maxmemory = maxmemory
         self.cluster = cluster
         self.proc: subprocess.Popen | None = None
 
@@ -71,7 +75,7 @@ class LocalRedis:
     def start(self, timeout_s: float = 10) -> "LocalRedis":
         self.directory.mkdir(parents=True, exist_ok=True)
         log = open(self.directory / "server.log", "ab")
-        args = server_args(self.directory, self.port, self.aof, self.appendfsync)
+        args = server_args(self.directory, self.port, self.aof, self.appendfsync, self.maxmemory)
         if self.cluster:
             args += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
         self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
@@ -114,9 +118,11 @@ def main() -> None:
     p.add_argument("--port", type=int, default=6379)
     p.add_argument("--no-aof", action="store_true")
     p.add_argument("--appendfsync", choices=APPENDFSYNC, default="everysec")
+    p.add_argument("--maxmemory", default=None, help="e.g. 2gb (default: none, the server's own)")
     a = p.parse_args()
     Path(a.dir).mkdir(parents=True, exist_ok=True)
-    os.execv(server_binary(), server_args(Path(a.dir).resolve(), a.port, not a.no_aof, a.appendfsync))
+    os.execv(server_binary(), server_args(Path(a.dir).resolve(), a.port, not a.no_aof, a.appendfsync,
+                                          a.maxmemory))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from fastapi import APIRouter, File, Form, UploadFile
 
 from api.deps import KEY_REQUIRED, Metrics, Queue, Settings
 from api.errors import ApiError
-from api.queue import QueueFull
+from api.queue import OverBudget, QueueFull
 from api.validation import (MAX_DESCRIPTION, MAX_NAME, check_image, check_nesting, check_product_id, check_text,
                             parse_object)
 from batcher.queue.jobs import JobSpec
@@ -37,6 +37,10 @@ async def index_product(settings: Settings, queue: Queue, metrics: Metrics,
         job_id = await queue.enqueue(spec, image)
     except QueueFull as exc:
         raise ApiError(429, "queue_full", f"the queue is full ({exc.depth} jobs); retry later",
+                       headers={"Retry-After": "30"}) from None
+    except OverBudget as exc:
+        raise ApiError(429, "queue_bytes_full", f"the queue holds {exc.held} bytes of images; this one "
+                       f"({exc.size} bytes) would pass MAX_QUEUE_BYTES ({exc.max_bytes}); retry later",
                        headers={"Retry-After": "30"}) from None
     metrics.enqueue.observe(time.perf_counter() - start)
     return {"status": "queued", "job_id": job_id, "product_id": product_id,

@@ -8,22 +8,27 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from .config import QueueSettings
+from .config import DAY, QueueSettings
 from .jobs import JobSpec
 from .keys import Keys
 from .scripts import ScriptCall
 
 RECORDED = ("completed", "failed", "retried")  # what ack.lua records; else "skipped"
+UNBOUNDED = 2**53  # no byte budget (Lua numbers are doubles)
 
 
-def enqueue(k: Keys, job_id: str, spec: JobSpec, image: bytes, max_depth: int) -> ScriptCall:
+def enqueue(k: Keys, job_id: str, spec: JobSpec, image: bytes, max_depth: int,
+            max_bytes: int = UNBOUNDED, failed_image_ttl: int = DAY) -> ScriptCall:
+    """``max_bytes``: the byte budget (MAX_QUEUE_BYTES); ``failed_image_ttl``: failed images
+    older than that are dropped on the way (FAILED_IMAGE_TTL)."""
     fields = [x for pair in spec.to_fields().items() for x in pair]
-    return ScriptCall("enqueue", [k.queue, k.stats, k.job(job_id), k.image(job_id)],
-                      [max_depth, job_id, image, *fields])
+    return ScriptCall("enqueue", [k.queue, k.stats, k.job(job_id), k.image(job_id), k.image_bytes, k.failed_images],
+                      [max_depth, job_id, image, max_bytes, failed_image_ttl, k.image(""), *fields])
 
 
 def retry(k: Keys, job_id: str) -> ScriptCall:
-    return ScriptCall("retry", [k.job(job_id), k.image(job_id), k.queue, k.stats, k.failed], [job_id])
+    return ScriptCall("retry", [k.job(job_id), k.image(job_id), k.queue, k.stats, k.failed, k.failed_images],
+                      [job_id])
 
 
 def claim(k: Keys, worker_id: str, n_more: int, already_claimed: list[str]) -> ScriptCall:
@@ -38,8 +43,13 @@ def promote(k: Keys, limit: int) -> ScriptCall:
 def reap(k: Keys, s: QueueSettings, worker_id: str, mode: str, ids: tuple[str, ...] = ()) -> ScriptCall:
     """``mode``: reap, recover, release or orphans (see reap.lua)."""
     return ScriptCall(
-        "reap", [k.processing(worker_id), k.queue, k.stats, k.failed, k.workers, k.heartbeat(worker_id)],
+        "reap", [k.processing(worker_id), k.queue, k.stats, k.failed, k.workers, k.heartbeat(worker_id),
+                 k.image_bytes, k.failed_images],
         [k.job(""), k.image(""), mode, worker_id, s.max_attempts, s.failed_job_ttl, s.failed_image_ttl, *ids])
+
+
+def expire_images(k: Keys, s: QueueSettings, limit: int) -> ScriptCall:
+    return ScriptCall("expire_images", [k.image_bytes, k.failed_images], [k.image(""), s.failed_image_ttl, limit])
 
 
 @dataclass(frozen=True)
@@ -54,7 +64,7 @@ class Outcome:
 
 def ack(k: Keys, s: QueueSettings, worker_id: str, outcomes: list[Outcome]) -> ScriptCall:
     payload = json.dumps([o.__dict__ | {"id": o.job_id} for o in outcomes])
-    return ScriptCall("ack", [k.processing(worker_id), k.stats, k.failed, k.delayed],
+    return ScriptCall("ack", [k.processing(worker_id), k.stats, k.failed, k.delayed, k.image_bytes, k.failed_images],
                       [k.job(""), k.image(""), s.job_ttl, s.failed_job_ttl, s.failed_image_ttl,
                        s.max_attempts, payload])
 

@@ -56,7 +56,8 @@ class QueueSettings(EnvSettings):
     job_ttl: int = Field(7 * DAY, ge=60, description="Seconds a completed job record is kept.")
     failed_job_ttl: int = Field(30 * DAY, ge=60, description="Seconds a failed job record is kept.")
     failed_image_ttl: int = Field(
-        DAY, ge=0, description="Seconds a failed job's image is kept so that a manual retry can re-run it."
+        DAY, ge=0, description="Seconds a failed job's image is kept so that a manual retry can re-run it "
+                               "(less when MAX_QUEUE_BYTES needs the room; 0: not kept)."
     )
     max_image_pixels: int = Field(40_000_000, ge=1, description="Largest image (width x height) accepted and decoded.")
     log_level: str = Field("INFO", description="Python log level.")

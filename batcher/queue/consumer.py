@@ -120,6 +120,11 @@ class JobConsumer:
     def promote_due(self, limit: int = 1000) -> int:
         return int(self._scripts.run(calls.promote(self.keys, limit)))
 
+    def expire_failed_images(self, limit: int = 1000) -> int:
+        """Drop failed jobs' images older than FAILED_IMAGE_TTL (counted out of the byte budget);
+        returns the image bytes the queue holds afterwards."""
+        return int(self._scripts.run(calls.expire_images(self.keys, self.settings, limit)))
+
     def _hand_back(self, worker_id: str, mode: str, ids: tuple[str, ...] = ()) -> int:
         return int(self._scripts.run(calls.reap(self.keys, self.settings, worker_id, mode, ids)))
 

@@ -35,6 +35,19 @@ class Keys:
         return f"{self.tag}:failed"
 
     @property
+    def failed_images(self) -> str:
+        """Sorted set of failed job ids whose image is still kept (for a manual retry), scored by
+        failure time in ms: dropped oldest first, after FAILED_IMAGE_TTL or sooner when uploads
+        need the room (the byte budget, ``lua/prelude.lua``)."""
+        return f"{self.tag}:failed_images"
+
+    @property
+    def image_bytes(self) -> str:
+        """Bytes of every image key that exists (queued, processing, delayed, failed): the
+        counter of the byte budget (MAX_QUEUE_BYTES), changed only inside Lua scripts."""
+        return f"{self.tag}:image_bytes"
+
+    @property
     def stats(self) -> str:
         """Hash of counters by status plus ``total``; changed only inside Lua scripts."""
         return f"{self.tag}:stats"

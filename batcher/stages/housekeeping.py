@@ -1,5 +1,6 @@
 """Housekeeping, done by the claim stage between two claims: promote due retries, reap dead
-workers and requeue our own orphans now and then, log the stats line once a minute."""
+workers, requeue our own orphans and drop failed images past FAILED_IMAGE_TTL now and then,
+log the stats line once a minute."""
 from __future__ import annotations
 
 import logging
@@ -29,6 +30,7 @@ class Housekeeping:
         if now >= self._next_reap:
             self._next_reap = now + self.reaper_interval_s
             self._reap()
+            self.consumer.expire_failed_images()
         if now >= self._next_stats:
             self._next_stats = now + STATS_EVERY_S
             self.ledger.log_stats()

@@ -1,7 +1,7 @@
 -- Record the outcome of every job of a batch in one atomic step. Only the worker that still
 -- holds a job in its processing list may change it: an id that is no longer there (reaped
 -- and handed to another worker) is skipped, so no counter moves twice.
--- KEYS: processing, stats, failed, delayed
+-- KEYS: processing, stats, failed, delayed, image_bytes, failed_images
 -- ARGV: job_key_prefix, image_key_prefix, job_ttl_s, failed_ttl_s, failed_image_ttl_s,
 --       max_attempts, outcomes_json  ([{id, outcome: completed|failed|retry, error, delay_ms}])
 -- Returns {now_ms, result...}: one result per outcome, in order: what was recorded
@@ -10,9 +10,10 @@ local now_ms = redis_now_ms()
 local now = tostring(now_ms)
 local results = {now}
 local max_attempts = tonumber(ARGV[6])
+local budget = {bytes = KEYS[5], failed = KEYS[6], prefix = ARGV[2]}
 
 local function fail(job, image, id, message)
-  fail_job(job, image, id, message, now_ms, KEYS[2], KEYS[3], ARGV[4], ARGV[5])
+  fail_job(job, image, id, message, now_ms, KEYS[2], KEYS[3], ARGV[4], ARGV[5], budget)
   return 'failed'
 end
 
@@ -26,7 +27,7 @@ for _, o in ipairs(cjson.decode(ARGV[7])) do
       redis.call('HSET', job, 'status', 'completed', 'error_message', '', 'updated_at', now,
                  'completed_at', now)
       redis.call('EXPIRE', job, tonumber(ARGV[3]))
-      redis.call('DEL', image)
+      drop_image(budget, image)
       redis.call('HINCRBY', KEYS[2], 'completed', 1)
       result = 'completed'
     elseif o.outcome == 'failed' then

@@ -6,12 +6,53 @@ local function redis_now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- The byte budget (MAX_QUEUE_BYTES). Every image is stored and deleted through these functions,
+-- never by a TTL, so {clipq}:image_bytes always equals the bytes of the image keys that exist.
+-- `budget`: {bytes = image_bytes key, failed = failed_images key, prefix = image key prefix}.
+local function store_image(budget, image, data)
+  redis.call('SET', image, data)
+  redis.call('INCRBY', budget.bytes, #data)
+end
+
+local function drop_image(budget, image)
+  local n = redis.call('STRLEN', image)
+  if n > 0 then
+    redis.call('DEL', image)
+    -- images stored before the budget existed were never counted: never go below zero
+    if redis.call('DECRBY', budget.bytes, n) < 0 then redis.call('SET', budget.bytes, 0) end
+  end
+end
+
+-- A failed job's image is kept for a manual retry (listed by failure time) unless none are kept.
+local function keep_failed_image(budget, image, id, at_ms, image_ttl_s)
+  if tonumber(image_ttl_s) > 0 then
+    redis.call('ZADD', budget.failed, at_ms, id)
+  else
+    drop_image(budget, image)
+  end
+end
+
+-- Drop kept failed images oldest first: those failed at or before cutoff_ms, then more while
+-- `need` more bytes would not fit under max_bytes; at most `limit`. Returns the bytes held.
+local function drop_failed_images(budget, cutoff_ms, need, max_bytes, limit)
+  local held = tonumber(redis.call('GET', budget.bytes) or '0')
+  if need > max_bytes then return held end  -- could never fit: drop nothing for it
+  for _ = 1, limit do
+    local oldest = redis.call('ZRANGE', budget.failed, 0, 0, 'WITHSCORES')
+    if #oldest == 0 or (tonumber(oldest[2]) > cutoff_ms and held + need <= max_bytes) then break end
+    redis.call('ZREM', budget.failed, oldest[1])
+    drop_image(budget, budget.prefix .. oldest[1])
+    held = tonumber(redis.call('GET', budget.bytes) or '0')
+  end
+  return held
+end
+
 -- Fail a job for good: record the error, list it among the failed, keep its record and its
 -- image (for a manual retry) for a while, count it.
-local function fail_job(job, image, id, message, at_ms, stats_key, failed_key, job_ttl_s, image_ttl_s)
+local function fail_job(job, image, id, message, at_ms, stats_key, failed_key, job_ttl_s, image_ttl_s, budget)
   redis.call('HSET', job, 'status', 'failed', 'error_message', message, 'updated_at', tostring(at_ms))
   redis.call('ZADD', failed_key, at_ms, id)
   redis.call('EXPIRE', job, tonumber(job_ttl_s))
-  redis.call('EXPIRE', image, tonumber(image_ttl_s))
+  keep_failed_image(budget, image, id, at_ms, image_ttl_s)
   redis.call('HINCRBY', stats_key, 'failed', 1)
 end

@@ -6,7 +6,7 @@
 -- mode 'release': a worker returning its own claimed-but-unstarted jobs at shutdown.
 -- mode 'orphans': a living worker returning the ids ARGV[8..] of its list that it does not
 --   know it holds (the reply of a claim was lost): no attempt counted, still registered.
--- KEYS: processing, queue, stats, failed, workers, heartbeat
+-- KEYS: processing, queue, stats, failed, workers, heartbeat, image_bytes, failed_images
 -- ARGV: job_key_prefix, image_key_prefix, mode, worker_id, max_attempts, failed_ttl_s,
 --       failed_image_ttl_s, [id...]
 -- Returns the number of jobs requeued, or -1 when the worker is alive (reap mode).
@@ -18,6 +18,7 @@ local now_ms = redis_now_ms()
 local now = tostring(now_ms)
 local count_attempt = mode == 'reap' or mode == 'recover'
 local requeued = 0
+local budget = {bytes = KEYS[7], failed = KEYS[8], prefix = ARGV[2]}
 local orphan = 7
 local function next_id()
   if mode ~= 'orphans' then return redis.call('LPOP', KEYS[1]) end
@@ -38,7 +39,7 @@ while true do
     if count_attempt then attempts = redis.call('HINCRBY', job, 'retry_count', 1) end
     if count_attempt and attempts >= tonumber(ARGV[5]) then
       fail_job(job, image, id, 'worker died while processing this job (' .. attempts .. ' attempts)',
-               now_ms, KEYS[3], KEYS[4], ARGV[6], ARGV[7])
+               now_ms, KEYS[3], KEYS[4], ARGV[6], ARGV[7], budget)
     else
       redis.call('HSET', job, 'status', 'queued', 'updated_at', now)
       redis.call('RPUSH', KEYS[2], id)

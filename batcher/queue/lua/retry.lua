@@ -1,5 +1,5 @@
 -- Manual retry of a failed job: reset its attempts and queue it exactly once.
--- KEYS: job, image, queue, stats, failed
+-- KEYS: job, image, queue, stats, failed, failed_images
 -- ARGV: job_id
 -- Returns {1, ''} queued, {0, ''} unknown job, {-1, status} not failed, {-2, ''} image gone.
 local status = redis.call('HGET', KEYS[1], 'status')
@@ -11,6 +11,7 @@ redis.call('HSET', KEYS[1], 'status', 'queued', 'retry_count', '0', 'error_messa
            'updated_at', now)
 redis.call('PERSIST', KEYS[1])
 redis.call('PERSIST', KEYS[2])
+redis.call('ZREM', KEYS[6], ARGV[1])  -- its image counts as a queued one again
 redis.call('ZREM', KEYS[5], ARGV[1])
 redis.call('LPUSH', KEYS[3], ARGV[1])
 redis.call('HINCRBY', KEYS[4], 'failed', -1)
