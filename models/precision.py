@@ -68,7 +68,7 @@ def prepare_model(model: nn.Module, precision: str, device: torch.device) -> nn.
     model = model.to(device=device, dtype=input_dtype(precision)).eval()
     if precision != "int8":
         return model
-    _split_attention(model)
+    split_attention(model)
     with warnings.catch_warnings():  # torch.ao.quantization announces its move to torchao; it still works
         warnings.simplefilter("ignore")
         from torch.ao.nn.quantized.dynamic import Linear as QuantizedLinear
@@ -108,11 +108,12 @@ class LinearAttention(nn.Module):
         return (out if self.batch_first else out.transpose(0, 1)), None
 
 
-def _split_attention(module: nn.Module) -> None:
+def split_attention(module: nn.Module) -> None:
+    """Replace, in place, every self-attention `nn.MultiheadAttention` under `module` by `LinearAttention`."""
     for name, child in module.named_children():
         self_attention = not hasattr(module, "ln_1_kv")  # open_clip's cross-attention blocks have one
         if isinstance(child, nn.MultiheadAttention) and self_attention and child._qkv_same_embed_dim \
                 and child.bias_k is None:
             setattr(module, name, LinearAttention(child))
         else:
-            _split_attention(child)
+            split_attention(child)

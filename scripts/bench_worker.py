@@ -27,6 +27,7 @@ each measurement is shown too: on a shared machine, figures taken while it is hi
 
     .venv/bin/python scripts/bench_worker.py --images 128 --batch-size 32
     .venv/bin/python scripts/bench_worker.py --device cuda --batch-size 256 --images 4096 --json out.json
+    .venv/bin/python scripts/bench_worker.py --precision fp32,int8 --images 128 --batch-size 32 --repeat 3
 """
 from __future__ import annotations
 
@@ -357,7 +358,8 @@ def worker_run(services: Services, encoder, args, images: list[bytes], batch_siz
         kw = dict(redis_url=services.redis_url, queue_namespace=ns, worker_batch_size=batch_size,
                   worker_max_wait_ms=args.max_wait_ms, worker_metrics_port=0,
                   worker_id=f"bench-{name}", clip_model=args.model, clip_pretrained=args.pretrained,
-                  clip_device=str(encoder.device), **services.store_settings(name))
+                  clip_device=str(encoder.device), clip_precision=encoder.precision,
+                  **services.store_settings(name))
         if args.decode_threads:
             kw["worker_decode_threads"] = args.decode_threads
         if args.poll_interval:
@@ -460,6 +462,12 @@ def median_run(runs: list[dict]) -> dict:
                    "all_foreign_load": [x.get("foreign_load") for x in runs]}
 
 
+def _command(argv: list[str] | None) -> str:
+    command = "python scripts/bench_worker.py" + ("" if argv is None and len(sys.argv) <= 1 else
+                                                  " " + shlex.join(sys.argv[1:] if argv is None else argv))
+    return ("REDIS_URL=... " + command) if os.environ.get("REDIS_URL") else command
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="ViT-B-32")
@@ -475,6 +483,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="WORKER_POLL_INTERVAL (default: the worker's, 1 s)")
     p.add_argument("--repeat", type=int, default=1, help="repeat every measurement, report medians")
     p.add_argument("--skip-seed", action="store_true", help="skip the seed-style worker run")
+    p.add_argument("--precision", help="compare CLIP_PRECISION values side by side instead, e.g. fp32,int8: "
+                   "model only and the worker end to end, alternating (see scripts/_precision_bench.py)")
     p.add_argument("--json", help="also write the results here")
     p.add_argument("--log-level", default="WARNING")
     a = p.parse_args(argv)
@@ -487,6 +497,11 @@ def main(argv: list[str] | None = None) -> int:
     images, img_info = make_images(max(a.images, seed_n))
     print(f"    {img_info['distinct']} distinct, {img_info['kb_min']}-{img_info['kb_max']} KB "
           f"(median {img_info['kb_median']} KB), from {', '.join(img_info['sources'])}", flush=True)
+    if a.precision:
+        import _precision_bench
+
+        _precision_bench.run(a, images, img_info, _command(argv))
+        return 0
     print(f"==> loading {a.model} ({a.pretrained}) on {a.device}", flush=True)
     encoder = load_encoder(a.model, a.pretrained, a.device, seed=0)
     machine = machine_info(encoder)
@@ -534,10 +549,7 @@ def main(argv: list[str] | None = None) -> int:
               "batched_over_model_per_run": [round(b["images_per_s"] / m["images_per_s"], 3) for b, m in
                                              zip(runs["batched_worker"], runs["model_only"])],
               "batched_over_model_to_last_ack": (batched["images"] / batched["last_ack_s"]) / model["images_per_s"]}
-    command = "python scripts/bench_worker.py" + ("" if argv is None and len(sys.argv) <= 1 else
-                                                  " " + shlex.join(sys.argv[1:] if argv is None else argv))
-    if os.environ.get("REDIS_URL"):
-        command = "REDIS_URL=... " + command
+    command = _command(argv)
     result = {"model": a.model, "pretrained": a.pretrained, "machine": machine, "images": img_info,
               "seed_images": seed_n if not a.skip_seed else 0, "repeat": a.repeat,
               "command": command, "results": results, "ratios": ratios, "redis": redis_kind,
