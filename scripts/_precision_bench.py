@@ -8,9 +8,6 @@ first batch are compared with the first precision's (cosine).
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import bench_worker as bench
 
 
@@ -48,12 +45,7 @@ def run(a, images: list[bytes], img_info: dict, command: str) -> dict:
     result = {"model": a.model, "pretrained": a.pretrained, "machine": bench.machine_info(first), "images": img_info,
               "batch_size": a.batch_size, "repeat": a.repeat, "command": command, "precisions": precisions,
               "results": results, "ratios": ratios, "min_cosine_to_first": cosine}
-    print()
-    print(markdown(result))
-    if a.json:
-        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(json.dumps(result, indent=2, default=str))
-        print(f"\nwrote {a.json}")
+    bench.report(markdown(result), result, a.json)
     return result
 
 

@@ -462,6 +462,16 @@ def median_run(runs: list[dict]) -> dict:
                    "all_foreign_load": [x.get("foreign_load") for x in runs]}
 
 
+def report(text: str, result: dict, json_path: str | None) -> None:
+    """Print the markdown summary; write the full result as JSON when asked."""
+    print()
+    print(text)
+    if json_path:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_path).write_text(json.dumps(result, indent=2, default=str))
+        print(f"\nwrote {json_path}")
+
+
 def _command(argv: list[str] | None) -> str:
     command = "python scripts/bench_worker.py" + ("" if argv is None and len(sys.argv) <= 1 else
                                                   " " + shlex.join(sys.argv[1:] if argv is None else argv))
@@ -555,12 +565,7 @@ def main(argv: list[str] | None = None) -> int:
               "command": command, "results": results, "ratios": ratios, "redis": redis_kind,
               "targets": {"batched_over_seed_min": 1.3, "batched_over_model_min": 0.85,
                           "met": (ratios["batched_over_seed"] or 0) >= 1.3 and ratios["batched_over_model"] >= 0.85}}
-    print()
-    print(markdown(result))
-    if a.json:
-        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(json.dumps(result, indent=2, default=str))
-        print(f"\nwrote {a.json}")
+    report(markdown(result), result, a.json)
     return 0
 
 
