@@ -67,4 +67,8 @@ def markdown(result: dict) -> str:
                  f"{result['repeat']} alternating runs (worker runs per precision: "
                  + "; ".join(f"{p} {result['results'][p]['worker']['all_images_per_s']}" for p in result["precisions"])
                  + ")")
+    base = result["results"][first]["worker"]["all_images_per_s"]
+    for p in result["precisions"][1:]:
+        pairs = [f"{x / b:.2f}x" for x, b in zip(result["results"][p]["worker"]["all_images_per_s"], base)]
+        lines.append(f"{p} / {first}, worker, run by run: {', '.join(pairs)}")
     return "\n".join(lines)
