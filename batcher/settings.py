@@ -58,7 +58,7 @@ class WorkerSettings(QueueSettings):
         "laion2b_s34b_b79k",
         description="open_clip weight tag, a local checkpoint path, or `none` for seeded random weights.")
     clip_seed: int = Field(0, description="Seed of the random weights when CLIP_PRETRAINED=none.")
-    clip_device: str = Field("auto", description="`auto` (CUDA fp16 if present, else CPU fp32), `cpu`, `cuda:0`.")
+    clip_device: str = Field("auto", description="`auto` (CUDA if present, else CPU), `cpu`, `cuda:0`.")
     clip_precision: Precision = Field(
         "auto", description="`auto` (fp16 on CUDA, fp32 on CPU), `fp32`, `bf16`, `fp16` (CUDA, or a CPU with "
         "native bf16/fp16), `int8` (CPU only: dynamically quantised Linear layers).")

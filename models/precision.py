@@ -44,8 +44,8 @@ def resolve_precision(requested: str, device: str, cpu_supports: frozenset[str] 
     if requested == "auto":
         return "fp16" if kind == "cuda" else "fp32"
     if requested == "int8" and kind != "cpu":
-        raise UnsupportedPrecision("CLIP_PRECISION=int8 runs on the CPU only (dynamic quantisation); "
-                                   "on CUDA use fp16 (auto) or bf16")
+        raise UnsupportedPrecision(f"CLIP_PRECISION=int8 runs on the CPU only (dynamic quantisation), not on "
+                                   f"{kind}: set CLIP_DEVICE=cpu, or use fp16 (auto) or bf16 on CUDA")
     if requested in ("bf16", "fp16") and kind == "cpu":
         supported = cpu_half_support() if cpu_supports is None else cpu_supports
         if requested not in supported:
