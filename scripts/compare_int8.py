@@ -60,8 +60,9 @@ def onnx_methods(visual: nn.Module, sample: np.ndarray, tmp: str, calibration: n
         print("onnxruntime not installed: its rows are skipped")
         return methods
     f32, f8 = os.path.join(tmp, "visual.onnx"), os.path.join(tmp, "visual-int8.onnx")
-    torch.onnx.export(visual, torch.from_numpy(sample), f32, input_names=["x"], output_names=["y"],
-                      dynamic_axes={"x": {0: "n"}, "y": {0: "n"}}, opset_version=17, dynamo=False)
+    with torch.enable_grad():  # without grad, attention takes a fused path that ONNX cannot export
+        torch.onnx.export(visual, torch.from_numpy(sample), f32, input_names=["x"], output_names=["y"],
+                          dynamic_axes={"x": {0: "n"}, "y": {0: "n"}}, opset_version=17, dynamo=False)
     quantize_dynamic(f32, f8, weight_type=QuantType.QInt8)
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
