@@ -7,6 +7,9 @@ import os
 import signal
 import sys
 import threading
+from typing import get_args
+
+from batcher.settings import Precision
 
 log = logging.getLogger("clipq.worker")
 
@@ -20,6 +23,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-batch-size", type=int, help="largest micro-batch (env WORKER_BATCH_SIZE)")
     p.add_argument("--max-wait-ms", type=float, help="batch window after the first job (env WORKER_MAX_WAIT_MS)")
     p.add_argument("--metrics-port", type=int, help="port of /metrics, 0 for none (env WORKER_METRICS_PORT)")
+    p.add_argument("--precision", choices=get_args(Precision),
+                   help="model precision; int8 on CPU only (env CLIP_PRECISION)")
     return p.parse_args(argv)
 
 
@@ -27,7 +32,8 @@ def build_settings(args: argparse.Namespace):
     from batcher.settings import WorkerSettings
 
     return WorkerSettings.from_env(worker_id=args.worker_id, worker_batch_size=args.max_batch_size,
-                                   worker_max_wait_ms=args.max_wait_ms, worker_metrics_port=args.metrics_port)
+                                   worker_max_wait_ms=args.max_wait_ms, worker_metrics_port=args.metrics_port,
+                                   clip_precision=args.precision)
 
 
 def install_signal_handlers(stop: threading.Event, grace_s: float) -> None:

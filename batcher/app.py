@@ -23,6 +23,7 @@ from batcher.status import WorkerStatus
 from batcher.store import StoreLocked, VectorStore
 from batcher.worker import Worker
 from models.clip import ClipEncoder, WeightsUnavailable, load_encoder
+from models.precision import UnsupportedPrecision
 
 log = logging.getLogger("clipq.worker")
 
@@ -56,8 +57,8 @@ class WorkerApp:
         if encoder is None:
             try:
                 encoder = load_encoder(settings.clip_model, settings.clip_pretrained, settings.clip_device,
-                                       settings.clip_seed, settings.clip_cache_dir)
-            except WeightsUnavailable as exc:
+                                       settings.clip_seed, settings.clip_cache_dir, settings.clip_precision)
+            except (WeightsUnavailable, UnsupportedPrecision) as exc:
                 raise StartupError(str(exc)) from None
             encoder.warm_up(settings.worker_batch_size if encoder.device.type == "cuda" else 1)
         fields = tuple(f for f in settings.qdrant_indexed_fields.split(",") if f)
@@ -68,7 +69,7 @@ class WorkerApp:
         except StoreLocked as exc:
             raise StartupError(str(exc)) from None
         metrics = WorkerMetrics(registry or CollectorRegistry())
-        metrics.info.labels(settings.worker_id, str(encoder.device), encoder.name).set(1)
+        metrics.info.labels(settings.worker_id, str(encoder.device), encoder.name, encoder.precision).set(1)
         if settings.worker_metrics_port and registry is None:
             try:
                 start_http_server(settings.worker_metrics_port, registry=metrics.registry)

@@ -26,7 +26,7 @@ class WorkerMetrics:
         self.queries = Counter("clipq_queries_total", "Query-lane requests answered, by kind.",
                                ["kind"], registry=registry)
         self.info = Gauge("clipq_worker_info", "Constant 1, labelled with what this worker runs.",
-                          ["worker_id", "device", "model"], registry=registry)
+                          ["worker_id", "device", "model", "precision"], registry=registry)
         for outcome in ("completed", "failed", "retried"):
             self.jobs.labels(outcome)
         for stage in STAGES:

@@ -4,10 +4,13 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from typing import Literal
 
 from pydantic import Field
 
 from batcher.queue.config import QueueSettings
+
+Precision = Literal["auto", "fp32", "bf16", "fp16", "int8"]  # models.precision.PRECISIONS, without torch
 
 
 def available_cpus(cpu_max: str = "/sys/fs/cgroup/cpu.max") -> int:
@@ -55,7 +58,10 @@ class WorkerSettings(QueueSettings):
         "laion2b_s34b_b79k",
         description="open_clip weight tag, a local checkpoint path, or `none` for seeded random weights.")
     clip_seed: int = Field(0, description="Seed of the random weights when CLIP_PRETRAINED=none.")
-    clip_device: str = Field("auto", description="`auto` (CUDA fp16 if present, else CPU fp32), `cpu`, `cuda:0`.")
+    clip_device: str = Field("auto", description="`auto` (CUDA if present, else CPU), `cpu`, `cuda:0`.")
+    clip_precision: Precision = Field(
+        "auto", description="`auto` (fp16 on CUDA, fp32 on CPU), `fp32`, `bf16`, `fp16` (CUDA, or a CPU with "
+        "native bf16/fp16), `int8` (CPU only: dynamically quantised Linear layers).")
     clip_cache_dir: str | None = Field(None, description="Where downloaded weights are cached.")
     qdrant_url: str | None = Field(None, description="Qdrant server URL; unset: embedded mode in QDRANT_PATH.")
     qdrant_path: str = Field("./data/qdrant", description="Embedded Qdrant folder (`:memory:` for none).")

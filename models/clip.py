@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from models.precision import input_dtype, prepare_model, resolve_precision
 from models.preprocessing import Preprocessing
 
 log = logging.getLogger(__name__)
@@ -62,13 +63,14 @@ def _create(model_name: str, pretrained: str, seed: int, cache_dir: str | None):
 
 
 class ClipEncoder:
-    def __init__(self, model, tokenizer, device: torch.device, name: str) -> None:
+    def __init__(self, model, tokenizer, device: torch.device, name: str, precision: str = "auto") -> None:
         import open_clip
 
         self.name = name
         self.device = device
-        self.dtype = torch.float16 if device.type == "cuda" else torch.float32
-        self.model = model.to(device=device, dtype=self.dtype).eval()
+        self.precision = resolve_precision(precision, str(device))
+        self.dtype = input_dtype(self.precision)  # of the pixels fed to the model
+        self.model = prepare_model(model, self.precision, device)
         self.tokenizer = tokenizer
         cfg = open_clip.get_model_preprocess_cfg(model)
         size = cfg["size"]
@@ -117,15 +119,20 @@ def _oom_guard(n: int):
 
 
 def load_encoder(model_name: str, pretrained: str, device: str = "auto", seed: int = 0,
-                 cache_dir: str | None = None) -> ClipEncoder:
-    """Build the model on its device. Raises ``WeightsUnavailable`` with a fix in its message."""
+                 cache_dir: str | None = None, precision: str = "auto") -> ClipEncoder:
+    """Build the model on its device in ``precision`` (see ``models.precision``).
+
+    Raises ``WeightsUnavailable`` or ``UnsupportedPrecision`` with a fix in its message.
+    """
     import open_clip
 
+    resolve_precision(precision, device)  # refuse an impossible choice before loading anything
     open_clip.add_model_config(CONFIG_DIR)
     if model_name not in open_clip.list_models():
         raise WeightsUnavailable(f"unknown CLIP_MODEL {model_name!r}; known: clipq-tiny, ViT-B-32, ...")
     model = _create(model_name, pretrained, seed, cache_dir)
-    encoder = ClipEncoder(model, open_clip.get_tokenizer(model_name), resolve_device(device), model_name)
-    log.info("model %s (%s) on %s as %s, %d-d vectors", model_name, pretrained, encoder.device,
-             str(encoder.dtype).removeprefix("torch."), encoder.dim)
+    encoder = ClipEncoder(model, open_clip.get_tokenizer(model_name), resolve_device(device), model_name,
+                          precision)
+    log.info("model %s (%s) on %s in %s, %d-d vectors", model_name, pretrained, encoder.device,
+             encoder.precision, encoder.dim)
     return encoder

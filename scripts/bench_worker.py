@@ -27,6 +27,7 @@ each measurement is shown too: on a shared machine, figures taken while it is hi
 
     .venv/bin/python scripts/bench_worker.py --images 128 --batch-size 32
     .venv/bin/python scripts/bench_worker.py --device cuda --batch-size 256 --images 4096 --json out.json
+    .venv/bin/python scripts/bench_worker.py --precision fp32,int8 --images 128 --batch-size 32 --repeat 3
 """
 from __future__ import annotations
 
@@ -355,7 +356,8 @@ def worker_run(services: Services, encoder, args, images: list[bytes], batch_siz
         kw = dict(redis_url=services.redis_url, queue_namespace=ns, worker_batch_size=batch_size,
                   worker_max_wait_ms=args.max_wait_ms, worker_metrics_port=0,
                   worker_id=f"bench-{name}", clip_model=args.model, clip_pretrained=args.pretrained,
-                  clip_device=str(encoder.device), **services.store_settings(name))
+                  clip_device=str(encoder.device), clip_precision=encoder.precision,
+                  **services.store_settings(name))
         if args.decode_threads:
             kw["worker_decode_threads"] = args.decode_threads
         if args.poll_interval:
@@ -458,6 +460,22 @@ def median_run(runs: list[dict]) -> dict:
                    "all_foreign_load": [x.get("foreign_load") for x in runs]}
 
 
+def report(text: str, result: dict, json_path: str | None) -> None:
+    """Print the markdown summary; write the full result as JSON when asked."""
+    print()
+    print(text)
+    if json_path:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_path).write_text(json.dumps(result, indent=2, default=str))
+        print(f"\nwrote {json_path}")
+
+
+def _command(argv: list[str] | None) -> str:
+    command = "python scripts/bench_worker.py" + ("" if argv is None and len(sys.argv) <= 1 else
+                                                  " " + shlex.join(sys.argv[1:] if argv is None else argv))
+    return ("REDIS_URL=... " + command) if os.environ.get("REDIS_URL") else command
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="ViT-B-32")
@@ -473,6 +491,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="WORKER_POLL_INTERVAL (default: the worker's, 1 s)")
     p.add_argument("--repeat", type=int, default=1, help="repeat every measurement, report medians")
     p.add_argument("--skip-seed", action="store_true", help="skip the seed-style worker run")
+    p.add_argument("--precision", help="compare CLIP_PRECISION values side by side instead, e.g. fp32,int8: "
+                   "model only and the worker end to end, alternating (see scripts/_precision_bench.py)")
     p.add_argument("--json", help="also write the results here")
     p.add_argument("--log-level", default="WARNING")
     a = p.parse_args(argv)
@@ -485,6 +505,11 @@ def main(argv: list[str] | None = None) -> int:
     images, img_info = make_images(max(a.images, seed_n))
     print(f"    {img_info['distinct']} distinct, {img_info['kb_min']}-{img_info['kb_max']} KB "
           f"(median {img_info['kb_median']} KB), from {', '.join(img_info['sources'])}", flush=True)
+    if a.precision:
+        import _precision_bench
+
+        _precision_bench.run(a, images, img_info, _command(argv))
+        return 0
     print(f"==> loading {a.model} ({a.pretrained}) on {a.device}", flush=True)
     encoder = load_encoder(a.model, a.pretrained, a.device, seed=0)
     machine = machine_info(encoder)
@@ -532,21 +557,13 @@ def main(argv: list[str] | None = None) -> int:
               "batched_over_model_per_run": [round(b["images_per_s"] / m["images_per_s"], 3) for b, m in
                                              zip(runs["batched_worker"], runs["model_only"])],
               "batched_over_model_to_last_ack": (batched["images"] / batched["last_ack_s"]) / model["images_per_s"]}
-    command = "python scripts/bench_worker.py" + ("" if argv is None and len(sys.argv) <= 1 else
-                                                  " " + shlex.join(sys.argv[1:] if argv is None else argv))
-    if os.environ.get("REDIS_URL"):
-        command = "REDIS_URL=... " + command
+    command = _command(argv)
     result = {"model": a.model, "pretrained": a.pretrained, "machine": machine, "images": img_info,
               "seed_images": seed_n if not a.skip_seed else 0, "repeat": a.repeat,
               "command": command, "results": results, "ratios": ratios, "redis": redis_kind,
               "targets": {"batched_over_seed_min": 1.3, "batched_over_model_min": 0.85,
                           "met": (ratios["batched_over_seed"] or 0) >= 1.3 and ratios["batched_over_model"] >= 0.85}}
-    print()
-    print(markdown(result))
-    if a.json:
-        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(json.dumps(result, indent=2, default=str))
-        print(f"\nwrote {a.json}")
+    report(markdown(result), result, a.json)
     return 0
 
 

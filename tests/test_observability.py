@@ -393,7 +393,8 @@ def test_metrics_agree_with_a_live_run(client, run_burst):
     assert worker("clipq_queue_wait_seconds_count") == n + 1  # the hostile job was claimed too
     assert worker("clipq_oom_splits_total") == 0
     s = app.settings
-    assert worker("clipq_worker_info", worker_id=s.worker_id, device="cpu", model="clipq-tiny") == 1
+    assert worker("clipq_worker_info", worker_id=s.worker_id, device="cpu", model="clipq-tiny",
+                  precision="fp32") == 1
 
     after_text = client.get("/metrics").text
     after = parse_scrape(after_text)
