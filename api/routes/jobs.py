@@ -63,6 +63,9 @@ async def retry_job(job_id: str, queue: Queue) -> dict:
         raise ApiError(404, "job_not_found", f"no job {job_id!r} (unknown, or expired)", "job_id")
     if code == -1:
         raise ApiError(409, "job_not_failed", f"only failed jobs can be retried; this one is {status}", "job_id")
+    if code == -3:
+        raise ApiError(409, "superseded", "a newer upload or a delete of this product came after this job; "
+                       "upload the product again", "job_id")
     if code == -2:
         raise ApiError(409, "image_expired", "the job's image is no longer kept; upload the product again",
                        "job_id")

@@ -13,17 +13,22 @@ from .jobs import JobSpec
 from .keys import Keys
 from .scripts import ScriptCall
 
-RECORDED = ("completed", "failed", "retried")  # what ack.lua records; else "skipped"
+RECORDED = ("completed", "failed", "retried", "superseded")  # what ack.lua records; else "skipped"
 
 
 def enqueue(k: Keys, job_id: str, spec: JobSpec, image: bytes, max_depth: int) -> ScriptCall:
     fields = [x for pair in spec.to_fields().items() for x in pair]
-    return ScriptCall("enqueue", [k.queue, k.stats, k.job(job_id), k.image(job_id)],
+    return ScriptCall("enqueue", [k.queue, k.stats, k.job(job_id), k.image(job_id), k.version_seq, k.versions],
                       [max_depth, job_id, image, *fields])
 
 
 def retry(k: Keys, job_id: str) -> ScriptCall:
-    return ScriptCall("retry", [k.job(job_id), k.image(job_id), k.queue, k.stats, k.failed], [job_id])
+    return ScriptCall("retry", [k.job(job_id), k.image(job_id), k.queue, k.stats, k.failed, k.versions], [job_id])
+
+
+def tombstone(k: Keys, product_id: str) -> ScriptCall:
+    """A product's delete: its new version, newer than every job of it queued so far."""
+    return ScriptCall("tombstone", [k.version_seq, k.versions, k.deletes], [product_id])
 
 
 def claim(k: Keys, worker_id: str, n_more: int, already_claimed: list[str]) -> ScriptCall:
@@ -54,7 +59,7 @@ class Outcome:
 
 def ack(k: Keys, s: QueueSettings, worker_id: str, outcomes: list[Outcome]) -> ScriptCall:
     payload = json.dumps([o.__dict__ | {"id": o.job_id} for o in outcomes])
-    return ScriptCall("ack", [k.processing(worker_id), k.stats, k.failed, k.delayed],
+    return ScriptCall("ack", [k.processing(worker_id), k.stats, k.failed, k.delayed, k.versions],
                       [k.job(""), k.image(""), s.job_ttl, s.failed_job_ttl, s.failed_image_ttl,
                        s.max_attempts, payload])
 
@@ -64,7 +69,7 @@ class AckResult:
     """What ack.lua recorded for each outcome, in order: the truth for accounting."""
 
     now_ms: int
-    results: tuple[str, ...]  # completed, failed, retried, or skipped (no longer this worker's job)
+    results: tuple[str, ...]  # completed, failed, retried, superseded, or skipped (no longer ours)
 
     @classmethod
     def parse(cls, reply: list) -> "AckResult":
