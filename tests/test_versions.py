@@ -122,7 +122,8 @@ class GatedEncoder:
 def test_a_delete_cancels_uploads_still_queued_or_in_progress(client, serve_worker, encoder):
     """Fault 5: DELETE of a product whose upload was still queued answered 404, then it came back."""
     gated = GatedEncoder(encoder)
-    serve_worker(encoder_override=gated)
+    serve_worker(encoder_override=gated, worker_batch_size=1)  # one job per batch: one held by the model,
+                                                               # one claimed ahead, the rest queued
     busy = upload(client, None, "busy", data=jpeg(1)).json()["job_id"]
     wait_for(lambda: status(client, busy) == "processing", "the model to take a batch")
     claimed = upload(client, None, "claimed", data=jpeg(2)).json()["job_id"]

@@ -20,7 +20,7 @@ MAX_WAIT_S = 30
 @router.get("/status/{job_id}", responses={404: {}, 422: {}})
 async def job_status(job_id: str, queue: Queue, waiter: Waiter,
                      wait: Annotated[float, Query(ge=0, le=MAX_WAIT_S, description=(
-                         "Seconds to wait for the job to be completed or failed before answering "
+                         "Seconds to wait for the job to be completed, failed or superseded before answering "
                          f"(at most {MAX_WAIT_S}); the answer comes as soon as it is."))] = 0) -> dict:
     if wait > 0:
         status = await waiter.wait(job_id, lambda: queue.status(job_id), wait)
