@@ -422,7 +422,7 @@ class Chaos:
                     await self.upload_one(client, up)
 
             await asyncio.gather(*(uploader() for _ in range(a.concurrency)))
-        log(f"uploads done: {len(self.c.accepted)} accepted of {len(plan)}")
+        log(f"uploads done: {len(self.c.accepted)} accepted so far (version races included), {len(plan)} planned")
 
     async def upload_one(self, client, up: Upload) -> str | None:
         import httpx
