@@ -492,7 +492,8 @@ class Chaos:
         self.c.doomed.add(bad)
         if not await self.until_async(lambda: self.job_is(client, bad, "failed"), 60, step=0.2):
             log(f"race: job {bad} did not fail within 60 s; re-uploading anyway")
-        await asyncio.gather(self.retry_job(client, bad), self.upload_one(client, self.race_photo(product_id)))
+        await asyncio.gather(self.retry_job(client, bad, self.rng.uniform(0, 0.2)),
+                             self.upload_one(client, self.race_photo(product_id)))
 
     async def race_delete(self, client, product_id: str) -> None:
         """A DELETE while the product's only upload is queued or in progress: it must stay deleted."""
@@ -535,7 +536,8 @@ class Chaos:
     def race_outcome(self, name: str) -> None:
         self.c.races[name] = self.c.races.get(name, 0) + 1
 
-    async def retry_job(self, client, job_id: str) -> None:
+    async def retry_job(self, client, job_id: str, delay_s: float) -> None:
+        await asyncio.sleep(delay_s)  # sometimes before the re-upload's 202, sometimes after
         resp, _ = await self.race_call(client, "POST", f"/api/v1/queue/retry/{job_id}", f"retry of {job_id}")
         if resp is None:
             return
