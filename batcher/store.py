@@ -4,8 +4,9 @@ The point payload is built (from a job) and read (into a search result) here alo
 point's id is the UUIDv5 of its ``product_id``: re-indexing a product, or replaying a batch
 after a crash, overwrites the same point. The payload holds the job's ``version`` (given at
 enqueue time): an upsert never replaces a point of a newer version, and a delete removes only
-points older than its own version, whatever order the workers and the query lane run in. Embedded local mode (``QDRANT_PATH``) lets one
-process open a folder, so the worker owns it; several workers need a Qdrant server.
+points older than its own version, whatever order the workers and the query lane run in.
+Embedded local mode (``QDRANT_PATH``) lets one process open a folder, so the worker owns it;
+several workers need a Qdrant server.
 """
 from __future__ import annotations
 
