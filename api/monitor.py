@@ -63,8 +63,8 @@ async def failure_groups(queue: JobQueue, window_s: int, max_jobs: int) -> tuple
 async def retry_many(queue: JobQueue, job_ids: list[str]) -> dict[str, int]:
     """Retry each job as ``POST /retry/{id}`` would; ids whose record expired leave the failed set."""
     k = queue.keys
-    outcome = {"retried": 0, "not_failed": 0, "image_expired": 0, "expired": 0}
-    names = {1: "retried", -1: "not_failed", -2: "image_expired", 0: "expired"}
+    outcome = {"retried": 0, "not_failed": 0, "image_expired": 0, "superseded": 0, "expired": 0}
+    names = {1: "retried", -1: "not_failed", -2: "image_expired", -3: "superseded", 0: "expired"}
     for start in range(0, len(job_ids), RETRY_CHUNK):
         chunk = job_ids[start:start + RETRY_CHUNK]
         pipe = queue.redis.pipeline(transaction=False)

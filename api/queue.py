@@ -40,15 +40,21 @@ class JobQueue:
         self.max_bytes = max_bytes
         self.failed_image_ttl = failed_image_ttl
 
-    async def enqueue(self, spec: JobSpec, image: bytes) -> str:
+    async def enqueue(self, spec: JobSpec, image: bytes) -> tuple[str, int]:
+        """(job id, version): the version makes this upload its product's newest."""
         job_id = new_job_id()
-        ok, value = await self.scripts.run(calls.enqueue(self.keys, job_id, spec, image, self.max_depth,
-                                                         self.max_bytes, self.failed_image_ttl))
+        ok, value, *version = await self.scripts.run(calls.enqueue(
+            self.keys, job_id, spec, image, self.max_depth, self.max_bytes, self.failed_image_ttl))
         if ok == 0:
             raise QueueFull(int(value))
         if ok == -1:
             raise OverBudget(int(value), len(image), self.max_bytes)
-        return job_id
+        return job_id, int(version[0])
+
+    async def tombstone(self, product_id: str) -> tuple[int, bool]:
+        """Version a delete of ``product_id``: (its version, whether an upload was pending)."""
+        version, pending = await self.scripts.run(calls.tombstone(self.keys, product_id))
+        return int(version), bool(pending)
 
     async def status(self, job_id: str) -> dict[str, Any] | None:
         h = await self.redis.hgetall(self.keys.job(job_id))

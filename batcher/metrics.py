@@ -27,7 +27,7 @@ class WorkerMetrics:
                                ["kind"], registry=registry)
         self.info = Gauge("clipq_worker_info", "Constant 1, labelled with what this worker runs.",
                           ["worker_id", "device", "model", "precision"], registry=registry)
-        for outcome in ("completed", "failed", "retried"):
+        for outcome in ("completed", "failed", "retried", "superseded"):
             self.jobs.labels(outcome)
         for stage in STAGES:
             self.stage.labels(stage)

@@ -129,5 +129,6 @@ class QueryServer(threading.Thread):
             payload = self.store.get(r.product_id)
             return QueryReply(product=payload) if payload else _not_found(r.product_id)
         if r.kind == "delete":
-            return QueryReply(deleted=r.product_id) if self.store.delete(r.product_id) else _not_found(r.product_id)
+            deleted = self.store.delete(r.product_id, int(r.version))
+            return QueryReply(deleted=r.product_id) if deleted else _not_found(r.product_id)
         return QueryReply.error(400, "bad_request", f"unknown query kind {r.kind!r}")

@@ -2,8 +2,11 @@
 
 The point payload is built (from a job) and read (into a search result) here alone. A
 point's id is the UUIDv5 of its ``product_id``: re-indexing a product, or replaying a batch
-after a crash, overwrites the same point. Embedded local mode (``QDRANT_PATH``) lets one
-process open a folder, so the worker owns it; several workers need a Qdrant server.
+after a crash, overwrites the same point. The payload holds the job's ``version`` (given at
+enqueue time): an upsert never replaces a point of a newer version, and a delete removes only
+points older than its own version, whatever order the workers and the query lane run in.
+Embedded local mode (``QDRANT_PATH``) lets one process open a folder, so the worker owns it;
+several workers need a Qdrant server.
 """
 from __future__ import annotations
 
@@ -37,7 +40,7 @@ def point_payload(job: Job, indexed_at: str) -> dict[str, Any]:
     """What a point carries besides its vector: the product as uploaded, and where it came from."""
     return {"product_id": job.product_id, "name": job.name, "description": job.description,
             "metadata": job.metadata, "job_id": job.job_id, "indexed_at": indexed_at,
-            "image_sha256": job.image_sha256}
+            "image_sha256": job.image_sha256, "version": job.version}
 
 
 def search_result(score: float, payload: dict[str, Any] | None) -> SearchResult:
@@ -70,6 +73,27 @@ def _conditions(filters: dict[str, Any]) -> models.Filter | None:
         field = key if key == "product_id" else f"metadata.{key}"
         must.append(models.FieldCondition(key=field, match=models.MatchValue(value=value)))
     return models.Filter(must=must) if must else None
+
+
+def _unversioned() -> models.Condition:
+    return models.IsEmptyCondition(is_empty=models.PayloadField(key="version"))
+
+
+def _replaceable(jobs: list[Job]) -> models.Filter:
+    """Matches a stored point that one of ``jobs`` may replace: one of the job's product of
+    no newer version than the job, or a point stored before versions existed."""
+    return models.Filter(should=[
+        *(models.Filter(must=[models.HasIdCondition(has_id=[point_id(j.product_id)]),
+                              models.FieldCondition(key="version", range=models.Range(lte=j.version))])
+          for j in jobs),
+        _unversioned()])
+
+
+def _older(product_id: str, version: int) -> models.Filter:
+    """The product's point when it is older than ``version`` (or unversioned)."""
+    return models.Filter(must=[models.HasIdCondition(has_id=[point_id(product_id)])],
+                         should=[models.FieldCondition(key="version", range=models.Range(lt=version)),
+                                 _unversioned()])
 
 
 class VectorStore:
@@ -110,13 +134,15 @@ class VectorStore:
                 self.client.create_payload_index(self.collection, field, models.PayloadSchemaType.KEYWORD)
 
     def upsert(self, jobs: list[Job], vectors: np.ndarray) -> None:
-        """One point per job, keyed by its product: the last upload of a product wins."""
+        """One point per job, keyed by its product: the last upload of a product wins. A stored
+        point of a newer version than the job's stays as it is (Qdrant's conditional update:
+        ``update_filter`` is checked against the point already there, in the same call)."""
         now = datetime.now(timezone.utc).isoformat()
         points = models.Batch(ids=[point_id(j.product_id) for j in jobs],
                               vectors=vectors.astype(np.float32).tolist(),
                               payloads=[point_payload(j, now) for j in jobs])
         with self._lock:
-            self.client.upsert(self.collection, points=points, wait=True)
+            self.client.upsert(self.collection, points=points, wait=True, update_filter=_replaceable(jobs))
 
     def search(self, vectors: np.ndarray, limits: list[int],
                filters: list[dict[str, Any]]) -> list[list[SearchResult]]:
@@ -132,13 +158,21 @@ class VectorStore:
             found = self.client.retrieve(self.collection, [point_id(product_id)], with_payload=True)
         return found[0].payload if found else None
 
-    def delete(self, product_id: str) -> bool:
+    def delete(self, product_id: str, version: int) -> bool:
+        """Delete the product's point if it is older than ``version`` (the delete's own); a
+        newer upload stored meanwhile stays. True when there was such a point."""
+        pid = point_id(product_id)
         with self._lock:
-            found = self.client.retrieve(self.collection, [point_id(product_id)], with_payload=False)
-            if found:
-                self.client.delete(self.collection, models.PointIdsList(points=[point_id(product_id)]),
-                                   wait=True)
-        return bool(found)
+            found = self.client.retrieve(self.collection, [pid], with_payload=["version"])
+            if not found or int((found[0].payload or {}).get("version") or 0) >= version:
+                return False
+            # a server may take a newer upload from another worker between the two calls: it
+            # checks the version again; embedded mode has one writer, this one, holding the lock
+            # (and would scan every point for a filter)
+            selector = (models.FilterSelector(filter=_older(product_id, version)) if self.server
+                        else models.PointIdsList(points=[pid]))
+            self.client.delete(self.collection, points_selector=selector, wait=True)
+        return True
 
     def close(self) -> None:
         self.client.close()

@@ -39,21 +39,35 @@ events, in order:
 * SIGTERM a worker while it holds claimed jobs: it must exit 0 within its grace period,
   with its processing list empty (unstarted jobs returned) and its heartbeat gone.
 
+Version races (``--races`` at each portion's release, on products of their own, amid the
+kills): an undecodable photo fails and its manual retry races a good re-upload of the product
+(202, then it fails again or ends superseded, or 409 ``superseded``); a DELETE races the job of
+the product's only upload, still queued or in progress (it must answer 200 and the product
+must stay deleted); a DELETE and a re-upload are sent at once after an upload (the newer
+version wins). The API gives every upload and delete its version; the checks below compare
+each product's point with its newest event.
+
 Finally a last worker drains everything and is stopped with SIGTERM; then the checks:
 
-* every accepted job is ``completed`` (GET /api/v1/queue/status/<id>). An accepted job whose
-  record is gone or not completed is ``lost``; ``lost_at_redis_kill`` counts those answered 202
+* every accepted job is ``completed`` or ``superseded`` (GET /api/v1/queue/status/<id>); the
+  undecodable photos of the races may also be ``failed``. An accepted job whose record is
+  gone or in no such state is ``lost``; ``lost_at_redis_kill`` counts those answered 202
   in the Redis kill window (2.5 s before the kill until the restart; ``at_risk`` counts all
   202s of that window). A loss fails the run, except, after an unfriendly kill with everysec,
   a loss within the window: that one is measured and reported;
-* the queue, the delayed set, the failed set and every processing list are empty; no
-  worker is left registered, no image key is left behind and the byte budget counts zero;
+* the queue, the delayed set and every processing list are empty, the failed set holds the
+  failed undecodable photos only; no worker is left registered and no other image key is left;
+  the byte budget counts exactly the bytes of the failed photos' images, kept for a retry;
 * the counters (GET /api/v1/queue/stats, and the raw stats hash) equal the job records
   found by scanning the job hashes;
 * the embedded Qdrant folder, opened after the last worker exited, holds exactly one point
   per product id with a job record, at ``point_id(product_id)`` (``missing_points`` counts
   those without one). A product whose every accepted job was lost may still have the point a
-  worker wrote before Redis forgot the job (``points_of_lost``); any other point fails.
+  worker wrote before Redis forgot the job (``points_of_lost``); any other point fails;
+* last upload wins, a delete sticks: each product's point holds the version, image sha256 and
+  job id of its newest accepted upload, whose job is ``completed``; a product whose newest
+  event is a DELETE has no point (``deleted``); ``stale_points`` counts the products that
+  differ. A ``superseded`` job is never its product's newest upload.
 
 The API's Redis clients retry a call once after a connection error (a pooled connection
 opened before the Redis restart fails once). The status reads of the final check retry a 503
@@ -65,7 +79,7 @@ product counts. MAX_ATTEMPTS is raised to 20 for this run: the deliberate kill r
 above a real one, and a job reaped from several killed workers must not fail as a poison pill.
 
 Prints ONE summary line on stdout, e.g.
-``chaos: accepted=300 completed=300 ... lost=0 duplicates=0 OK``; progress goes to stderr.
+``chaos: accepted=340 completed=310 superseded=25 ... stale_points=0 OK``; progress goes to stderr.
 Exit status 0 only when every check passed; 1 on a loss not allowed above, a duplicate, a
 mismatch or a time-out.
 
@@ -78,6 +92,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import hashlib
 import json
 import os
 import random
@@ -108,6 +123,8 @@ UPLOAD_PATH = "/api/v1/index-product-with-image"
 HEARTBEAT_TTL = 2.0
 SHUTDOWN_GRACE = 20.0
 SPARE_WARM = "chaos: spare warm"
+RACES = ("retry", "delete", "reupload")  # Chaos.race_<kind>
+BAD_PHOTO = ROOT / "tests" / "data" / "corpus" / "hostile" / "truncated_jpeg.jpg"  # passes the API, fails to decode
 
 # A worker started ahead of time: the slow imports happen while the previous worker still
 # runs; on "go" it runs the real ``python -m batcher`` entry point with the given flags.
@@ -252,6 +269,12 @@ class Counters:
     final_exit: int | None = None
     lock_retries: int = 0
     late_503: int = 0             # 503s to status reads long after the Redis restart
+    # versions (see Chaos.version_races): the last upload of a product wins, a delete sticks
+    versions: dict[str, int] = field(default_factory=dict)  # job_id: the version its 202 gave
+    shas: dict[str, str] = field(default_factory=dict)      # job_id: sha256 of its image
+    deletes: list[tuple[str, int]] = field(default_factory=list)  # (product_id, version) answered
+    doomed: set[str] = field(default_factory=set)            # jobs of undecodable photos: fail on purpose
+    races: dict[str, int] = field(default_factory=dict)      # outcome of each raced retry and delete
 
 
 class Chaos:
@@ -400,9 +423,9 @@ class Chaos:
                     await self.upload_one(client, up)
 
             await asyncio.gather(*(uploader() for _ in range(a.concurrency)))
-        log(f"uploads done: {len(self.c.accepted)} accepted of {len(plan)}")
+        log(f"uploads done: {len(self.c.accepted)} accepted so far (version races included), {len(plan)} planned")
 
-    async def upload_one(self, client, up: Upload) -> None:
+    async def upload_one(self, client, up: Upload) -> str | None:
         import httpx
 
         form = {"product_id": up.product_id, "name": f"Chaos product {up.product_id}",
@@ -426,7 +449,9 @@ class Chaos:
                 job_id = json.loads(body)["job_id"]
                 self.c.accepted.append((job_id, up.product_id))
                 self.c.accepted_at[job_id] = time.monotonic()
-                return
+                self.c.versions[job_id] = json.loads(body)["version"]
+                self.c.shas[job_id] = hashlib.sha256(up.data).hexdigest()
+                return job_id
             if status is not None and status not in (429, 503):
                 self.fail(f"upload {up.index} ({up.filename}): unexpected HTTP {status}: {body[:200]}")
                 return
@@ -437,6 +462,146 @@ class Chaos:
             await asyncio.sleep(backoff * (0.5 + random.random()))
             backoff = min(backoff * 2, 1.0)
         self.fail(f"upload {up.index}: too many attempts")
+
+    # -- versions: re-uploads racing retries and reaps, deletes racing queued uploads ---------
+    async def version_races(self) -> None:
+        """At the release of each portion of uploads (so amid the worker kills and the Redis
+        kill), start ``--races`` races on products of their own, then wait for them all."""
+        import httpx
+
+        tasks = []
+        async with httpx.AsyncClient(base_url=self.api_url, timeout=30, trust_env=False) as client:
+            for portion, released in enumerate(self.released):
+                await released.wait()
+                for k in range(self.args.races):
+                    kind = RACES[(portion + k) % len(RACES)]
+                    pid = f"race-{self.args.seed}-{portion}-{k}"
+                    tasks.append(asyncio.create_task(getattr(self, f"race_{kind}")(client, pid)))
+            await asyncio.gather(*tasks)
+        log(f"version races done: {self.c.races}")
+
+    def race_photo(self, product_id: str) -> Upload:
+        name, data = self.rng.choice(index_photos())
+        return Upload(-1, product_id, name, data)
+
+    async def race_retry(self, client, product_id: str) -> None:
+        """An undecodable upload fails; its manual retry races a good re-upload of the product.
+        The retry is 202 (then the job fails again, or ends superseded) or 409 superseded."""
+        bad = await self.upload_one(client, Upload(-1, product_id, BAD_PHOTO.name, BAD_PHOTO.read_bytes()))
+        if bad is None:
+            return
+        self.c.doomed.add(bad)
+        if not await self.until_async(lambda: self.job_is(client, bad, "failed"), 60, step=0.2):
+            log(f"race: job {bad} did not fail within 60 s; re-uploading anyway")
+        await asyncio.gather(self.retry_job(client, bad, self.rng.uniform(0, 0.2)),
+                             self.upload_one(client, self.race_photo(product_id)))
+
+    async def race_delete(self, client, product_id: str) -> None:
+        """A DELETE while the product's only upload is queued or in progress: it must stay deleted."""
+        await self.upload_one(client, self.race_photo(product_id))
+        await asyncio.sleep(self.rng.uniform(0, 0.3))
+        await self.delete_product(client, product_id, must_find=True)
+
+    async def race_reupload(self, client, product_id: str) -> None:
+        """An upload, then a DELETE and a re-upload at once: the newer of the two wins."""
+        await self.upload_one(client, self.race_photo(product_id))
+        await asyncio.gather(self.delete_product(client, product_id, must_find=True),
+                             self.upload_one(client, self.race_photo(product_id)))
+
+    async def job_is(self, client, job_id: str, status: str) -> bool:
+        try:
+            resp = await client.get(f"/api/v1/queue/status/{job_id}")
+        except Exception:
+            return False
+        return resp.status_code == 200 and resp.json()["status"] == status
+
+    async def race_call(self, client, method: str, path: str, what: str):
+        """``method path`` until an answer other than 503/504 or a lost connection (an outage,
+        a worker being replaced); None after --upload-deadline. Counts 504s (no answer in time)."""
+        import httpx
+
+        deadline, timed_out = time.monotonic() + self.args.upload_deadline, 0
+        while time.monotonic() < deadline:
+            await self.gate.wait()
+            try:
+                resp = await client.request(method, path)
+            except httpx.TransportError:
+                resp = None
+            if resp is not None and resp.status_code not in (503, 504):
+                return resp, timed_out
+            timed_out += resp is not None and resp.status_code == 504
+            await asyncio.sleep(0.2 + 0.3 * random.random())
+        self.fail(f"{what}: no answer but 503/504 within {self.args.upload_deadline:.0f}s")
+        return None, timed_out
+
+    def race_outcome(self, name: str) -> None:
+        self.c.races[name] = self.c.races.get(name, 0) + 1
+
+    async def retry_job(self, client, job_id: str, delay_s: float) -> None:
+        await asyncio.sleep(delay_s)  # sometimes before the re-upload's 202, sometimes after
+        resp, _ = await self.race_call(client, "POST", f"/api/v1/queue/retry/{job_id}", f"retry of {job_id}")
+        if resp is None:
+            return
+        code = resp.json().get("error", {}).get("code") if resp.status_code == 409 else None
+        if resp.status_code != 202 and code not in ("superseded", "job_not_failed"):
+            self.fail(f"retry of {job_id}: HTTP {resp.status_code} {resp.text[:200]}")
+        self.race_outcome(f"retry_{code or resp.status_code}")
+
+    async def delete_product(self, client, product_id: str, must_find: bool) -> None:
+        """DELETE until answered; with an upload of the product accepted before, only 200 is
+        right (or 404 after a 504 whose delete had already happened)."""
+        resp, timed_out = await self.race_call(client, "DELETE", f"/api/v1/products/{product_id}",
+                                               f"DELETE {product_id}")
+        if resp is None:
+            return
+        if resp.status_code not in (200, 404) or (must_find and resp.status_code == 404 and not timed_out):
+            self.fail(f"DELETE {product_id} after an accepted upload: HTTP {resp.status_code} {resp.text[:200]}")
+            return
+        self.c.deletes.append((product_id, int(resp.json()["version"])))
+        self.race_outcome(f"delete_{resp.status_code}")
+
+    def newest(self) -> dict[str, tuple[int, str | None]]:
+        """Per product, its newest accepted event by version: (version, job_id of an upload, or
+        None for a delete). A 404 DELETE counts too: it came after every upload it did not see."""
+        newest: dict[str, tuple[int, str | None]] = {}
+        for job_id, pid in self.c.accepted:
+            if job_id in self.c.versions and self.c.versions[job_id] > newest.get(pid, (0, None))[0]:
+                newest[pid] = (self.c.versions[job_id], job_id)
+        for pid, version in self.c.deletes:
+            if version > newest.get(pid, (0, None))[0]:
+                newest[pid] = (version, None)
+        return newest
+
+    def check_newest_points(self, statuses: dict[str, str], lost: set[str]) -> int:
+        """Every product's point is its newest upload's (version, sha, job id); a product whose
+        newest event is a delete has no point. Products of a lost job are not judged. Returns
+        the number of products whose point is not what their newest event says."""
+        from qdrant_client import QdrantClient
+
+        from batcher.store import point_id
+
+        newest = self.newest()
+        judged = {pid: e for pid, e in newest.items() if pid not in lost}
+        client = QdrantClient(path=str(self.qdrant_path))
+        try:
+            found = client.retrieve("products", [point_id(p) for p in judged], with_payload=True)
+        finally:
+            client.close()
+        points = {p.payload["product_id"]: p.payload for p in found}
+        wrong = []
+        for pid, (version, job_id) in judged.items():
+            p = points.get(pid)
+            want = None if job_id is None else (version, self.c.shas[job_id], job_id)
+            got = None if p is None else (p.get("version"), p.get("image_sha256"), p.get("job_id"))
+            if got != want or (job_id is not None and statuses.get(job_id) != "completed"):
+                wrong.append(f"{pid}: want {want} ({statuses.get(job_id)}), stored {got}")
+        if wrong:
+            self.fail(f"{len(wrong)} products do not hold their newest upload, e.g. {wrong[:3]}")
+        product_of = dict(self.c.accepted)
+        for job_id, status in statuses.items():
+            if status == "superseded" and self.c.versions.get(job_id, 0) >= newest[product_of[job_id]][0]:
+                self.fail(f"job {job_id} is superseded but is its product's newest upload")
+        return len(wrong)
 
     # -- chaos events ----------------------------------------------------------------------
     async def wait_some_work(self, min_s: float, portion: int | None) -> WorkerProc:
@@ -618,6 +783,7 @@ class Chaos:
         self.first = portion_starts(len(plan), [1] + [3 if e == "redis" and unfriendly else 1 for e in events])
         self.release(0)  # a backlog for the first worker
         uploads = asyncio.create_task(self.upload_all(plan))
+        races = asyncio.create_task(self.version_races())
         await self.start_worker(prewarm_next=True)
         for i, event in enumerate(events, 1):
             if event == "kill":
@@ -627,6 +793,7 @@ class Chaos:
             else:
                 await self.event_sigterm(i)
         await uploads
+        await races
         await self.drain()
         return await self.check()
 
@@ -700,24 +867,33 @@ class Chaos:
             await asyncio.gather(*(one(j) for j in accepted))
             api_stats = (await client.get("/api/v1/queue/stats")).json()
         completed = sum(s == "completed" for s in statuses.values())
+        superseded = sum(s == "superseded" for s in statuses.values())
         losses = self.judge_losses(accepted, statuses)
         extra = sorted(set(records) - set(accepted))
-        by_status = {s: sum(st == s for st, _ in records.values()) for s in ("queued", "processing", "completed", "failed")}
+        by_status = {s: sum(st == s for st, _ in records.values())
+                     for s in ("queued", "processing", "completed", "failed", "superseded")}
         for j in extra:
-            if records[j][0] != "completed":
+            if records[j][0] not in ("completed", "superseded"):
                 self.fail(f"extra job {j} (no 202 seen) is {records[j][0]}")
-        # queue structures
-        for name in ("queue", "delayed", "failed"):
+        # queue structures; only the undecodable photos of the version races stay failed
+        for name in ("queue", "delayed"):
             if snap[name]:
                 self.fail(f"{k.tag}:{name} still holds {snap[name]} jobs")
+        failed_ok = {j for j in self.c.doomed if statuses.get(j) == "failed"}
+        if {m.decode() for m in await r.zrange(k.failed, 0, -1)} != failed_ok:
+            self.fail(f"{k.tag}:failed holds {snap['failed']} jobs; {len(failed_ok)} undecodable uploads failed")
+        kept = [key for key in images if key.decode().rsplit(":", 1)[1] in failed_ok]
+        kept_bytes = sum([await r.strlen(key) for key in kept])
+        images = [key for key in images if key not in kept]
         if snap["processing"]:
             self.fail(f"processing lists not empty: {snap['processing']}")
         if snap["workers"]:
             self.fail(f"workers still registered: {snap['workers']}")
         if images:
             self.fail(f"{len(images)} image keys left behind, e.g. {images[0].decode()}")
-        if api_stats.get("image_bytes") != 0:  # the byte budget's counter: exact through every crash
-            self.fail(f"the byte budget still counts {api_stats.get('image_bytes')} image bytes")
+        if api_stats.get("image_bytes") != kept_bytes:  # the byte budget's counter: exact through every crash
+            self.fail(f"the byte budget counts {api_stats.get('image_bytes')} image bytes; "
+                      f"the failed photos kept for a retry hold {kept_bytes}")
         # counters == records
         want = dict(by_status, total=len(records))
         if api_stats.get("jobs") != want:
@@ -727,21 +903,29 @@ class Chaos:
             self.fail(f"raw counters {snap['stats']} but the records say {want}")
         # Qdrant: one point per product with a job record, read after the last worker exited;
         # a product whose every accepted job was lost may have a point or not
-        products = {pid for _, pid in records.values()}
+        deleted = {pid for pid, (_, job_id) in self.newest().items() if job_id is None}
+        products = {pid for _, pid in records.values()} - deleted
         kept = {pid for j, pid in accepted.items() if statuses[j] == "completed"}
-        if kept - products:
-            self.fail(f"{len(kept - products)} products of completed jobs have no job record")
-        maybe = {pid for j, pid in accepted.items() if statuses[j] != "completed"} - products
+        if kept - products - deleted:
+            self.fail(f"{len(kept - products - deleted)} products of completed jobs have no job record")
+        unfinished = {pid for j, pid in accepted.items() if not self.finished(j, statuses[j])}
+        maybe = unfinished - products - deleted
         points, missing, duplicates, of_lost = self.check_points(products, maybe)
-        return dict(losses, accepted=len(accepted), completed=completed, extra=len(extra),
-                    products=len(products), points=points, points_of_lost=of_lost,
-                    missing_points=missing, duplicates=duplicates)
+        stale = self.check_newest_points(statuses, unfinished)
+        return dict(losses, accepted=len(accepted), completed=completed, superseded=superseded,
+                    extra=len(extra), products=len(products), deleted=len(deleted), points=points,
+                    points_of_lost=of_lost, missing_points=missing, duplicates=duplicates, stale_points=stale)
+
+    def finished(self, job_id: str, status: str) -> bool:
+        """Where an accepted job may end: completed, or superseded by a newer upload or a delete;
+        an undecodable photo of the version races may also fail."""
+        return status in ("completed", "superseded") or (status == "failed" and job_id in self.c.doomed)
 
     def judge_losses(self, accepted: dict[str, str], statuses: dict[str, str]) -> dict:
         """Accepted jobs not completed at the end, split by the Redis kill window (chaos_loss)."""
         c, a = self.c, self.args
         window = kill_window(c.redis_killed_at, c.redis_back_at) if c.redis_back_at is not None else None
-        lost_at = {j: c.accepted_at.get(j, 0.0) for j, s in statuses.items() if s != "completed"}
+        lost_at = {j: c.accepted_at.get(j, 0.0) for j, s in statuses.items() if not self.finished(j, s)}
         at_kill, other = split_lost(lost_at, window)
         for j in (other + at_kill)[:10]:
             when = f"{lost_at[j] - c.redis_killed_at:+.2f}s from the Redis kill" if window else "no Redis kill"
@@ -817,6 +1001,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--appendfsync", choices=("everysec", "always"), default="everysec",
                    help="the Redis AOF fsync policy")
     p.add_argument("--reindex", type=float, default=0.2, help="fraction of uploads re-indexing a used product id")
+    p.add_argument("--races", type=int, help="version races started with each portion of uploads: a retry "
+                   "racing a re-upload, a DELETE racing a queued upload, a DELETE racing a re-upload "
+                   "(default 3; --short 2)")
     p.add_argument("--batch-size", type=int, default=8, help="worker --max-batch-size")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--timeout", type=float, help="seconds for the whole run (default 420; --short 200)")
@@ -829,6 +1016,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a.kill_every = a.kill_every or (2.0 if short else 3.0)
     a.worker_kills = a.worker_kills if a.worker_kills is not None else (2 if short else 5)
     a.timeout = a.timeout or (200 if short else 420)
+    a.races = a.races if a.races is not None else (2 if short else 3)
     if a.uploads < 1 or a.concurrency < 1 or a.worker_kills < 0 or a.kill_every <= 0:
         p.error("--uploads, --concurrency and --kill-every must be positive, --worker-kills >= 0")
     return a
@@ -875,6 +1063,7 @@ def main(argv: list[str] | None = None) -> int:
         cleanup(chaos)
     c = chaos.c
     fields = {"accepted": result.get("accepted", len(c.accepted)), "completed": result.get("completed", "?"),
+              "superseded": result.get("superseded", "?"), "doomed": len(c.doomed),
               "extra": result.get("extra", "?"), "products": result.get("products", "?"),
               "points": result.get("points", "?"), "points_of_lost": result.get("points_of_lost", "?"),
               "worker_kills": c.worker_kills, "orphaned": c.orphaned,
@@ -886,6 +1075,8 @@ def main(argv: list[str] | None = None) -> int:
               "inflight_at_kill": c.inflight_at_kill, "at_risk": result.get("at_risk", "?"),
               "lost": result.get("lost", "?"), "lost_at_redis_kill": result.get("lost_at_redis_kill", "?"),
               "missing_points": result.get("missing_points", "?"), "duplicates": result.get("duplicates", "?"),
+              "deleted": result.get("deleted", "?"), "stale_points": result.get("stale_points", "?"),
+              **{f"race_{k}": v for k, v in sorted(c.races.items())},
               "elapsed": f"{time.monotonic() - T0:.0f}s"}
     line = "chaos: " + " ".join(f"{k}={v}" for k, v in fields.items())
     if ok:

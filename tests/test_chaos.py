@@ -1,5 +1,7 @@
 """The chaos run, short version: worker SIGKILLs, a Redis SIGKILL + restart and a SIGTERM
-while photos are uploaded; every accepted job must complete, with one Qdrant point per product.
+while photos are uploaded, re-uploaded, retried and deleted; every accepted job must complete
+(or be superseded by a newer upload or a delete), with one Qdrant point per product, from its
+newest upload, and none for a deleted product.
 
 It runs ``scripts/chaos_test.py --short`` as a subprocess (it starts its own Redis, API and
 workers, on loopback, in a temporary folder) in a session of its own, so that a time-out can
@@ -48,7 +50,9 @@ def test_short_chaos_run_loses_nothing():
     assert proc.returncode == 0 and line.endswith(" OK"), f"{line}\nstderr:\n{err[-6000:]}"
     fields = dict(f.split("=", 1) for f in line.split() if "=" in f)
     assert fields["lost"] == "0" and fields["missing_points"] == "0" and fields["duplicates"] == "0"
-    assert fields["accepted"] == fields["completed"] and fields["products"] == fields["points"]
+    assert fields["stale_points"] == "0" and fields["products"] == fields["points"]
+    deletes = sum(int(v) for k, v in fields.items() if k.startswith("race_delete_"))
+    assert int(fields["deleted"]) >= 1 and deletes >= 1, line
     assert fields["redis_kill"] == "friendly" and fields["points_of_lost"] == "0"
     assert fields["worker_kills"] == "2" and fields["redis_restarts"] == "1"
     assert fields["sigterm_exit"] == "0" and fields["final_exit"] == "0"

@@ -143,7 +143,7 @@ def test_retry_of_one_group_requeues_exactly_that_group(client, two_failure_grou
     resp = client.post(f"/api/v1/queue/failed/groups/{big['group_id']}/retry")
     assert resp.status_code == 202
     assert resp.json() == {"group_id": big["group_id"], "retried": 2, "not_failed": 0, "image_expired": 0,
-                           "expired": 0}
+                           "superseded": 0, "expired": 0}
     assert {client.get(f"/api/v1/queue/status/{j}").json()["status"] for j in large} == {"queued"}
     assert {client.get(f"/api/v1/queue/status/{j}").json()["status"] for j in truncated} == {"failed"}
     stats = client.get("/api/v1/queue/stats").json()
@@ -157,7 +157,8 @@ def test_retry_all_requeues_every_failed_job_and_reports_expired_images(client, 
     r.delete(Keys(namespace).image(truncated[0]))  # its image is no longer kept
     resp = client.post("/api/v1/queue/failed/retry")
     assert resp.status_code == 202
-    assert resp.json() == {"retried": 4, "not_failed": 0, "image_expired": 1, "expired": 0, "remaining": 1}
+    assert resp.json() == {"retried": 4, "not_failed": 0, "image_expired": 1, "superseded": 0, "expired": 0,
+                           "remaining": 1}
     assert client.get("/api/v1/queue/stats").json()["pending_in_queue"] == 4
     assert client.get(f"/api/v1/queue/status/{truncated[0]}").json()["status"] == "failed"
 

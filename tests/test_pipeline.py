@@ -44,7 +44,7 @@ def test_every_index_photo_is_completed_with_one_point(client, run_burst, encode
             assert v.shape == (encoder.dim,)
             assert abs(np.linalg.norm(v) - 1) < 1e-3
             assert set(p.payload) >= {"product_id", "name", "description", "metadata", "job_id",
-                                      "indexed_at", "image_sha256"}
+                                      "indexed_at", "image_sha256", "version"}
             assert p.payload["job_id"] == job_ids[p.payload["product_id"]]
             assert p.payload["metadata"] == {"src": "corpus"}
     finally:
@@ -53,7 +53,7 @@ def test_every_index_photo_is_completed_with_one_point(client, run_burst, encode
     stats = client.get("/api/v1/queue/stats").json()
     assert stats["available"] is True and stats["pending_in_queue"] == 0
     assert stats["jobs"] == {"queued": 0, "processing": 0, "completed": len(photos), "failed": 0,
-                             "total": len(photos)}
+                             "superseded": 0, "total": len(photos)}
 
 
 def test_the_whole_pipeline_runs_on_redis_cluster(tmp_path, make_client, run_burst, namespace):

@@ -289,7 +289,7 @@ def test_a_reaped_workers_late_ack_changes_nothing(client, worker_settings, r, r
     _, totals = run_burst()
     assert totals.completed == 1
     stats = client.get("/api/v1/queue/stats").json()["jobs"]
-    assert stats == {"queued": 0, "processing": 0, "completed": 1, "failed": 0, "total": 1}
+    assert stats == {"queued": 0, "processing": 0, "completed": 1, "failed": 0, "superseded": 0, "total": 1}
 
 
 def test_a_long_batch_never_starves_the_heartbeat(client, serve_worker, encoder, r, namespace):
@@ -337,7 +337,7 @@ def test_a_claim_whose_reply_was_lost_is_requeued_by_its_living_worker(client, s
         assert time.monotonic() < deadline, "the orphaned job was never processed"
         time.sleep(0.05)
     stats = client.get("/api/v1/queue/stats").json()["jobs"]
-    assert stats == {"queued": 0, "processing": 0, "completed": 1, "failed": 0, "total": 1}
+    assert stats == {"queued": 0, "processing": 0, "completed": 1, "failed": 0, "superseded": 0, "total": 1}
     assert client.get(f"/api/v1/queue/status/{job_id}").json()["retry_count"] == 0
 
 
@@ -381,7 +381,7 @@ def test_a_late_ack_is_not_counted_as_completed(client, start_worker, run_burst,
     assert totals.completed == 1
     assert other.metrics.registry.get_sample_value("clipq_jobs_total", {"outcome": "completed"}) == 1
     stats = client.get("/api/v1/queue/stats").json()["jobs"]
-    assert stats == {"queued": 0, "processing": 0, "completed": 1, "failed": 0, "total": 1}
+    assert stats == {"queued": 0, "processing": 0, "completed": 1, "failed": 0, "superseded": 0, "total": 1}
 
 
 def test_the_consumer_alone_knows_what_it_holds(client, worker_settings, r):

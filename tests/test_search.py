@@ -91,7 +91,8 @@ def test_get_and_delete_a_product(client, indexed):
     got = client.get("/api/v1/products/sku-2")
     assert got.status_code == 200 and got.json()["product_id"] == "sku-2"
     assert got.json()["metadata"]["parity"] == "even"
-    assert client.delete("/api/v1/products/sku-2").json() == {"deleted": True, "product_id": "sku-2"}
+    deleted = client.delete("/api/v1/products/sku-2").json()
+    assert (deleted["deleted"], deleted["product_id"]) == (True, "sku-2") and deleted["version"] > 0
     assert client.get("/api/v1/products/sku-2").status_code == 404
     assert client.delete("/api/v1/products/sku-2").status_code == 404
     results = search_image(client, indexed["sku-2"].read_bytes(), limit="100").json()["results"]

@@ -97,4 +97,4 @@ def test_retry_requeues_a_failed_job_and_refuses_a_completed_one(client, run_bur
     _, totals = run_burst()
     assert totals.failed == 1  # it failed again, for the same reason
     stats = client.get("/api/v1/queue/stats").json()["jobs"]
-    assert stats == {"queued": 0, "processing": 0, "completed": 1, "failed": 1, "total": 2}
+    assert stats == {"queued": 0, "processing": 0, "completed": 1, "failed": 1, "superseded": 0, "total": 2}

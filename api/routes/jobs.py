@@ -20,7 +20,7 @@ MAX_WAIT_S = 30
 @router.get("/status/{job_id}", responses={404: {}, 422: {}})
 async def job_status(job_id: str, queue: Queue, waiter: Waiter,
                      wait: Annotated[float, Query(ge=0, le=MAX_WAIT_S, description=(
-                         "Seconds to wait for the job to be completed or failed before answering "
+                         "Seconds to wait for the job to be completed, failed or superseded before answering "
                          f"(at most {MAX_WAIT_S}); the answer comes as soon as it is."))] = 0) -> dict:
     if wait > 0:
         status = await waiter.wait(job_id, lambda: queue.status(job_id), wait)
@@ -63,6 +63,9 @@ async def retry_job(job_id: str, queue: Queue) -> dict:
         raise ApiError(404, "job_not_found", f"no job {job_id!r} (unknown, or expired)", "job_id")
     if code == -1:
         raise ApiError(409, "job_not_failed", f"only failed jobs can be retried; this one is {status}", "job_id")
+    if code == -3:
+        raise ApiError(409, "superseded", "a newer upload or a delete of this product came after this job; "
+                       "upload the product again", "job_id")
     if code == -2:
         raise ApiError(409, "image_expired", "the job's image is no longer kept; upload the product again",
                        "job_id")

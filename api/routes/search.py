@@ -40,9 +40,13 @@ class SearchResponse(BaseModel):
     took_ms: float
 
 
-async def ask_workers(queue, settings, request: QueryRequest) -> QueryReply:
+async def require_worker(queue) -> None:
     if not await queue.live_workers():
         raise ApiError(503, "no_worker", "no worker is running to answer queries", headers={"Retry-After": "5"})
+
+
+async def ask_workers(queue, settings, request: QueryRequest) -> QueryReply:
+    await require_worker(queue)
     reply = await queue.ask(request, settings.search_timeout)
     if reply is None:
         raise ApiError(504, "search_timeout", f"no worker answered within {settings.search_timeout:g}s")
@@ -88,5 +92,16 @@ async def get_product(product_id: str, queue: Queue, settings: Settings) -> dict
 
 @router.delete("/api/v1/products/{product_id}", responses={404: {}, 503: {}, 504: {}})
 async def delete_product(product_id: str, queue: Queue, settings: Settings) -> dict:
-    await ask_workers(queue, settings, QueryRequest("delete", product_id=check_product_id(product_id)))
-    return {"deleted": True, "product_id": product_id}
+    """Delete the product's point, and cancel its uploads still queued or in progress: a
+    tombstone version makes every earlier job of the product ``superseded``. 404 when there
+    was neither a point nor a pending upload."""
+    await require_worker(queue)
+    version, pending = await queue.tombstone(check_product_id(product_id))
+    try:
+        await ask_workers(queue, settings, QueryRequest("delete", product_id=product_id, version=version))
+    except ApiError as exc:
+        if exc.status != 404:
+            raise
+        if not pending:  # the version still says where this delete stands among the uploads
+            raise ApiError(404, exc.code, exc.message, extra={"version": version}) from None
+    return {"deleted": True, "product_id": product_id, "version": version}

@@ -34,7 +34,7 @@ async def index_product(settings: Settings, queue: Queue, metrics: Metrics,
     spec, image = await _validate(settings, product_id, name, description, metadata, image_file)
     start = time.perf_counter()
     try:
-        job_id = await queue.enqueue(spec, image)
+        job_id, version = await queue.enqueue(spec, image)
     except QueueFull as exc:
         raise ApiError(429, "queue_full", f"the queue is full ({exc.depth} jobs); retry later",
                        headers={"Retry-After": "30"}) from None
@@ -45,7 +45,7 @@ async def index_product(settings: Settings, queue: Queue, metrics: Metrics,
     metrics.enqueue.observe(time.perf_counter() - start)
     return {"status": "queued", "job_id": job_id, "product_id": product_id,
             "message": "Product queued for indexing", "processing_mode": "async",
-            "status_url": f"/api/v1/queue/status/{job_id}"}
+            "status_url": f"/api/v1/queue/status/{job_id}", "version": version}
 
 
 async def _validate(settings, product_id, name, description, metadata, image_file) -> tuple[JobSpec, bytes]:

@@ -13,7 +13,7 @@ from .jobs import JobSpec
 from .keys import Keys
 from .scripts import ScriptCall
 
-RECORDED = ("completed", "failed", "retried")  # what ack.lua records; else "skipped"
+RECORDED = ("completed", "failed", "retried", "superseded")  # what ack.lua records; else "skipped"
 UNBOUNDED = 2**53  # no byte budget (Lua numbers are doubles)
 
 
@@ -22,13 +22,19 @@ def enqueue(k: Keys, job_id: str, spec: JobSpec, image: bytes, max_depth: int,
     """``max_bytes``: the byte budget (MAX_QUEUE_BYTES); ``failed_image_ttl``: failed images
     older than that are dropped on the way (FAILED_IMAGE_TTL)."""
     fields = [x for pair in spec.to_fields().items() for x in pair]
-    return ScriptCall("enqueue", [k.queue, k.stats, k.job(job_id), k.image(job_id), k.image_bytes, k.failed_images],
+    return ScriptCall("enqueue", [k.queue, k.stats, k.job(job_id), k.image(job_id), k.image_bytes,
+                                  k.failed_images, k.version_seq, k.versions],
                       [max_depth, job_id, image, max_bytes, failed_image_ttl, k.image(""), *fields])
 
 
 def retry(k: Keys, job_id: str) -> ScriptCall:
-    return ScriptCall("retry", [k.job(job_id), k.image(job_id), k.queue, k.stats, k.failed, k.failed_images],
-                      [job_id])
+    return ScriptCall("retry", [k.job(job_id), k.image(job_id), k.queue, k.stats, k.failed, k.failed_images,
+                                k.versions], [job_id])
+
+
+def tombstone(k: Keys, product_id: str) -> ScriptCall:
+    """A product's delete: its new version, newer than every job of it queued so far."""
+    return ScriptCall("tombstone", [k.version_seq, k.versions, k.deletes], [product_id])
 
 
 def claim(k: Keys, worker_id: str, n_more: int, already_claimed: list[str]) -> ScriptCall:
@@ -64,7 +70,8 @@ class Outcome:
 
 def ack(k: Keys, s: QueueSettings, worker_id: str, outcomes: list[Outcome]) -> ScriptCall:
     payload = json.dumps([o.__dict__ | {"id": o.job_id} for o in outcomes])
-    return ScriptCall("ack", [k.processing(worker_id), k.stats, k.failed, k.delayed, k.image_bytes, k.failed_images],
+    return ScriptCall("ack", [k.processing(worker_id), k.stats, k.failed, k.delayed, k.image_bytes,
+                              k.failed_images, k.versions],
                       [k.job(""), k.image(""), s.job_ttl, s.failed_job_ttl, s.failed_image_ttl,
                        s.max_attempts, payload])
 
@@ -74,7 +81,7 @@ class AckResult:
     """What ack.lua recorded for each outcome, in order: the truth for accounting."""
 
     now_ms: int
-    results: tuple[str, ...]  # completed, failed, retried, or skipped (no longer this worker's job)
+    results: tuple[str, ...]  # completed, failed, retried, superseded, or skipped (no longer ours)
 
     @classmethod
     def parse(cls, reply: list) -> "AckResult":

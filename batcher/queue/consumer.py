@@ -116,6 +116,20 @@ class JobConsumer:
             except redis.RedisError as exc:
                 log.debug("could not announce finished jobs: %s", exc)
 
+    # -- versions (batcher/stages/versions.py) -------------------------------------------
+    def newest_versions(self, product_ids) -> dict[str, int]:
+        """Each product's newest version (its last upload or delete); absent when it has none."""
+        return self._versions(self.keys.versions, product_ids)
+
+    def delete_versions(self, product_ids) -> dict[str, int]:
+        """The version of each product's last delete; absent when it was never deleted."""
+        return self._versions(self.keys.deletes, product_ids)
+
+    def _versions(self, key: str, product_ids) -> dict[str, int]:
+        ids = sorted(set(product_ids))
+        values = self._redis.hmget(key, ids) if ids else []
+        return {p: int(v) for p, v in zip(ids, values) if v is not None}
+
     # -- recovery ----------------------------------------------------------------------
     def promote_due(self, limit: int = 1000) -> int:
         return int(self._scripts.run(calls.promote(self.keys, limit)))

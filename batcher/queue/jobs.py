@@ -8,8 +8,9 @@ from datetime import datetime, timezone
 from typing import Any
 
 QUEUED, PROCESSING, COMPLETED, FAILED = "queued", "processing", "completed", "failed"
-STATUSES = (QUEUED, PROCESSING, COMPLETED, FAILED)
-TERMINAL = frozenset({COMPLETED, FAILED})  # a job in one of these changes no more by itself
+SUPERSEDED = "superseded"  # a newer upload or a delete of its product came after it: not stored
+STATUSES = (QUEUED, PROCESSING, COMPLETED, FAILED, SUPERSEDED)
+TERMINAL = frozenset({COMPLETED, FAILED, SUPERSEDED})  # a job in one of these changes no more by itself
 
 
 def new_job_id() -> str:
@@ -58,6 +59,7 @@ class Job:
     created_at_ms: int
     retry_count: int
     status: str = PROCESSING
+    version: int = 0  # given at enqueue time; 0 for a job queued before versions existed
     image: bytes | None = field(default=None, repr=False)
 
     @classmethod
@@ -73,6 +75,7 @@ class Job:
             created_at_ms=int(s.get("created_at", 0)),
             retry_count=int(s.get("retry_count", 0)),
             status=s.get("status", ""),
+            version=int(s.get("version") or 0),
             image=image,
         )
 
@@ -86,5 +89,6 @@ def public_status(h: dict[str, str]) -> dict[str, Any]:
         "created_at": iso_from_ms(h.get("created_at")),
         "updated_at": iso_from_ms(h.get("updated_at")),
         "retry_count": int(h.get("retry_count", 0)),
+        "version": int(h["version"]) if h.get("version") else None,
         "error_message": h.get("error_message") or None,
     }

@@ -69,6 +69,22 @@ class Keys:
         just recorded, so status long-polls (``?wait=``) answer at once."""
         return f"{self.tag}:finished"
 
+    # -- versions: the last upload of a product wins, a delete sticks -----------------
+    @property
+    def version_seq(self) -> str:
+        """The last version given, to an upload or a delete of any product (only grows)."""
+        return f"{self.tag}:version"
+
+    @property
+    def versions(self) -> str:
+        """Hash: product id -> its newest version (its last upload or delete); never expires."""
+        return f"{self.tag}:versions"
+
+    @property
+    def deletes(self) -> str:
+        """Hash: product id -> the version of its last delete (a tombstone); never expires."""
+        return f"{self.tag}:deletes"
+
     def job(self, job_id: str) -> str:
         return f"{self.tag}:job:{job_id}"
 

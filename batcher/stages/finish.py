@@ -22,6 +22,7 @@ from batcher.queue.jobs import Job
 from batcher.settings import WorkerSettings
 from batcher.stages.batch import Batch, Embedded
 from batcher.stages.ledger import Ledger
+from batcher.stages.versions import VersionedStore
 from batcher.store import VectorStore
 
 log = logging.getLogger("clipq.worker")
@@ -32,6 +33,7 @@ class FinishStage:
                  ledger: Ledger, stop: threading.Event) -> None:
         self.s, self.consumer, self.store, self.metrics = s, consumer, store, metrics
         self.ledger, self.stop = ledger, stop
+        self.versioned = VersionedStore(consumer, store)  # last upload wins, a delete sticks
 
     def run(self, batch: Batch, embedded: Embedded) -> None:
         jobs = [j for j, _ in batch.rejected]
@@ -53,7 +55,7 @@ class FinishStage:
     def _upsert(self, jobs: list[Job], vectors: np.ndarray) -> str | None:
         t0 = time.perf_counter()
         try:
-            self.store.upsert(jobs, vectors)
+            self.versioned.upsert(jobs, vectors)
         except Exception as exc:  # unreachable, 5xx, timeouts: transient
             log.warning("qdrant upsert of %d points failed: %s", len(jobs), exc)
             return f"vector store unavailable: {exc.__class__.__name__}: {exc}"[:500]

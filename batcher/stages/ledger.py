@@ -23,6 +23,7 @@ class Totals:
     completed: int = 0
     failed: int = 0
     retried: int = 0
+    superseded: int = 0
     batches: int = 0
     started: float = field(default_factory=time.monotonic)
 
@@ -56,6 +57,8 @@ class Ledger:
                 latency = max(0, ack.now_ms - job.created_at_ms)
                 self.metrics.job_latency.observe(latency / 1000)
                 log.info("✓ Job %s completed in %dms - product %s", o.job_id, latency, job.product_id)
+            elif recorded == "superseded":
+                log.info("⤼ Job %s superseded by a newer upload or a delete - product %s", o.job_id, job.product_id)
             elif recorded == "failed":
                 log.warning("✗ Job %s failed - product %s: %s", o.job_id, job.product_id, o.error)
             else:
@@ -64,5 +67,6 @@ class Ledger:
     def log_stats(self) -> None:
         t = self.snapshot()
         uptime = time.monotonic() - t.started
-        log.info("stats: processed=%d failed=%d retried=%d batches=%d uptime=%.0fs rate=%.2f jobs/s",
-                 t.completed, t.failed, t.retried, t.batches, uptime, t.completed / max(uptime, 1e-9))
+        log.info("stats: processed=%d failed=%d retried=%d superseded=%d batches=%d uptime=%.0fs rate=%.2f jobs/s",
+                 t.completed, t.failed, t.retried, t.superseded, t.batches, uptime,
+                 t.completed / max(uptime, 1e-9))

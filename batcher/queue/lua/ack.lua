@@ -1,11 +1,12 @@
 -- Record the outcome of every job of a batch in one atomic step. Only the worker that still
 -- holds a job in its processing list may change it: an id that is no longer there (reaped
 -- and handed to another worker) is skipped, so no counter moves twice.
--- KEYS: processing, stats, failed, delayed, image_bytes, failed_images
+-- KEYS: processing, stats, failed, delayed, image_bytes, failed_images, versions
 -- ARGV: job_key_prefix, image_key_prefix, job_ttl_s, failed_ttl_s, failed_image_ttl_s,
 --       max_attempts, outcomes_json  ([{id, outcome: completed|failed|retry, error, delay_ms}])
 -- Returns {now_ms, result...}: one result per outcome, in order: what was recorded
--- (completed, failed, retried) or skipped (the job is no longer ours).
+-- (completed, failed, retried, superseded) or skipped (the job is no longer ours). A job older
+-- than its product's newest version is superseded, whatever the outcome sent.
 local now_ms = redis_now_ms()
 local now = tostring(now_ms)
 local results = {now}
@@ -23,7 +24,10 @@ for _, o in ipairs(cjson.decode(ARGV[7])) do
   if redis.call('LREM', KEYS[1], 1, id) == 1 then
     local job, image = ARGV[1] .. id, ARGV[2] .. id
     redis.call('HINCRBY', KEYS[2], 'processing', -1)
-    if o.outcome == 'completed' then
+    if is_superseded(job, KEYS[7]) then
+      supersede_job(job, image, now, KEYS[2], ARGV[3], budget)
+      result = 'superseded'
+    elseif o.outcome == 'completed' then
       redis.call('HSET', job, 'status', 'completed', 'error_message', '', 'updated_at', now,
                  'completed_at', now)
       redis.call('EXPIRE', job, tonumber(ARGV[3]))

@@ -1,14 +1,15 @@
 -- Store a job record and its image, push its id on the queue: all or nothing.
--- KEYS: queue, stats, job, image, image_bytes, failed_images
+-- KEYS: queue, stats, job, image, image_bytes, failed_images, version_seq, versions
 -- ARGV: max_depth, job_id, image_bytes, max_bytes, failed_image_ttl_s, image_key_prefix,
 --       field1, value1, ...
--- Returns {1, now_ms} when queued, {0, depth} when the queue is full, {-1, bytes_held} when the
--- image does not fit in the byte budget even without the failed jobs' images.
+-- Returns {1, now_ms, version} when queued, {0, depth} when the queue is full, {-1, bytes_held}
+-- when the image does not fit in the byte budget even without the failed jobs' images. The
+-- job's version (its product's newest from now on) is in its record: the last upload wins.
 -- Idempotent: a client retrying after a lost reply finds the job already there.
 local FIELDS = 7
 local existing = redis.call('HGET', KEYS[3], 'created_at')
 if existing then
-  return {1, existing}
+  return {1, existing, redis.call('HGET', KEYS[3], 'version') or ''}
 end
 local depth = redis.call('LLEN', KEYS[1])
 if depth >= tonumber(ARGV[1]) then
@@ -29,8 +30,12 @@ for i = FIELDS, #ARGV, 2 do
   fields[#fields + 1] = ARGV[i + 1]
 end
 redis.call('HSET', KEYS[3], unpack(fields))
+-- versions: this upload is its product's newest
+local version = next_version(KEYS[7])
+redis.call('HSET', KEYS[3], 'version', version)
+redis.call('HSET', KEYS[8], redis.call('HGET', KEYS[3], 'product_id'), version)
 store_image(budget, KEYS[4], ARGV[3])
 redis.call('LPUSH', KEYS[1], ARGV[2])
 redis.call('HINCRBY', KEYS[2], 'queued', 1)
 redis.call('HINCRBY', KEYS[2], 'total', 1)
-return {1, now}
+return {1, now, version}

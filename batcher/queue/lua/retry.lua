@@ -1,10 +1,12 @@
 -- Manual retry of a failed job: reset its attempts and queue it exactly once.
--- KEYS: job, image, queue, stats, failed, failed_images
+-- KEYS: job, image, queue, stats, failed, failed_images, versions
 -- ARGV: job_id
--- Returns {1, ''} queued, {0, ''} unknown job, {-1, status} not failed, {-2, ''} image gone.
+-- Returns {1, ''} queued, {0, ''} unknown job, {-1, status} not failed, {-2, ''} image gone,
+-- {-3, ''} superseded (its product was uploaded again, or deleted, since).
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {0, ''} end
 if status ~= 'failed' then return {-1, status} end
+if is_superseded(KEYS[1], KEYS[7]) then return {-3, ''} end
 if redis.call('EXISTS', KEYS[2]) == 0 then return {-2, ''} end
 local now = tostring(redis_now_ms())
 redis.call('HSET', KEYS[1], 'status', 'queued', 'retry_count', '0', 'error_message', '',
