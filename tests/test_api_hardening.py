@@ -119,11 +119,16 @@ def test_a_trickling_upload_gets_408_and_a_brisk_one_is_accepted(live_api):
                 answer += sock.recv(65536)
             except TimeoutError:
                 continue
+            except ConnectionResetError:  # closed with our unread bytes in its buffer: a reset
+                break
             if b"\r\n\r\n" in answer:
                 break
         sock.settimeout(5)
-        while chunk := sock.recv(65536):  # the server closes the connection after its answer
-            answer += chunk
+        try:
+            while chunk := sock.recv(65536):  # the server closes the connection after its answer
+                answer += chunk
+        except ConnectionResetError:
+            pass
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
     assert b'"request_timeout"' in answer
     resp = upload(httpx.Client(base_url=f"http://{host}:{port}"), None, "p", data=jpeg(1))

@@ -97,7 +97,7 @@ def start(name: str, cfg: Config, timeout_s: float = 600) -> Running:
 
 def _start_clipq(cfg: Config) -> Running:
     redis = LocalRedis(Path(tempfile.mkdtemp(prefix="clipq-peers-")) / "redis", aof=False).start()
-    env = dict(os.environ, REDIS_URL=redis.url, QUEUE_NAMESPACE="bench", LOG_LEVEL="WARNING",
+    env = dict(os.environ, REDIS_URL=redis.url, QUEUE_NAMESPACE="bench", LOG_LEVEL="WARNING", ALLOW_ANONYMOUS="true",
                CLIP_MODEL=cfg.model, CLIP_PRETRAINED="none", CLIP_DEVICE=cfg.device, QDRANT_PATH=":memory:",
                QDRANT_COLLECTION="bench", WORKER_BATCH_SIZE=str(cfg.batch_size),
                WORKER_MAX_WAIT_MS=str(cfg.window_ms), WORKER_METRICS_PORT="0")
