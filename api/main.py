@@ -47,7 +47,8 @@ async def lifespan(app: FastAPI):
     if not settings.api_keys:
         log.warning("ALLOW_ANONYMOUS=true: anyone who reaches this API can upload, search and delete")
     fast, blocking = _clients(settings)
-    app.state.queue = JobQueue(fast, blocking, settings.queue_namespace, settings.max_queue_depth)
+    app.state.queue = JobQueue(fast, blocking, settings.queue_namespace, settings.max_queue_depth,
+                               settings.max_pending_queries)
     # the listener blocks for as long as no job finishes: a client with no read time-out
     listener = async_client(settings.redis_url, settings.redis_cluster, socket_connect_timeout=settings.redis_timeout)
     app.state.waiter = JobWaiter(listener, app.state.queue.keys.finished)

@@ -20,10 +20,15 @@ class QueryRequest:
     filter: dict[str, Any] = field(default_factory=dict)
     product_id: str = ""
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # Redis time (ms) after which the client has given up; 0: none. Set by ask.lua on the way
+    # in (it prepends the field to the JSON object), so never written by ``to_json``.
+    deadline_ms: int = 0
 
     def to_json(self) -> str:
         body = asdict(self)
         body["image_b64"] = base64.b64encode(body.pop("image")).decode()
+        if not body["deadline_ms"]:
+            del body["deadline_ms"]
         return json.dumps(body)
 
     @classmethod

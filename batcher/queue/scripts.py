@@ -11,7 +11,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-NAMES = ("enqueue", "claim", "ack", "promote", "reap", "retry", "sample")
+NAMES = ("enqueue", "claim", "ack", "promote", "reap", "retry", "sample", "ask", "started")
 
 
 @cache
