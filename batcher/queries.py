@@ -33,6 +33,7 @@ from models.clip import ClipEncoder
 log = logging.getLogger("clipq.queries")
 REPLY_TTL_MS = 60_000
 FAILING_ROUNDS = 3  # rounds failing in a row after which the lane is reported unhealthy
+KINDS = (*SEARCHES, "get", "delete")  # metric labels: anything else counts as "other"
 
 
 def _not_found(product_id: str) -> QueryReply:
@@ -128,7 +129,7 @@ class QueryServer(threading.Thread):
         if searches:
             replies |= self._search_isolated(searches)
         for r in requests:
-            self.metrics.queries.labels(r.kind).inc()
+            self.metrics.queries.labels(r.kind if r.kind in KINDS else "other").inc()
         return replies
 
     def _search_isolated(self, requests: list[QueryRequest]) -> dict[str, QueryReply]:
