@@ -20,7 +20,7 @@ import warnings
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
-from batcher.queue.images import ImageRejected, probe
+from batcher.queue.images import NOT_READABLE, ImageRejected, probe
 from models.preprocessing import Preprocessing
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -89,7 +89,10 @@ def open_rgb(data: bytes, max_pixels: int, min_side: int | None = None,
                 budget.release(cost)
     except DecodeError:
         raise
-    except ImageRejected as exc:
+    except ImageRejected as exc:  # our own words, unless Pillow's text rode along on a bad header
+        if exc.unreadable and str(exc) != NOT_READABLE:
+            log.info("cannot decode image: %s", exc)
+            raise DecodeError(UNREADABLE) from None
         raise DecodeError(f"cannot decode image: {exc}" if exc.unreadable else str(exc)) from None
     except Exception as exc:  # Pillow raises many types for hostile input: the details stay in the log
         log.info("cannot decode image: %s: %s", exc.__class__.__name__, exc)
