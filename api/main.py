@@ -48,7 +48,8 @@ async def lifespan(app: FastAPI):
         log.warning("ALLOW_ANONYMOUS=true: anyone who reaches this API can upload, search and delete")
     fast, blocking = _clients(settings)
     app.state.queue = JobQueue(fast, blocking, settings.queue_namespace, settings.max_queue_depth,
-                               max_bytes=settings.max_queue_bytes, failed_image_ttl=settings.failed_image_ttl)
+                               max_bytes=settings.max_queue_bytes, failed_image_ttl=settings.failed_image_ttl,
+                               max_pending_queries=settings.max_pending_queries)
     # the listener blocks for as long as no job finishes: a client with no read time-out
     listener = async_client(settings.redis_url, settings.redis_cluster, socket_connect_timeout=settings.redis_timeout)
     app.state.waiter = JobWaiter(listener, app.state.queue.keys.finished)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -29,9 +30,18 @@ class OverBudget(Exception):
         self.held, self.size, self.max_bytes = held, size, max_bytes
 
 
+class LaneFull(Exception):
+    """The query lane already holds its bound of requests: the API answers 503."""
+
+    def __init__(self, pending: int) -> None:
+        super().__init__(f"query lane holds {pending} requests")
+        self.pending = pending
+
+
 class JobQueue:
     def __init__(self, client: aioredis.Redis, blocking: aioredis.Redis, namespace: str,
-                 max_depth: int, max_bytes: int = calls.UNBOUNDED, failed_image_ttl: int = DAY) -> None:
+                 max_depth: int, max_bytes: int = calls.UNBOUNDED, failed_image_ttl: int = DAY,
+                 max_pending_queries: int = 1000) -> None:
         self.redis = client          # short socket timeout: fail fast when Redis is down
         self.blocking = blocking     # for waits on worker replies
         self.keys = Keys(namespace)
@@ -39,6 +49,7 @@ class JobQueue:
         self.max_depth = max_depth
         self.max_bytes = max_bytes
         self.failed_image_ttl = failed_image_ttl
+        self.max_pending_queries = max_pending_queries
 
     async def enqueue(self, spec: JobSpec, image: bytes) -> tuple[str, int]:
         """(job id, version): the version makes this upload its product's newest."""
@@ -92,21 +103,34 @@ class JobQueue:
         return [_public(h) for h in records if h]
 
     async def live_workers(self) -> int:
+        """Workers alive whose query lane answers (their heartbeat says so)."""
         members = await self.redis.smembers(self.keys.workers)
         if not members:
             return 0
         pipe = self.redis.pipeline(transaction=False)
         for m in members:
-            pipe.exists(self.keys.heartbeat(m.decode()))
-        return sum(await pipe.execute())
+            pipe.get(self.keys.heartbeat(m.decode()))
+        return sum(1 for doc in await pipe.execute() if doc is not None and _lane_alive(doc))
 
     async def ask(self, request: QueryRequest, timeout_s: float) -> QueryReply | None:
-        """Put a query on the workers' lane and wait for its answer; None on time-out."""
-        await self.redis.rpush(self.keys.requests, request.to_json())
+        """Put a query on the workers' lane and wait for its answer; None on time-out.
+        ``LaneFull`` when the lane already holds ``max_pending_queries`` requests."""
+        call = calls.ask(self.keys, request.to_json(), self.max_pending_queries, int(timeout_s * 1000))
+        queued, pending = await self.scripts.run(call)
+        if not queued:
+            raise LaneFull(int(pending))
         reply = await self.blocking.blpop([self.keys.reply(request.id)], timeout=timeout_s)
         if reply is None:
             return None
         return QueryReply.from_json(reply[1])
+
+
+def _lane_alive(heartbeat: bytes) -> bool:
+    """A heartbeat document that does not say its query lane is down counts as able to answer."""
+    try:
+        return json.loads(heartbeat).get("query_lane_alive") is not False
+    except (ValueError, AttributeError):
+        return True
 
 
 def _public(h: dict[bytes, bytes]) -> dict[str, Any]:

@@ -28,6 +28,8 @@ class ApiSettings(QueueSettings):
     max_metadata_depth: int = Field(8, ge=1, le=64, description="Deepest nesting of objects and lists in `metadata`.")
     upload_read_timeout: float = Field(
         60.0, gt=0, le=3600, description="Seconds a request body may take to arrive; a slower one gets 408.")
+    max_pending_queries: int = Field(
+        1000, ge=1, description="Searches and product reads waiting for a worker beyond which the API answers 503.")
     search_timeout: float = Field(5.0, gt=0, le=120, description="Seconds a search waits for a worker; then 504.")
     redis_timeout: float = Field(1.5, gt=0, le=30, description="Seconds per Redis call before the API answers 503.")
 

@@ -6,14 +6,18 @@ with their own settings and a fresh metrics registry.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import redis
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 
 from batcher.heartbeat import Heartbeat
 from batcher.metrics import WorkerMetrics
+from batcher.probes import Health, serve_probes
 from batcher.queries import QueryServer
 from batcher.queue.connect import sync_client
 from batcher.queue.consumer import JobConsumer
@@ -21,6 +25,7 @@ from batcher.settings import WorkerSettings
 from batcher.stages.ledger import Totals
 from batcher.status import WorkerStatus
 from batcher.store import StoreLocked, VectorStore
+from batcher.watchdog import Watchdog
 from batcher.worker import Worker
 from models.clip import ClipEncoder, WeightsUnavailable, load_encoder
 from models.precision import UnsupportedPrecision
@@ -32,8 +37,20 @@ class StartupError(RuntimeError):
     """The worker cannot start; the message says why and how to fix it."""
 
 
-def connect_redis(url: str, cluster: bool = False) -> redis.Redis:
-    client = sync_client(url, cluster, socket_connect_timeout=5, socket_keepalive=True, health_check_interval=30)
+STALL_EXIT_CODE = 3
+
+
+def _keepalive_options() -> dict[int, int]:
+    """Probe an idle connection after 30 s, every 10 s, 3 times: a dead peer is noticed in a minute."""
+    names = {"TCP_KEEPIDLE": 30, "TCP_KEEPINTVL": 10, "TCP_KEEPCNT": 3}
+    return {getattr(socket, n): v for n, v in names.items() if hasattr(socket, n)}
+
+
+def connect_redis(url: str, cluster: bool = False, timeout_s: float | None = None) -> redis.Redis:
+    """A client whose every call ends within ``timeout_s`` (the blocking waits included: pass
+    their longest wait plus a margin), with TCP keepalive on."""
+    client = sync_client(url, cluster, socket_connect_timeout=5, socket_timeout=timeout_s, socket_keepalive=True,
+                         socket_keepalive_options=_keepalive_options(), health_check_interval=30)
     try:
         client.ping()
     except redis.RedisError as exc:
@@ -49,11 +66,14 @@ class WorkerApp:
     store: VectorStore
     metrics: WorkerMetrics
     stop: threading.Event
+    health: Health = field(default_factory=Health)
+    exit: Callable[[int], None] = os._exit  # what a stalled worker calls; tests record it instead
 
     @classmethod
     def start(cls, settings: WorkerSettings, *, stop: threading.Event | None = None,
               registry: CollectorRegistry | None = None, encoder: ClipEncoder | None = None) -> "WorkerApp":
-        client = connect_redis(settings.redis_url, settings.redis_cluster)
+        client = connect_redis(settings.redis_url, settings.redis_cluster,
+                               settings.worker_redis_timeout + settings.worker_poll_interval)
         if encoder is None:
             try:
                 encoder = load_encoder(settings.clip_model, settings.clip_pretrained, settings.clip_device,
@@ -70,32 +90,45 @@ class WorkerApp:
             raise StartupError(str(exc)) from None
         metrics = WorkerMetrics(registry or CollectorRegistry())
         metrics.info.labels(settings.worker_id, str(encoder.device), encoder.name, encoder.precision).set(1)
+        health = Health()
         if settings.worker_metrics_port and registry is None:
             try:
-                start_http_server(settings.worker_metrics_port, registry=metrics.registry)
+                serve_probes(settings.worker_metrics_port, metrics.registry, health)
             except OSError as exc:
                 store.close()
                 raise StartupError(f"cannot serve metrics on port {settings.worker_metrics_port} ({exc}): "
                                    "give each worker on a host its own WORKER_METRICS_PORT, or 0 for none") from None
-            log.info("metrics on :%d/metrics", settings.worker_metrics_port)
-        return cls(settings, client, encoder, store, metrics, stop or threading.Event())
+            log.info("metrics on :%d/metrics, probes on /livez and /readyz", settings.worker_metrics_port)
+        return cls(settings, client, encoder, store, metrics, stop or threading.Event(), health)
 
     def run(self, burst: bool = False, max_jobs: int | None = None) -> Totals:
         s = self.settings
         consumer = JobConsumer(self.redis, s, s.worker_id)
+        heartbeat: Heartbeat | None = None
+
+        def on_stall(stage: str, seconds: float) -> None:
+            heartbeat.stop()  # no more beats: the reaper of another worker takes our jobs back
+            self.exit(STALL_EXIT_CODE)
+
+        watchdog = Watchdog(s.worker_stall_timeout, on_stall)
         worker = Worker(s, consumer, self.encoder, self.store, self.metrics, burst=burst,
-                        max_jobs=max_jobs, stop=self.stop)
+                        max_jobs=max_jobs, stop=self.stop, watchdog=watchdog)
         queries = QueryServer(self.redis, consumer.keys, self.encoder, self.store, self.metrics,
-                              s.max_image_pixels, self.stop, s.worker_id, poll_s=s.worker_poll_interval)
+                              s.max_image_pixels, self.stop, s.worker_id, poll_s=s.worker_poll_interval,
+                              budget=worker.claim.budget)
         queries.start()
         heartbeat = Heartbeat(consumer, s.worker_heartbeat_ttl, WorkerStatus(s, self.encoder, worker, queries))
         heartbeat.beat_now()
         heartbeat.start()
+        self.health.stalled = lambda: watchdog.tripped
+        self.health.lane_ok, self.health.heartbeat_ok = queries.healthy, heartbeat.is_alive
+        watchdog.start()
         log.info("worker %s ready: batch<=%d, window %.0fms, %s", s.worker_id, s.worker_batch_size,
                  s.worker_max_wait_ms, "burst" if burst else "serving")
         try:
             return worker.run()
         finally:
+            watchdog.stop()
             queries.stop()
             heartbeat.stop()
             self.store.close()

@@ -4,20 +4,30 @@ Everything here assumes hostile input. The pixel limit is checked from the heade
 any pixel is decoded; EXIF orientation is applied; CMYK, greyscale, palette, 16-bit and
 alpha images become plain RGB (alpha composited on white, as product photos are shown);
 animations contribute their first frame. Any failure is a ``DecodeError``: a permanent
-failure of that one job, never of the batch.
+failure of that one job, never of the batch, with a short reason (the details are logged).
+
+Memory is bounded in bytes, not only in pixels: the header gives the size, the bands and the
+bit depth, so the bytes a decode will hold are known before it starts (``decode_cost``). The
+decode threads share a ``DecodeBudget``: an image that needs more than all of it fails, and
+large images wait for each other rather than decode all at once.
 """
 from __future__ import annotations
 
+import logging
+import threading
 import warnings
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
-from batcher.queue.images import ImageRejected, probe
+from batcher.queue.images import NOT_READABLE, ImageRejected, probe
 from models.preprocessing import Preprocessing
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 Image.MAX_IMAGE_PIXELS = None  # we enforce our own limit from the header, before decoding
+log = logging.getLogger("clipq.decode")
+UNREADABLE = "cannot decode image: the file is corrupt, truncated or not a supported image"
+_SAMPLE_BYTES = {"1": 1, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2, "I": 4, "F": 4}
 _RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
 
 
@@ -25,11 +35,40 @@ class DecodeError(ValueError):
     """The bytes are not an image we can use; the message says why."""
 
 
-def open_rgb(data: bytes, max_pixels: int, min_side: int | None = None) -> Image.Image:
+class DecodeBudget:
+    """Bytes of pixels the decode threads may hold at once: a byte semaphore."""
+
+    def __init__(self, total_bytes: int) -> None:
+        self.total = total_bytes
+        self.used = 0
+        self._cond = threading.Condition()
+
+    def acquire(self, n: int) -> None:
+        """Wait until ``n`` bytes are free (``n`` must not exceed ``total``), then hold them."""
+        with self._cond:
+            self._cond.wait_for(lambda: self.used + n <= self.total)
+            self.used += n
+
+    def release(self, n: int) -> None:
+        with self._cond:
+            self.used -= n
+            self._cond.notify_all()
+
+
+def decode_cost(im: Image.Image) -> int:
+    """Peak bytes to decode ``im`` (from its header) and convert it to RGB: its own buffer,
+    one working copy of it, and the RGB result."""
+    sample = _SAMPLE_BYTES.get(im.mode, 1)
+    return im.width * im.height * (2 * len(im.getbands()) * sample + 3)
+
+
+def open_rgb(data: bytes, max_pixels: int, min_side: int | None = None,
+             budget: DecodeBudget | None = None) -> Image.Image:
     """Fully decode ``data`` into an upright RGB image.
 
     With ``min_side``, a JPEG is decoded at the smallest DCT scale whose both sides still
-    cover ``min_side`` (``Image.draft``), which is several times cheaper for photos.
+    cover ``min_side`` (``Image.draft``), which is several times cheaper for photos. With a
+    ``budget``, the decode holds its bytes of it, and an image larger than all of it fails.
     """
     try:
         with warnings.catch_warnings():
@@ -37,12 +76,32 @@ def open_rgb(data: bytes, max_pixels: int, min_side: int | None = None) -> Image
             im = probe(data, max_pixels)
             if min_side and im.format in ("JPEG", "MPO"):
                 im.draft("RGB", (min_side, min_side))
-            im.load()
-            return _to_rgb(_upright(im))
-    except ImageRejected as exc:
+            if budget is None:
+                return _load(im)
+            cost = decode_cost(im)
+            if cost > budget.total:
+                raise DecodeError(f"image needs {-(-cost >> 20)} MiB to decode, over the limit of "
+                                  f"{budget.total >> 20} MiB")
+            budget.acquire(cost)
+            try:
+                return _load(im)
+            finally:
+                budget.release(cost)
+    except DecodeError:
+        raise
+    except ImageRejected as exc:  # our own words, unless Pillow's text rode along on a bad header
+        if exc.unreadable and str(exc) != NOT_READABLE:
+            log.info("cannot decode image: %s", exc)
+            raise DecodeError(UNREADABLE) from None
         raise DecodeError(f"cannot decode image: {exc}" if exc.unreadable else str(exc)) from None
-    except Exception as exc:  # Pillow raises many types for hostile input
-        raise DecodeError(f"cannot decode image: {exc.__class__.__name__}: {exc}") from None
+    except Exception as exc:  # Pillow raises many types for hostile input: the details stay in the log
+        log.info("cannot decode image: %s: %s", exc.__class__.__name__, exc)
+        raise DecodeError(UNREADABLE) from None
+
+
+def _load(im: Image.Image) -> Image.Image:
+    im.load()
+    return _to_rgb(_upright(im))
 
 
 def _upright(im: Image.Image) -> Image.Image:
@@ -56,9 +115,11 @@ def _upright(im: Image.Image) -> Image.Image:
 def _to_rgb(im: Image.Image) -> Image.Image:
     if im.mode == "RGB":
         return im
-    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        arr = np.asarray(im, dtype=np.float64)
-        top = 65535.0 if im.mode.startswith("I;16") or arr.max() > 255 else 255.0
+    if im.mode.startswith("I;16"):  # the high byte: no float copy of a 16-bit image
+        im = Image.fromarray((np.asarray(im) >> 8).astype(np.uint8), "L")
+    elif im.mode in ("I", "F"):
+        arr = np.asarray(im, dtype=np.float32)
+        top = 65535.0 if arr.max() > 255 else 255.0
         im = Image.fromarray(np.clip(arr * (255.0 / top), 0, 255).astype(np.uint8), "L")
     if im.mode == "P" and "transparency" in im.info:
         im = im.convert("RGBA")
@@ -86,8 +147,9 @@ def fit(im: Image.Image, prep: Preprocessing) -> np.ndarray:
     return np.asarray(im, dtype=np.uint8)
 
 
-def decode(data: bytes | None, prep: Preprocessing, max_pixels: int) -> np.ndarray:
+def decode(data: bytes | None, prep: Preprocessing, max_pixels: int,
+           budget: DecodeBudget | None = None) -> np.ndarray:
     """Image bytes -> ``(size, size, 3)`` uint8, or ``DecodeError``."""
     if not data:
         raise DecodeError("cannot decode image: the image is empty or missing")
-    return fit(open_rgb(data, max_pixels, min_side=prep.image_size), prep)
+    return fit(open_rgb(data, max_pixels, min_side=prep.image_size, budget=budget), prep)

@@ -35,6 +35,8 @@ class Heartbeat(threading.Thread):
                 self.consumer.sample_history()
             except redis.RedisError as exc:
                 log.warning("heartbeat failed: %s", exc)
+            except Exception:  # a cluster slot error, a bug in info(): never let the beat die
+                log.exception("heartbeat failed")
             self._stop_event.wait(self.ttl_s / 3)
 
     def beat_now(self) -> None:
@@ -42,8 +44,9 @@ class Heartbeat(threading.Thread):
 
     def stop(self) -> None:
         self._stop_event.set()
-        self.join(timeout=5)
+        if self.is_alive() and threading.current_thread() is not self:
+            self.join(timeout=5)
         try:
             self.consumer.stop_beating()
-        except redis.RedisError:
+        except Exception:  # Redis gone: the key expires by itself
             pass

@@ -23,8 +23,13 @@ class WorkerMetrics:
                             ["outcome"], registry=registry)
         self.oom_splits = Counter("clipq_oom_splits_total", "Batches split after a device OOM.",
                                   registry=registry)
+        self.store_splits = Counter("clipq_store_splits_total",
+                                    "Batches split after the vector store refused them.", registry=registry)
         self.queries = Counter("clipq_queries_total", "Query-lane requests answered, by kind.",
                                ["kind"], registry=registry)
+        self.queries_expired = Counter("clipq_queries_expired_total",
+                                       "Query-lane requests dropped because their client had given up.",
+                                       registry=registry)
         self.info = Gauge("clipq_worker_info", "Constant 1, labelled with what this worker runs.",
                           ["worker_id", "device", "model", "precision"], registry=registry)
         for outcome in ("completed", "failed", "retried", "superseded"):

@@ -51,6 +51,15 @@ class WorkerSettings(QueueSettings):
     worker_metrics_port: int = Field(9100, ge=0, le=65535, description="Port of the worker's /metrics (0: off).")
     worker_oom_cooldown: float = Field(
         300, ge=0, description="Seconds the batch ceiling stays lowered after a device out-of-memory.")
+    worker_stall_timeout: float = Field(
+        600, ge=1, description="Seconds a batch may spend in one stage (decode, infer, upsert); a worker "
+                               "stalled longer stops its heartbeat, fails /livez and exits 3.")
+    worker_redis_timeout: float = Field(
+        10, gt=0, le=300, description="Seconds a Redis call may take beyond its own blocking wait "
+                                      "before it fails (TCP keepalive is on too).")
+    worker_decode_memory: int = Field(
+        1 << 30, ge=1 << 20, description="Bytes of pixels all decode threads may hold at once (bit depth and "
+                                         "bands counted, from the header); a larger image fails alone.")
     retry_backoff_base_ms: int = Field(1000, ge=0, description="First retry delay; doubles each attempt.")
     retry_backoff_max_ms: int = Field(60_000, ge=0, description="Longest retry delay.")
     clip_model: str = Field("ViT-B-32", description="open_clip model name (`clipq-tiny` for tests).")

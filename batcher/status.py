@@ -48,6 +48,6 @@ class WorkerStatus:
             "batch_ceiling": self.worker.infer.room(), "max_batch_size": s.worker_batch_size,
             "jobs_per_s": self.rate.add(now, totals.completed),
             "completed": totals.completed, "failed": totals.failed,
-            "query_lane_alive": self.queries.is_alive(),
+            "query_lane_alive": self.queries.healthy(),
             "heartbeat_ttl_s": s.worker_heartbeat_ttl,
         }

@@ -19,12 +19,14 @@ import redis
 from batcher.metrics import WorkerMetrics
 from batcher.queue.consumer import JobConsumer
 from batcher.settings import WorkerSettings
+from batcher.stages.batch import Batch, Embedded
 from batcher.stages.claim import ClaimStage
 from batcher.stages.finish import FinishStage
 from batcher.stages.housekeeping import Housekeeping
 from batcher.stages.infer import InferStage
 from batcher.stages.ledger import Ledger, Totals
 from batcher.store import VectorStore
+from batcher.watchdog import Unwatched, Watchdog
 from models.clip import ClipEncoder
 
 log = logging.getLogger("clipq.worker")
@@ -33,15 +35,19 @@ log = logging.getLogger("clipq.worker")
 class Worker:
     def __init__(self, settings: WorkerSettings, consumer: JobConsumer, encoder: ClipEncoder,
                  store: VectorStore, metrics: WorkerMetrics, *, burst: bool = False,
-                 max_jobs: int | None = None, stop: threading.Event | None = None) -> None:
+                 max_jobs: int | None = None, stop: threading.Event | None = None,
+                 watchdog: Watchdog | Unwatched | None = None) -> None:
         self.consumer = consumer
         self.stop = stop or threading.Event()
+        self.watchdog = watchdog or Unwatched()
         self.ledger = Ledger(metrics)
         self.infer = InferStage(encoder, metrics, settings.worker_batch_size, settings.worker_oom_cooldown)
         housekeeping = Housekeeping(consumer, settings.reaper_interval, self.ledger)
         self.claim = ClaimStage(settings, consumer, encoder.preprocessing, metrics, housekeeping,
-                                self.infer.room, self.stop, burst=burst, max_jobs=max_jobs)
-        self.finish = FinishStage(settings, consumer, store, metrics, self.ledger, self.stop)
+                                self.infer.room, self.stop, burst=burst, max_jobs=max_jobs,
+                                watch=self.watchdog.watch)
+        self.finish = FinishStage(settings, consumer, store, metrics, self.ledger, self.stop,
+                                  watch=self.watchdog.watch)
 
     def run(self) -> Totals:
         self.consumer.register()
@@ -54,7 +60,7 @@ class Worker:
             # a batch claimed but not started when the loop ends goes back in _release() below
             while (batch := upcoming.result()) is not None and not self.stop.is_set():
                 upcoming = prefetch.submit(self.claim.next_batch)
-                embedded = self.infer.run(batch)
+                embedded = self._infer(batch)
                 if stored is not None:
                     stored.result()
                 stored = storer.submit(self.finish.run, batch, embedded)
@@ -69,6 +75,16 @@ class Worker:
             self.claim.close()
         self.ledger.log_stats()
         return self.ledger.snapshot()
+
+    def _infer(self, batch: Batch) -> Embedded:
+        """Mark the batch's jobs as started (a crash from here on charges them an attempt), then
+        embed it under the watchdog."""
+        try:
+            self.consumer.mark_started([j.job_id for j in batch.jobs])
+        except redis.RedisError as exc:  # unmarked jobs are only spared an attempt if we die
+            log.warning("could not mark a batch as started (%s)", exc)
+        with self.watchdog.watch("infer"):
+            return self.infer.run(batch)
 
     def _release(self) -> None:
         try:

@@ -47,6 +47,11 @@ must stay deleted); a DELETE and a re-upload are sent at once after an upload (t
 version wins). The API gives every upload and delete its version; the checks below compare
 each product's point with its newest event.
 
+Amid the events, queries the API would refuse (a float filter, odd keys, a limit that is no
+number, not JSON) are pushed straight onto the query lane; once the uploads are done they are
+pushed again, and the last worker must answer every one (an error reply counts) and then a
+plain search through the API (``hostile_answered`` in the summary).
+
 Finally a last worker drains everything and is stopped with SIGTERM; then the checks:
 
 * every accepted job is ``completed`` or ``superseded`` (GET /api/v1/queue/status/<id>); the
@@ -275,6 +280,8 @@ class Counters:
     deletes: list[tuple[str, int]] = field(default_factory=list)  # (product_id, version) answered
     doomed: set[str] = field(default_factory=set)            # jobs of undecodable photos: fail on purpose
     races: dict[str, int] = field(default_factory=dict)      # outcome of each raced retry and delete
+    hostile_sent: int = 0         # queries the API would refuse, pushed straight onto the lane
+    hostile_answered: int = 0     # ... that got a reply (an error reply counts)
 
 
 class Chaos:
@@ -786,6 +793,8 @@ class Chaos:
         races = asyncio.create_task(self.version_races())
         await self.start_worker(prewarm_next=True)
         for i, event in enumerate(events, 1):
+            if i == 2:  # amid the kills: queries the API would refuse, straight onto the lane
+                self.bg.append(asyncio.create_task(self.hostile_searches(final=False)))
             if event == "kill":
                 await self.event_kill(i, last=i == len(events))
             elif event == "redis":
@@ -794,8 +803,48 @@ class Chaos:
                 await self.event_sigterm(i)
         await uploads
         await races
+        await self.hostile_searches(final=True)  # the last worker's lane must still answer
         await self.drain()
         return await self.check()
+
+    # -- hostile searches: the query lane must outlive them -------------------------------------
+    async def hostile_searches(self, final: bool) -> None:
+        """Push queries the API would refuse (a float filter, odd keys, a limit that is no
+        number, not JSON) straight onto the lane. Mid-run a worker may be killed holding them,
+        so missing replies are only counted; at the end (``final``) every one must be answered
+        (an error reply counts) and a plain search through the API must answer 200."""
+        from batcher.queue.messages import QueryRequest
+
+        oddities = [{"filter": {"price": 1.5}}, {"filter": {"": "x"}}, {"filter": {"k" * 5000: 1}},
+                    {"filter": {"a.b": [1, {"c": None}]}}, {"limit": "ten"}, {"filter": "no object"}]
+        bodies = [json.loads(QueryRequest("text", text="hostile").to_json()) | odd for odd in oddities]
+        try:
+            await self.r.rpush(self.keys.requests, *map(json.dumps, bodies), "not json", '{"kind": 3}')
+        except Exception as exc:  # noqa: BLE001  (Redis may be down mid-run)
+            log(f"hostile searches not sent: {exc!r}")
+            return
+        self.c.hostile_sent += len(bodies)
+        answered = await asyncio.gather(*(self.reply_seen(b["id"]) for b in bodies))
+        self.c.hostile_answered += sum(answered)
+        log(f"hostile searches: {sum(answered)} of {len(bodies)} answered ({'final' if final else 'mid-run'})")
+        if final:
+            if not all(answered):
+                self.fail(f"the query lane left {answered.count(False)} hostile searches unanswered")
+            await self.plain_search_answers()
+
+    async def reply_seen(self, request_id: str) -> bool:
+        try:
+            return await self.r.blpop([self.keys.reply(request_id)], timeout=20) is not None
+        except Exception:  # noqa: BLE001
+            return False
+
+    async def plain_search_answers(self) -> None:
+        import httpx
+
+        async with httpx.AsyncClient(base_url=self.api_url, timeout=30, trust_env=False) as client:
+            resp = await client.post("/api/v1/search", json={"text": "a product photo", "limit": 3})
+        if resp.status_code != 200 or not resp.json().get("results"):
+            self.fail(f"after the hostile searches a plain search answered {resp.status_code}: {resp.text[:200]}")
 
     async def snapshot(self) -> dict:
         k, r = self.keys, self.r
@@ -1069,6 +1118,7 @@ def main(argv: list[str] | None = None) -> int:
               "worker_kills": c.worker_kills, "orphaned": c.orphaned,
               "reap_max_s": f"{max(c.reap_s):.1f}" if c.reap_s else "-", "redis_restarts": c.redis_restarts,
               "api_503": c.api_503, "late_503": c.late_503, "sigterm_held": c.sigterm_held,
+              "hostile_answered": f"{c.hostile_answered}/{c.hostile_sent}",
               "sigterm_exit": "?" if c.sigterm_exit is None else c.sigterm_exit,
               "final_exit": "?" if c.final_exit is None else c.final_exit,
               "redis_kill": args.redis_kill, "appendfsync": args.appendfsync,

@@ -360,7 +360,7 @@ def test_api_port_is_8000_everywhere():
 
 def test_worker_metrics_port_matches_the_settings_default():
     assert exposed(DOCKERFILE_GPU) == {WORKER_METRICS_PORT}
-    assert healthcheck_url(DOCKERFILE_GPU) == ("%s", "/metrics")
+    assert healthcheck_url(DOCKERFILE_GPU) == ("%s", "/livez")
     (check,) = [rest for w, rest in final_stage(dockerfile_instructions(DOCKERFILE_GPU)) if w == "HEALTHCHECK"]
     assert f"or '{WORKER_METRICS_PORT}'" in check, "the HEALTHCHECK's default port is not the settings' default"
 
@@ -422,11 +422,35 @@ def test_api_probes_hit_existing_routes(api_app):
     assert not missing, f"probe paths with no route in the app: {missing}"
 
 
-def test_worker_probes_hit_the_metrics_server():
+def test_worker_probes_hit_the_workers_probe_endpoints():
+    """Every worker probe path, served by the worker's own probe server, is not a 404; liveness
+    is /livez (the stall watchdog's), readiness /readyz (the query lane's too)."""
+    import urllib.error
+    import urllib.request
+
+    from prometheus_client import CollectorRegistry
+
+    from batcher.probes import Health, serve_probes
+    from local_redis import free_port
+
     probes = k8s_probes(k8s_one("Deployment", "clipq-worker"))
-    assert {"readinessProbe", "livenessProbe"} <= set(probes)
-    for probe in probes.values():
-        assert probe["path"] == "/metrics" and probe["port"] == "metrics"
+    assert probes["livenessProbe"]["path"] == "/livez" and probes["readinessProbe"]["path"] == "/readyz"
+    assert {p["port"] for p in probes.values()} == {"metrics"}
+    (c,) = azure_apps()["clipq-worker"]["properties"]["template"]["containers"]
+    azure = {p["type"]: p["httpGet"]["path"] for p in c["probes"]}
+    assert azure["Liveness"] == "/livez" and azure["Readiness"] == "/readyz"
+    paths = {p["path"] for p in probes.values()} | set(azure.values()) | {healthcheck_url(DOCKERFILE_GPU)[1]}
+    port = free_port()
+    server = serve_probes(port, CollectorRegistry(), Health(), host="127.0.0.1")
+    try:
+        for path in sorted(paths) + ["/no-such-probe"]:
+            try:
+                status = urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5).status
+            except urllib.error.HTTPError as exc:
+                status = exc.code
+            assert (status == 404) == (path == "/no-such-probe"), (path, status)
+    finally:
+        server.shutdown()
 
 
 # -- graceful shutdown ------------------------------------------------------------------------

@@ -15,12 +15,15 @@ from conftest import CORPUS, ROOT, CountingEncoder, job_ids_by_status, upload
 from test_worker import jpeg
 
 
-def claim_as_dead_worker(settings: WorkerSettings, r, worker_id: str, n: int) -> list[str]:
-    """Claim n jobs into ``worker_id``'s processing list and vanish without a heartbeat."""
+def claim_as_dead_worker(settings: WorkerSettings, r, worker_id: str, n: int, started: bool = True) -> list[str]:
+    """Claim n jobs into ``worker_id``'s processing list (``started``: and take them to the
+    model) and vanish without a heartbeat."""
     c = JobConsumer(r, settings, worker_id)
     c.register()
     ids = c.take_blocking(1) + c.take_now(n - 1)
     assert len(ids) == n
+    if started:
+        c.mark_started(ids)
     return ids
 
 

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from api.deps import KEY_REQUIRED, Queue, Settings
 from api.errors import ApiError
 from api.filters import MAX_KEYS, check_filter
+from api.queue import LaneFull
 from api.reasons import short_reason
 from api.routes.uploads import read_upload
 from api.validation import check_product_id, parse_object
@@ -47,7 +48,11 @@ async def require_worker(queue) -> None:
 
 async def ask_workers(queue, settings, request: QueryRequest) -> QueryReply:
     await require_worker(queue)
-    reply = await queue.ask(request, settings.search_timeout)
+    try:
+        reply = await queue.ask(request, settings.search_timeout)
+    except LaneFull:
+        raise ApiError(503, "search_busy", "too many queries are waiting for a worker",
+                       headers={"Retry-After": "1"}) from None
     if reply is None:
         raise ApiError(504, "search_timeout", f"no worker answered within {settings.search_timeout:g}s")
     if not reply.ok:

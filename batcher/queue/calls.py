@@ -27,6 +27,17 @@ def enqueue(k: Keys, job_id: str, spec: JobSpec, image: bytes, max_depth: int,
                       [max_depth, job_id, image, max_bytes, failed_image_ttl, k.image(""), *fields])
 
 
+def ask(k: Keys, request_json: str, max_pending: int, timeout_ms: int) -> ScriptCall:
+    """Put a query on the query lane with its deadline; reply ``[queued (0|1), pending]``."""
+    return ScriptCall("ask", [k.requests], [max_pending, timeout_ms, request_json])
+
+
+def started(k: Keys, worker_id: str, job_ids: list[str]) -> ScriptCall:
+    """Mark held jobs as having reached the model: only those are charged an attempt if the
+    worker dies (see reap.lua)."""
+    return ScriptCall("started", [k.processing(worker_id)], [k.job(""), *job_ids])
+
+
 def retry(k: Keys, job_id: str) -> ScriptCall:
     return ScriptCall("retry", [k.job(job_id), k.image(job_id), k.queue, k.stats, k.failed, k.failed_images,
                                 k.versions], [job_id])

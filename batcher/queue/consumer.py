@@ -99,6 +99,11 @@ class JobConsumer:
         self._let_go(set(job_ids) - {j.job_id for j in jobs})
         return jobs
 
+    def mark_started(self, job_ids: list[str]) -> None:
+        """These jobs reach the model now: if this worker dies, they are charged an attempt."""
+        if job_ids:
+            self._scripts.run(calls.started(self.keys, self.worker_id, job_ids))
+
     # -- acknowledging -----------------------------------------------------------------
     def ack(self, outcomes: list[Outcome]) -> AckResult:
         """Record the outcomes; the result says, job by job, what was recorded or skipped."""

@@ -13,6 +13,9 @@ from PIL import Image
 FORMATS = ("JPEG", "PNG", "WEBP")  # Pillow's names; MPO opens as JPEG
 
 
+NOT_READABLE = "not a readable JPEG, PNG or WebP file"
+
+
 class ImageRejected(ValueError):
     """Not an image to work on. ``code``: ``invalid_image`` or ``image_too_large``;
     ``unreadable``: the header itself could not be read."""
@@ -45,15 +48,14 @@ def probe(data: bytes, max_pixels: int) -> Image.Image:
     except Image.DecompressionBombError:  # Pillow's own ceiling, far above any sane limit
         raise ImageRejected("image_too_large", f"the image header claims over {max_pixels} pixels") from None
     except Image.UnidentifiedImageError:
-        raise ImageRejected("invalid_image", "not a readable JPEG, PNG or WebP file", True) from None
+        raise ImageRejected("invalid_image", NOT_READABLE, True) from None
     except Exception as exc:  # Pillow raises many types for hostile headers
         raise ImageRejected("invalid_image", f"{exc.__class__.__name__}: {exc}", True) from None
     width, height = im.size
     if width < 1 or height < 1:
         im.close()
-        raise ImageRejected("invalid_image", f"the image has no pixels ({width}x{height})")
+        raise ImageRejected("invalid_image", f"image has no pixels ({width}x{height})")
     if width * height > max_pixels:
         im.close()
-        raise ImageRejected("image_too_large", f"the image is {width}x{height} = {width * height} pixels; "
-                                               f"the limit is {max_pixels}")
+        raise ImageRejected("image_too_large", f"image is {width}x{height}, over the limit of {max_pixels} pixels")
     return im

@@ -21,10 +21,15 @@ class QueryRequest:
     product_id: str = ""
     version: int = 0  # of a delete: the product's tombstone (lua/tombstone.lua)
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # Redis time (ms) after which the client has given up; 0: none. Set by ask.lua on the way
+    # in (it prepends the field to the JSON object), so never written by ``to_json``.
+    deadline_ms: int = 0
 
     def to_json(self) -> str:
         body = asdict(self)
         body["image_b64"] = base64.b64encode(body.pop("image")).decode()
+        if not body["deadline_ms"]:
+            del body["deadline_ms"]
         return json.dumps(body)
 
     @classmethod

@@ -11,7 +11,8 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-NAMES = ("enqueue", "claim", "ack", "promote", "reap", "retry", "sample", "expire_images", "tombstone")
+NAMES = ("enqueue", "claim", "ack", "promote", "reap", "retry", "sample", "expire_images", "tombstone", "ask",
+         "started")
 
 
 @cache

@@ -9,12 +9,13 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 
 import numpy as np
-import redis
 
-from batcher.decode import DecodeError, decode
+from batcher.decode import DecodeBudget, DecodeError, decode
 from batcher.metrics import WorkerMetrics
+from batcher.pause import pause_after
 from batcher.policy import Backoff, BatchPolicy, collect
 from batcher.queue.consumer import JobConsumer
 from batcher.queue.jobs import Job
@@ -46,12 +47,15 @@ class _TimedSource:
 class ClaimStage:
     def __init__(self, s: WorkerSettings, consumer: JobConsumer, prep: Preprocessing, metrics: WorkerMetrics,
                  housekeeping: Housekeeping, room: Callable[[], int], stop: threading.Event, *,
-                 burst: bool = False, max_jobs: int | None = None) -> None:
+                 burst: bool = False, max_jobs: int | None = None,
+                 watch: Callable[[str], AbstractContextManager] = lambda stage: nullcontext()) -> None:
         self.s, self.consumer, self.prep, self.metrics = s, consumer, prep, metrics
+        self.watch = watch
         self.housekeeping, self.room, self.stop = housekeeping, room, stop
         self.burst, self.max_jobs = burst, max_jobs
         self._claimed = 0
         self._decoders = ThreadPoolExecutor(s.worker_decode_threads, "decode")
+        self.budget = DecodeBudget(s.worker_decode_memory)  # shared by the decode threads
 
     def close(self) -> None:
         self._decoders.shutdown(wait=True)
@@ -64,12 +68,7 @@ class ClaimStage:
                 batch = self._claim_and_decode()
                 backoff.reset()
             except Exception as exc:  # Redis outage, or a bug: never kill the worker for it
-                delay = backoff.next()
-                if isinstance(exc, redis.RedisError):
-                    log.warning("redis unavailable (%s); retrying in %.1fs", exc, delay)
-                else:
-                    log.exception("claiming a batch failed; retrying in %.1fs", delay)
-                self.stop.wait(delay)
+                pause_after(exc, "claiming a batch", backoff, self.stop, log)
                 continue
             if batch is not None:
                 return batch
@@ -89,13 +88,14 @@ class ClaimStage:
         ids = collect(source, BatchPolicy(room, self.s.worker_max_wait_ms / 1000), first_timeout)
         if not ids:
             return None
-        jobs = self.consumer.fetch(ids)
-        self._claimed += len(ids)
-        claimed_ms = self.consumer.claimed_at_ms  # every batch ends with the claim script
-        self.metrics.stage.labels("claim").observe(time.perf_counter() - source.first_at)
-        for job in jobs:
-            self.metrics.queue_wait.observe(max(0, claimed_ms - job.created_at_ms) / 1000)
-        return self.decode(jobs)
+        with self.watch("decode"):  # from here on the batch is ours: watched for stalls
+            jobs = self.consumer.fetch(ids)
+            self._claimed += len(ids)
+            claimed_ms = self.consumer.claimed_at_ms  # every batch ends with the claim script
+            self.metrics.stage.labels("claim").observe(time.perf_counter() - source.first_at)
+            for job in jobs:
+                self.metrics.queue_wait.observe(max(0, claimed_ms - job.created_at_ms) / 1000)
+            return self.decode(jobs)
 
     def decode(self, jobs: list[Job]) -> Batch:
         t0 = time.perf_counter()
@@ -103,7 +103,7 @@ class ClaimStage:
 
         def one(job: Job):
             try:
-                return decode(job.image, self.prep, limit)
+                return decode(job.image, self.prep, limit, self.budget)
             except DecodeError as exc:
                 return exc
 

@@ -1,9 +1,11 @@
 """Finish stage (the store thread): write a batch's vectors to Qdrant, then acknowledge every
 job of it in one ack script call. A job is acknowledged only after its vector is stored.
 
-A store failure is transient: the jobs are retried with backoff. An ack that cannot reach
-Redis is tried again until it can, or, once the worker is stopping, until the shutdown grace
-is over; then the reaper will find the jobs in this worker's list.
+A store failure is transient: the jobs are retried with backoff. A batch the store refuses
+while it is reachable is split in halves, like an OOM, until the point it refuses is alone:
+that job retries (and at last fails) by itself, the rest complete on their first attempt.
+An ack that cannot reach Redis is tried again until it can, or, once the worker is stopping,
+until the shutdown grace is over; then the reaper will find the jobs in this worker's list.
 """
 from __future__ import annotations
 
@@ -11,8 +13,12 @@ import logging
 import threading
 import time
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+
 import numpy as np
 import redis
+from qdrant_client.http.exceptions import ResponseHandlingException
 
 from batcher.metrics import WorkerMetrics
 from batcher.policy import Backoff, backoff_ms
@@ -26,41 +32,53 @@ from batcher.stages.versions import VersionedStore
 from batcher.store import VectorStore
 
 log = logging.getLogger("clipq.worker")
+# Errors that say the store cannot be reached (no point in splitting the batch for them).
+UNREACHABLE = (OSError, ResponseHandlingException)
+STORE_DOWN = "vector store unavailable"
+STORE_REFUSED = "vector store refused this product"
 
 
 class FinishStage:
     def __init__(self, s: WorkerSettings, consumer: JobConsumer, store: VectorStore, metrics: WorkerMetrics,
-                 ledger: Ledger, stop: threading.Event) -> None:
+                 ledger: Ledger, stop: threading.Event,
+                 watch: Callable[[str], AbstractContextManager] = lambda stage: nullcontext()) -> None:
         self.s, self.consumer, self.store, self.metrics = s, consumer, store, metrics
-        self.ledger, self.stop = ledger, stop
+        self.ledger, self.stop, self.watch = ledger, stop, watch
         self.versioned = VersionedStore(consumer, store)  # last upload wins, a delete sticks
 
     def run(self, batch: Batch, embedded: Embedded) -> None:
         jobs = [j for j, _ in batch.rejected]
         outcomes = [Outcome(j.job_id, "failed", msg) for j, msg in batch.rejected]
         if batch.jobs:
-            error = embedded.error
-            if error is None:
+            errors = [embedded.error] * len(batch.jobs)
+            if embedded.error is None:
                 self.ledger.batch_embedded()
-                error = self._upsert(batch.jobs, embedded.vectors)
+                t0 = time.perf_counter()
+                with self.watch("upsert"):
+                    errors = self._upsert(batch.jobs, embedded.vectors)
+                self.metrics.stage.labels("upsert").observe(time.perf_counter() - t0)
             jobs += batch.jobs
-            if error is None:
-                outcomes += [Outcome(j.job_id, "completed") for j in batch.jobs]
-            else:
-                outcomes += [self._retry(j, error) for j in batch.jobs]
+            outcomes += [Outcome(j.job_id, "completed") if e is None else self._retry(j, e)
+                         for j, e in zip(batch.jobs, errors)]
         ack = self._ack(outcomes)
         if ack is not None:
             self.ledger.record(jobs, outcomes, ack)
 
-    def _upsert(self, jobs: list[Job], vectors: np.ndarray) -> str | None:
-        t0 = time.perf_counter()
+    def _upsert(self, jobs: list[Job], vectors: np.ndarray) -> list[str | None]:
+        """Each job's store error (None: stored). The exception text goes to the log only."""
         try:
             self.versioned.upsert(jobs, vectors)
-        except Exception as exc:  # unreachable, 5xx, timeouts: transient
-            log.warning("qdrant upsert of %d points failed: %s", len(jobs), exc)
-            return f"vector store unavailable: {exc.__class__.__name__}: {exc}"[:500]
-        self.metrics.stage.labels("upsert").observe(time.perf_counter() - t0)
-        return None
+            return [None] * len(jobs)
+        except Exception as exc:
+            down = isinstance(exc, UNREACHABLE)
+            if down or len(jobs) == 1:
+                log.warning("qdrant upsert of %d points failed: %s: %s", len(jobs), exc.__class__.__name__, exc)
+                return [STORE_DOWN if down else STORE_REFUSED] * len(jobs)
+            log.warning("qdrant refused a batch of %d (%s: %s): splitting it to find the bad point",
+                        len(jobs), exc.__class__.__name__, str(exc)[:200])
+            self.metrics.store_splits.inc()
+            half = len(jobs) // 2
+            return self._upsert(jobs[:half], vectors[:half]) + self._upsert(jobs[half:], vectors[half:])
 
     def _retry(self, job: Job, error: str) -> Outcome:
         delay = backoff_ms(job.retry_count + 1, self.s.retry_backoff_base_ms, self.s.retry_backoff_max_ms)

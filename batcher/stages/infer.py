@@ -45,10 +45,11 @@ class InferStage:
         try:
             vectors = self._embed(batch.pixels)
         except OutOfMemory as exc:
-            return Embedded(error=f"device out of memory even for one image: {exc}")
-        except Exception as exc:  # a model failure must not kill the worker: retry the jobs
+            log.warning("device out of memory even for one image: %s", exc)
+            return Embedded(error="device out of memory even for one image")
+        except Exception:  # a model failure must not kill the worker: retry the jobs
             log.exception("inference failed for a batch of %d", len(batch.jobs))
-            return Embedded(error=f"inference failed: {exc.__class__.__name__}: {exc}")
+            return Embedded(error="inference failed")
         self.metrics.stage.labels("infer").observe(time.perf_counter() - t0)
         self.metrics.batch_size.observe(len(batch.jobs))
         return Embedded(vectors=vectors)

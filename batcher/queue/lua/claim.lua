@@ -20,6 +20,7 @@ for _, id in ipairs(ids) do
     redis.call('HINCRBY', KEYS[3], 'queued', -1)
     redis.call('HINCRBY', KEYS[3], 'processing', 1)
     redis.call('HSET', job, 'status', 'processing', 'updated_at', now, 'claimed_at', now)
+    redis.call('HDEL', job, 'started')  -- set by started.lua once it reaches the model
   elseif status ~= 'processing' then
     -- gone, or already finished (a stale duplicate id): nothing to do
     redis.call('LREM', KEYS[2], 1, id)

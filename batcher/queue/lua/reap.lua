@@ -1,7 +1,8 @@
 -- Hand a worker's processing list back to the queue.
--- mode 'reap': only when the worker's heartbeat has expired; each job counts a delivery
---   attempt, and a job that has used all its attempts fails (a poison pill that kills
---   workers must not kill them forever).
+-- mode 'reap': only when the worker's heartbeat has expired; each job that reached the model
+--   (marked 'started' by started.lua) counts a delivery attempt, and a job that has used all
+--   its attempts fails (a poison pill that kills workers must not kill them forever). A job
+--   only prefetched, never started, goes back uncharged.
 -- mode 'recover': the same for a worker's own list left by an earlier process with its id.
 -- mode 'release': a worker returning its own claimed-but-unstarted jobs at shutdown.
 -- mode 'orphans': a living worker returning the ids ARGV[8..] of its list that it does not
@@ -36,12 +37,14 @@ while true do
   if status == 'processing' then
     redis.call('HINCRBY', KEYS[3], 'processing', -1)
     local attempts = 0
-    if count_attempt then attempts = redis.call('HINCRBY', job, 'retry_count', 1) end
-    if count_attempt and attempts >= tonumber(ARGV[5]) then
+    local charged = count_attempt and redis.call('HGET', job, 'started') == '1'
+    if charged then attempts = redis.call('HINCRBY', job, 'retry_count', 1) end
+    if charged and attempts >= tonumber(ARGV[5]) then
       fail_job(job, image, id, 'worker died while processing this job (' .. attempts .. ' attempts)',
                now_ms, KEYS[3], KEYS[4], ARGV[6], ARGV[7], budget)
     else
       redis.call('HSET', job, 'status', 'queued', 'updated_at', now)
+      redis.call('HDEL', job, 'started')
       redis.call('RPUSH', KEYS[2], id)
       redis.call('HINCRBY', KEYS[3], 'queued', 1)
       requeued = requeued + 1
