@@ -208,10 +208,19 @@ def serve_worker(start_worker):
     started = []
 
     def serve(**overrides):
+        """Start it and wait until its first heartbeat is written: then the API counts it."""
+        from batcher.queue.keys import Keys
+
         app = start_worker(**overrides)
         t = threading.Thread(target=app.run, daemon=True)
         t.start()
         started.append((app, t))
+        s = app.settings
+        with redis.Redis.from_url(s.redis_url) as client:
+            deadline = time.monotonic() + 30
+            while not client.exists(Keys(s.queue_namespace).heartbeat(s.worker_id)):
+                assert t.is_alive() and time.monotonic() < deadline, "the worker wrote no heartbeat"
+                time.sleep(0.02)
         return app
 
     yield serve

@@ -110,29 +110,19 @@ class JobConsumer:
         reply = self._scripts.run(calls.ack(self.keys, self.settings, self.worker_id, outcomes))
         self._let_go(o.job_id for o in outcomes)
         result = AckResult.parse(reply)
-        self._announce([o.job_id for o, r in zip(outcomes, result.results) if r in TERMINAL])
-        return result
-
-    def _announce(self, job_ids: list[str]) -> None:
-        """Wake status long-polls; best effort: they also re-read the job every second."""
-        if job_ids:
-            try:
-                self._redis.publish(self.keys.finished, " ".join(job_ids))
+        if done := [o.job_id for o, r in zip(outcomes, result.results) if r in TERMINAL]:
+            try:  # wake status long-polls; best effort: they also re-read every second
+                self._redis.publish(self.keys.finished, " ".join(done))
             except redis.RedisError as exc:
                 log.debug("could not announce finished jobs: %s", exc)
+        return result
 
     # -- versions (batcher/stages/versions.py) -------------------------------------------
-    def newest_versions(self, product_ids) -> dict[str, int]:
-        """Each product's newest version (its last upload or delete); absent when it has none."""
-        return self._versions(self.keys.versions, product_ids)
-
-    def delete_versions(self, product_ids) -> dict[str, int]:
-        """The version of each product's last delete; absent when it was never deleted."""
-        return self._versions(self.keys.deletes, product_ids)
-
-    def _versions(self, key: str, product_ids) -> dict[str, int]:
+    def versions(self, product_ids, deletes: bool = False) -> dict[str, int]:
+        """Each product's newest version (its last upload or delete), or with ``deletes`` the
+        version of its last delete; a product without one is absent."""
         ids = sorted(set(product_ids))
-        values = self._redis.hmget(key, ids) if ids else []
+        values = self._redis.hmget(self.keys.deletes if deletes else self.keys.versions, ids) if ids else []
         return {p: int(v) for p, v in zip(ids, values) if v is not None}
 
     # -- recovery ----------------------------------------------------------------------

@@ -35,7 +35,7 @@ class VersionedStore:
 
     def upsert(self, jobs: list[Job], vectors: np.ndarray) -> None:
         """Store the jobs that are still their product's newest; undo what a delete undid."""
-        newest = self.consumer.newest_versions(j.product_id for j in jobs)
+        newest = self.consumer.versions(j.product_id for j in jobs)
         fresh = [i for i, j in enumerate(jobs) if j.version >= newest.get(j.product_id, 0)]
         if fresh:
             self.store.upsert([jobs[i] for i in fresh], vectors[fresh])
@@ -45,7 +45,7 @@ class VersionedStore:
         self.redo_deletes(jobs)
 
     def redo_deletes(self, jobs: list[Job]) -> None:
-        deleted = self.consumer.delete_versions(j.product_id for j in jobs)
+        deleted = self.consumer.versions((j.product_id for j in jobs), deletes=True)
         for product_id, version in deleted.items():
             if any(j.product_id == product_id and j.version < version for j in jobs):
                 if self.store.delete(product_id, version):
