@@ -130,7 +130,7 @@ def test_failures_are_grouped_by_normalised_error(client, two_failure_groups):
     assert first["count"] == 3 and set(first["sample_job_ids"]) == set(truncated)
     assert "cannot decode image" in first["error"] and first["first_seen"] <= first["last_seen"]
     assert second["count"] == 2 and set(second["sample_job_ids"]) == set(large)
-    assert second["error"] == "the image is <n>x<n> = <n> pixels; the limit is <n>"
+    assert second["error"] == "image is <n>x<n>, over the limit of <n> pixels"
     assert "41x40" in second["example"] or "40x40" in second["example"]
     small = client.get("/api/v1/queue/failed/groups?max_jobs=2").json()
     assert small["window"]["truncated"] is True and sum(g["count"] for g in small["groups"]) == 2

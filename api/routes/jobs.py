@@ -33,7 +33,7 @@ async def job_status(job_id: str, queue: Queue, waiter: Waiter,
 
 @router.get("/stats", responses={503: {}})
 async def queue_stats(queue: Queue):
-    now = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+    now = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     try:
         stats = await queue.stats()
     except redis.RedisError:

@@ -21,7 +21,9 @@ def new_job_id() -> str:
 def iso_from_ms(ms: int | str | None) -> str | None:
     if ms in (None, ""):
         return None
-    return datetime.fromtimestamp(int(ms) / 1000, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+    # always milliseconds: a time on the second must not lose its fraction and sort out of order
+    stamp = datetime.fromtimestamp(int(ms) / 1000, tz=timezone.utc).isoformat(timespec="milliseconds")
+    return stamp.replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)
