@@ -16,7 +16,8 @@ SAFE = re.compile(
     r"|cannot decode image: the image is empty or missing"
     r"|image has no pixels \(\d+x\d+\)"
     r"|image is \d+x\d+, over the limit of \d+ pixels"
-    r"|worker died while processing this job \(\d+ attempts\)")
+    r"|worker died while processing this job \(\d+ attempts\)"
+    r"|cannot fetch image_url: [A-Za-z0-9 ,.'()_-]{1,160}")  # batcher.fetch: our words, no URL or host
 # Messages that go on with raw exception text: the prefix decides the short reason.
 BY_PREFIX = (
     ("cannot decode image", "cannot decode image: the file is corrupt, truncated or not a supported image"),

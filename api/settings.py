@@ -20,7 +20,6 @@ class ApiSettings(QueueSettings):
         False, description="Start without API_KEY on purpose: anyone who reaches the API may use it.")
     cors_origins: str | None = Field(None, description="Comma-separated origins allowed by CORS. Unset: CORS off.")
     max_queue_depth: int = Field(10_000, ge=1, description="Queued jobs beyond which uploads get 429.")
-    max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1, description="Largest image upload; larger gets 413.")
     max_metadata_bytes: int = Field(16 * 1024, ge=2, description="Largest `metadata` JSON object.")
     max_metadata_depth: int = Field(8, ge=1, le=64, description="Deepest nesting of objects and lists in `metadata`.")
     upload_read_timeout: float = Field(

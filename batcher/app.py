@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import redis
 from prometheus_client import CollectorRegistry, start_http_server
 
+from batcher.fetch import UrlFetcher
 from batcher.heartbeat import Heartbeat
 from batcher.metrics import WorkerMetrics
 from batcher.queries import QueryServer
@@ -85,7 +86,8 @@ class WorkerApp:
         worker = Worker(s, consumer, self.encoder, self.store, self.metrics, burst=burst,
                         max_jobs=max_jobs, stop=self.stop)
         queries = QueryServer(self.redis, consumer.keys, self.encoder, self.store, self.metrics,
-                              s.max_image_pixels, self.stop, s.worker_id, poll_s=s.worker_poll_interval)
+                              s.max_image_pixels, self.stop, s.worker_id, poll_s=s.worker_poll_interval,
+                              fetcher=UrlFetcher(s.fetch_limits), fetch_threads=s.image_url_fetch_threads)
         queries.start()
         heartbeat = Heartbeat(consumer, s.worker_heartbeat_ttl, WorkerStatus(s, self.encoder, worker, queries))
         heartbeat.beat_now()

@@ -12,11 +12,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import numpy as np
 import redis
 
 from batcher.decode import DecodeError, decode
+from batcher.fetch import FetchError, UrlFetcher
 from batcher.metrics import WorkerMetrics
 from batcher.policy import Backoff
 from batcher.queue.keys import Keys
@@ -35,12 +38,15 @@ def _not_found(product_id: str) -> QueryReply:
 class QueryServer(threading.Thread):
     def __init__(self, client: redis.Redis, keys: Keys, encoder: ClipEncoder, store: VectorStore,
                  metrics: WorkerMetrics, max_image_pixels: int, stop: threading.Event, worker_id: str,
-                 max_batch: int = 64, poll_s: float = 1.0) -> None:
+                 max_batch: int = 64, poll_s: float = 1.0, fetcher: UrlFetcher | None = None,
+                 fetch_threads: int = 8) -> None:
         super().__init__(name="queries", daemon=True)
         self.redis, self.keys, self.encoder, self.store = client, keys, encoder, store
         self.metrics, self.max_image_pixels, self.stop_event = metrics, max_image_pixels, stop
         self.max_batch, self.poll_s = max_batch, poll_s
         self.wake_key = keys.wake(worker_id)
+        self.fetcher = fetcher
+        self._by_url = ThreadPoolExecutor(fetch_threads, "query-fetch")  # a slow URL holds up no other query
 
     def stop(self) -> None:
         """Stop after the queries in hand: wake the lane if it is waiting for more."""
@@ -51,6 +57,7 @@ class QueryServer(threading.Thread):
         except redis.RedisError:
             pass  # it wakes by itself within poll_s
         self.join(timeout=10)
+        self._by_url.shutdown(wait=False, cancel_futures=True)
 
     def run(self) -> None:
         backoff = Backoff(0.5, 10)
@@ -73,7 +80,9 @@ class QueryServer(threading.Thread):
                 requests.append(QueryRequest.from_json(item))
             except (ValueError, TypeError):
                 log.warning("query lane: dropped a request that is not a query")
-        replies = self.answer(requests)
+        self._send(self.answer(requests))
+
+    def _send(self, replies: dict[str, QueryReply]) -> None:
         pipe = self.redis.pipeline(transaction=False)
         for request_id, reply in replies.items():
             key = self.keys.reply(request_id)
@@ -85,6 +94,9 @@ class QueryServer(threading.Thread):
         replies: dict[str, QueryReply] = {}
         searches = []
         for r in requests:
+            if r.kind == "image" and r.image_url:
+                self._by_url.submit(self._answer_by_url, r)
+                continue
             try:
                 if r.kind in SEARCHES:
                     searches.append(r)
@@ -98,6 +110,23 @@ class QueryServer(threading.Thread):
         for r in requests:
             self.metrics.queries.labels(r.kind).inc()
         return replies
+
+    def _answer_by_url(self, r: QueryRequest) -> None:
+        """Fetch an image search's ``image_url`` (a thread of its own), then answer it alone."""
+        try:
+            if self.fetcher is None:
+                raise FetchError("this worker does not fetch URLs")
+            fetched = replace(r, image=self.fetcher.fetch(r.image_url), image_url="")
+            reply = self._search([fetched])[r.id]
+        except FetchError as exc:
+            reply = QueryReply.error(502 if exc.transient else 422, "image_url_unavailable", str(exc))
+        except Exception as exc:  # never let one request kill the thread
+            log.exception("query lane: search by image_url failed")
+            reply = QueryReply.error(500, "internal_error", exc.__class__.__name__)
+        try:
+            self._send({r.id: reply})
+        except redis.RedisError as exc:
+            log.warning("query lane: cannot reply (%s); the API times out", exc)
 
     def _search(self, requests: list[QueryRequest]) -> dict[str, QueryReply]:
         t0 = time.perf_counter()

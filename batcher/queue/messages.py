@@ -19,6 +19,7 @@ class QueryRequest:
     limit: int = 10
     filter: dict[str, Any] = field(default_factory=dict)
     product_id: str = ""
+    image_url: str = ""  # instead of image: the worker fetches it (batcher.fetch)
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def to_json(self) -> str:
