@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import hashlib
+import json
 
+import httpx
 import pytest
 
 from conftest import corpus_files
@@ -114,3 +116,20 @@ def _search_by_url(client, server) -> None:
     assert slow.status_code == 502 and slow.json()["error"]["message"] == "cannot fetch image_url: timed out"
     text = client.post("/api/v1/search/image", data={"image_url": server.url("/text")})
     assert text.status_code == 422 and "not a JPEG, PNG or WebP" in text.json()["error"]["message"]
+
+
+def test_clipq_import_sends_image_url_rows(tmp_path, serve_api, serve_worker, server):
+    from test_import import clipq_import, failures
+
+    catalog = tmp_path / "catalog.jsonl"
+    rows = [{"product_id": "a", "name": "A", "image_url": server.url("/photo")},
+            {"product_id": "b", "name": "B", "image_url": server.url("/hop/1")},
+            {"product_id": "gone", "name": "G", "image_url": server.url("/missing")}]
+    catalog.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    api = serve_api()
+    serve_worker(**ALLOW_LOCAL)
+    run = clipq_import(catalog, "--api", api, "--wait", "--failures", tmp_path / "f.csv", "--poll", 0.2)
+    assert run.returncode == 1, run.stderr
+    assert [(f["product_id"], f["reason"]) for f in failures(tmp_path / "f.csv")] == [
+        ("gone", "cannot fetch image_url: the server answered HTTP 404")]
+    assert httpx.get(f"{api}/api/v1/queue/stats").json()["jobs"]["completed"] == 2
