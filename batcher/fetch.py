@@ -77,9 +77,9 @@ class _PinnedConnection(http.client.HTTPConnection):
 
 
 class UrlFetcher:
-    def __init__(self, limits: FetchLimits) -> None:
+    def __init__(self, limits: FetchLimits, tls: ssl.SSLContext | None = None) -> None:
         self.limits = limits
-        self._tls = ssl.create_default_context()
+        self._tls = tls  # default: the system's trust store, made at the first https URL (~0.1 s)
 
     def fetch(self, url: str) -> bytes:
         """The image bytes at ``url``, or ``FetchError``."""
@@ -101,6 +101,8 @@ class UrlFetcher:
             infos = socket.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
         except socket.gaierror as exc:
             raise FetchError("the host cannot be resolved", exc.errno == socket.EAI_AGAIN) from None
+        except UnicodeError:  # a name IDNA cannot encode (an empty label, a label over 63 characters)
+            raise FetchError("the host name is not valid") from None
         addresses = [info[4][0] for info in infos]
         for address in addresses:
             if why := refusal(ipaddress.ip_address(address), self.limits.allowed):
@@ -110,7 +112,7 @@ class UrlFetcher:
 
     def _get(self, target: Target, addresses: list[str], deadline: float) -> tuple[bytes, str | None]:
         """(body, None) for a 200, (b"", location) for a redirect; else ``FetchError``."""
-        tls = self._tls if target.scheme == "https" else None
+        tls = self._tls_context() if target.scheme == "https" else None
         conn = _PinnedConnection(target, addresses, min(self.limits.connect_timeout, _left(deadline)), tls)
         try:
             conn.connect()
@@ -150,6 +152,11 @@ class UrlFetcher:
             if size > limit:
                 raise FetchError(f"the body is over the limit of {limit} bytes")
             parts.append(chunk)
+
+    def _tls_context(self) -> ssl.SSLContext:
+        if self._tls is None:  # two threads may both make one: harmless
+            self._tls = ssl.create_default_context()
+        return self._tls
 
     def _read_timeout(self, deadline: float) -> float:
         return min(self.limits.read_timeout, _left(deadline))

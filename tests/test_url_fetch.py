@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import ipaddress
+import ssl
+import subprocess
 
 import pytest
 from pydantic import ValidationError
 
-from conftest import corpus_files
+from conftest import corpus_files, require_tool
 from url_server import ImageServer
 
 from batcher.fetch import FetchError, FetchLimits, UrlFetcher
@@ -111,6 +113,7 @@ def test_answers_and_bodies_that_fail_for_good(server):
     fails(fetcher(), server.url("/missing"), "HTTP 404", transient=False)
     fails(fetcher(), server.url("/text"), "not a JPEG, PNG or WebP", transient=False)
     fails(fetcher(), "ftp://127.0.0.1/a.jpg", "only http and https", transient=False)
+    fails(fetcher(), "http://bad..name/a.jpg", "host name is not valid", transient=False)
 
 
 def test_server_errors_and_timeouts_are_transient(server):
@@ -133,3 +136,22 @@ def test_a_closed_port_is_transient():
     from local_redis import free_port
 
     fails(fetcher(), f"http://127.0.0.1:{free_port()}/a.jpg", "connection failed", transient=True)
+
+
+def test_https_names_the_host_and_checks_its_certificate(tmp_path):
+    """TLS runs over the pinned address with the URL's host as server name: a certificate for
+    127.0.0.1 that the fetcher trusts passes; the same server fails for good with the system's
+    trust store."""
+    openssl = require_tool("openssl", "apt-get install -y openssl")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
+                    "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    served = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    served.load_cert_chain(cert, key)
+    with ImageServer(PHOTO, tls=served) as server:
+        trusting = ssl.create_default_context(cafile=str(cert))
+        limits = FetchLimits(300_000, read_timeout=2, allowed=LOOPBACK_ONLY)
+        assert UrlFetcher(limits, tls=trusting).fetch(server.url("/hop/1")) == PHOTO
+        assert server.base.startswith("https://") and server.hosts == [f"127.0.0.1:{server.port}"] * 2
+        fails(fetcher(), server.url("/photo"), "TLS certificate is not valid", transient=False)

@@ -7,6 +7,7 @@ redirect to 127.0.0.2), ``/missing`` (404), ``/flaky`` (500 the first time, then
 """
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from collections import Counter
@@ -14,15 +15,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class ImageServer:
-    def __init__(self, photo: bytes, slow_s: float = 2.0) -> None:
+    def __init__(self, photo: bytes, slow_s: float = 2.0, tls: ssl.SSLContext | None = None) -> None:
         self.photo, self.slow_s = photo, slow_s
         self.hits: Counter[str] = Counter()
         self.hosts: list[str] = []
         self.huge_sent = 0
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
+        if tls is not None:
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
         self.port = self._server.server_address[1]
-        self.base = f"http://127.0.0.1:{self.port}"
+        self.base = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
 
     def __enter__(self) -> "ImageServer":
         threading.Thread(target=self._server.serve_forever, daemon=True).start()

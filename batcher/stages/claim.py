@@ -134,6 +134,9 @@ class ClaimStage:
                 job.image = self.fetcher.fetch(job.image_url)
             except FetchError as exc:
                 return exc
+            except Exception as exc:  # a bug must not poison the batch: this job retries
+                log.exception("fetching image_url of job %s failed", job.job_id)
+                return FetchError(f"internal error ({exc.__class__.__name__})", transient=True)
             job.image_sha256 = hashlib.sha256(job.image).hexdigest()
             return None
 
