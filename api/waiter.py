@@ -27,6 +27,7 @@ class JobWaiter:
         self.client, self.channel, self.poll_s = client, channel, poll_s
         self._waiting: dict[str, set[asyncio.Event]] = defaultdict(set)
         self._task: asyncio.Task | None = None
+        self._stopping = False
 
     def start(self) -> None:
         if not hasattr(self.client, "pubsub"):  # redis-py's asyncio cluster client has none
@@ -35,9 +36,11 @@ class JobWaiter:
         self._task = asyncio.create_task(self._listen(), name="job-waiter")
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            # redis-py's pub/sub can swallow a cancel while it cleans up: never hang shutdown on it
+            await asyncio.wait([self._task], timeout=2)
 
     async def wait(self, job_id: str, read: Callable[[], Awaitable[Status]], wait_s: float) -> Status:
         """Read the job until it is terminal or ``wait_s`` has passed; the last read is returned."""
@@ -69,7 +72,7 @@ class JobWaiter:
 
     async def _listen(self) -> None:
         delay = 0.5
-        while True:
+        while not self._stopping:
             try:
                 async with self.client.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.subscribe(self.channel)
