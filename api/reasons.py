@@ -18,7 +18,8 @@ SAFE = re.compile(
     r"|image is \d+x\d+, over the limit of \d+ pixels"
     r"|worker died while processing this job \(\d+ attempts\)"
     r"|image needs \d+ MiB to decode, over the limit of \d+ MiB"
-    r"|vector store refused this product")
+    r"|vector store refused this product"
+    r"|cannot fetch image_url: [A-Za-z0-9 ,.'()_-]{1,160}")  # batcher.fetch: our words, no URL or host
 # Messages that go on with raw exception text: the prefix decides the short reason.
 BY_PREFIX = (
     ("cannot decode image", "cannot decode image: the file is corrupt, truncated or not a supported image"),

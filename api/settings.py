@@ -23,7 +23,6 @@ class ApiSettings(QueueSettings):
     max_queue_bytes: int = Field(
         1024**3, ge=1, description="Image bytes the queue may hold (queued, processing, delayed and failed) "
                                    "beyond which uploads get 429; failed images are dropped first, oldest first.")
-    max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1, description="Largest image upload; larger gets 413.")
     max_metadata_bytes: int = Field(16 * 1024, ge=2, description="Largest `metadata` JSON object.")
     max_metadata_depth: int = Field(8, ge=1, le=64, description="Deepest nesting of objects and lists in `metadata`.")
     upload_read_timeout: float = Field(

@@ -11,6 +11,7 @@ import re
 from typing import Any
 
 from api.errors import ApiError
+from batcher.queue.addresses import UrlRefused, parse_url
 from batcher.queue.images import ImageRejected, probe, sniff
 
 PRODUCT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -82,3 +83,22 @@ def check_nesting(value: Any, field: str, max_depth: int) -> Any:
     if (depth := nesting(value)) > max_depth:
         raise ApiError(422, "invalid_field", f"{field} nests {depth} levels deep; the limit is {max_depth}", field)
     return value
+
+
+def one_image_source(has_file: bool, image_url: str | None) -> str | None:
+    """Exactly one of ``image_file`` and ``image_url``; returns the checked URL, or None for a file.
+
+    Only the form of the URL is checked here: where it leads is the worker's to check, after
+    DNS resolution, on every redirect (``batcher.fetch``).
+    """
+    if has_file and image_url:
+        raise ApiError(422, "invalid_field", "give image_file or image_url, not both", "image_url")
+    if not has_file and not image_url:
+        raise ApiError(422, "missing_field", "give image_file (a photo) or image_url (where to fetch it)",
+                       "image_file")
+    if image_url:
+        try:
+            parse_url(image_url)
+        except UrlRefused as exc:
+            raise ApiError(422, "invalid_field", f"image_url: {exc}", "image_url") from None
+    return image_url or None

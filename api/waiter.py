@@ -27,6 +27,7 @@ class JobWaiter:
         self.client, self.channel, self.poll_s = client, channel, poll_s
         self._waiting: dict[str, set[asyncio.Event]] = defaultdict(set)
         self._task: asyncio.Task | None = None
+        self._stopping = False
 
     def start(self) -> None:
         if not hasattr(self.client, "pubsub"):  # redis-py's asyncio cluster client has none
@@ -36,8 +37,10 @@ class JobWaiter:
 
     async def stop(self) -> None:
         """Cancel the listener; never wait on it long (its connection is closed with its client)."""
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
+            # redis-py's pub/sub can swallow a cancel while it cleans up: never hang shutdown on it
             await asyncio.wait([self._task], timeout=2)
 
     async def wait(self, job_id: str, read: Callable[[], Awaitable[Status]], wait_s: float) -> Status:
@@ -70,7 +73,7 @@ class JobWaiter:
 
     async def _listen(self) -> None:
         delay = 0.5
-        while True:
+        while not self._stopping:
             # not ``async with``: on cancel, its clean-up would talk to Redis; the lifespan
             # closes the listener's client, and with it this connection
             pubsub = self.client.pubsub(ignore_subscribe_messages=True)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import redis
 from prometheus_client import CollectorRegistry
 
+from batcher.fetch import UrlFetcher
 from batcher.heartbeat import Heartbeat
 from batcher.metrics import WorkerMetrics
 from batcher.probes import Health, serve_probes
@@ -115,7 +116,8 @@ class WorkerApp:
                         max_jobs=max_jobs, stop=self.stop, watchdog=watchdog)
         queries = QueryServer(self.redis, consumer.keys, self.encoder, self.store, self.metrics,
                               s.max_image_pixels, self.stop, s.worker_id, poll_s=s.worker_poll_interval,
-                              budget=worker.claim.budget)
+                              budget=worker.claim.budget, fetcher=UrlFetcher(s.fetch_limits),
+                              fetch_threads=s.image_url_fetch_threads)
         queries.start()
         heartbeat = Heartbeat(consumer, s.worker_heartbeat_ttl, WorkerStatus(s, self.encoder, worker, queries))
         heartbeat.beat_now()

@@ -1,27 +1,26 @@
 """The query lane: searches and product reads/deletes, answered ahead of bulk indexing.
 
-The API stays free of torch and, in embedded mode, cannot open Qdrant, so it puts each
-query (``batcher.queue.messages.QueryRequest``) on ``{clipq}:requests`` and waits on its
-reply key. A thread of every worker blocks on that list, takes what is waiting, embeds all
-texts in one pass and all images in one pass, searches Qdrant in one batched call, and pushes
-each ``QueryReply`` to its reply key with a short TTL. It runs beside the indexing loop, so a
-query waits for no batch.
-
-The lane never dies: a request that makes the model or the store raise gets an error reply
-(a batched search that fails is answered again one request at a time, so the others of its
-round still get their results), and the loop survives any exception, with backoff. Requests
-whose client has given up (past their deadline, in Redis time) are dropped unanswered.
+The API (no torch; in embedded mode it cannot open Qdrant) puts each ``QueryRequest`` on
+``{clipq}:requests`` and waits on its reply key. A thread of every worker takes what is waiting,
+embeds all texts in one pass and all images in one, searches Qdrant in one call and pushes each
+``QueryReply`` with a short TTL; a search by ``image_url`` is fetched and answered on a thread of
+its own. The lane never dies: a request that makes the model or the store raise gets an error
+reply (a failed batched search is answered again one request at a time), the loop survives any
+exception with backoff, and requests past their deadline (Redis time) are dropped unanswered.
 """
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import numpy as np
 import redis
 
 from batcher.decode import DecodeBudget, DecodeError, decode
+from batcher.fetch import FetchError, UrlFetcher
 from batcher.metrics import WorkerMetrics
 from batcher.pause import pause_after
 from batcher.policy import Backoff
@@ -47,13 +46,14 @@ def _failed() -> QueryReply:
 class QueryServer(threading.Thread):
     def __init__(self, client: redis.Redis, keys: Keys, encoder: ClipEncoder, store: VectorStore,
                  metrics: WorkerMetrics, max_image_pixels: int, stop: threading.Event, worker_id: str,
-                 max_batch: int = 64, poll_s: float = 1.0, budget: DecodeBudget | None = None) -> None:
+                 fetcher: UrlFetcher, max_batch: int = 64, poll_s: float = 1.0,
+                 budget: DecodeBudget | None = None, fetch_threads: int = 8) -> None:
         super().__init__(name="queries", daemon=True)
         self.redis, self.keys, self.encoder, self.store = client, keys, encoder, store
         self.metrics, self.max_image_pixels, self.stop_event = metrics, max_image_pixels, stop
-        self.max_batch, self.poll_s, self.budget = max_batch, poll_s, budget
-        self.wake_key = keys.wake(worker_id)
-        self.failing_rounds = 0
+        self.max_batch, self.poll_s, self.budget, self.fetcher = max_batch, poll_s, budget, fetcher
+        self.wake_key, self.failing_rounds = keys.wake(worker_id), 0
+        self._by_url = ThreadPoolExecutor(fetch_threads, "query-fetch")  # a slow URL holds up no other query
 
     def healthy(self) -> bool:
         """The lane runs and its rounds succeed: what the heartbeat and the readiness probe say."""
@@ -68,6 +68,7 @@ class QueryServer(threading.Thread):
         except redis.RedisError:
             pass  # it wakes by itself within poll_s
         self.join(timeout=10)
+        self._by_url.shutdown(wait=False, cancel_futures=True)
 
     def run(self) -> None:
         backoff = Backoff(0.5, 10)
@@ -94,7 +95,9 @@ class QueryServer(threading.Thread):
             except (ValueError, TypeError):
                 log.warning("query lane: dropped a request that is not a query")
         requests = self._in_time(requests)
-        replies = self.answer(requests)
+        self._send(self.answer(requests))
+
+    def _send(self, replies: dict[str, QueryReply]) -> None:
         pipe = self.redis.pipeline(transaction=False)
         for request_id, reply in replies.items():
             key = self.keys.reply(request_id)
@@ -118,6 +121,9 @@ class QueryServer(threading.Thread):
         replies: dict[str, QueryReply] = {}
         searches = []
         for r in requests:
+            if r.kind == "image" and r.image_url:
+                self._by_url.submit(self._answer_by_url, r)
+                continue
             try:
                 if r.kind in SEARCHES:
                     searches.append(r)
@@ -142,6 +148,21 @@ class QueryServer(threading.Thread):
                 return {requests[0].id: _failed()}
             log.warning("query lane: a batched search of %d failed: answering each alone", len(requests))
             return {k: v for r in requests for k, v in self._search_isolated([r]).items()}
+
+    def _answer_by_url(self, r: QueryRequest) -> None:
+        """Fetch an image search's ``image_url`` (a thread of its own), then answer it alone."""
+        try:
+            fetched = replace(r, image=self.fetcher.fetch(r.image_url), image_url="")
+            reply = self._search([fetched])[r.id]
+        except FetchError as exc:
+            reply = QueryReply.error(502 if exc.transient else 422, "image_url_unavailable", str(exc))
+        except Exception:  # never let one request kill the thread
+            log.exception("query lane: search by image_url failed")
+            reply = _failed()
+        try:
+            self._send({r.id: reply})
+        except redis.RedisError as exc:
+            log.warning("query lane: cannot reply (%s); the API times out", exc)
 
     def _search(self, requests: list[QueryRequest]) -> dict[str, QueryReply]:
         t0 = time.perf_counter()

@@ -6,7 +6,10 @@ import socket
 import uuid
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
+
+from batcher.queue.addresses import parse_networks
+from batcher.fetch import FetchLimits
 
 from batcher.queue.config import QueueSettings
 
@@ -30,7 +33,7 @@ def default_worker_id() -> str:
 
 
 class WorkerSettings(QueueSettings):
-    owned_prefixes = ("WORKER_", "CLIP_", "QDRANT_", "RETRY_")
+    owned_prefixes = ("WORKER_", "CLIP_", "QDRANT_", "RETRY_", "IMAGE_URL_")
 
     worker_id: str = Field(default_factory=default_worker_id, pattern=r"^[A-Za-z0-9_.:-]{1,128}$",
                            description="Unique name of this worker (default: host-pid-random).")
@@ -62,6 +65,16 @@ class WorkerSettings(QueueSettings):
                                          "bands counted, from the header); a larger image fails alone.")
     retry_backoff_base_ms: int = Field(1000, ge=0, description="First retry delay; doubles each attempt.")
     retry_backoff_max_ms: int = Field(60_000, ge=0, description="Longest retry delay.")
+    # -- image_url fetching (batcher/fetch.py) --
+    image_url_allowed_networks: str = Field(
+        "", description="Comma-separated CIDR networks an `image_url` may reach although they are loopback, "
+                        "private, link-local, multicast, reserved or cloud metadata (refused by default).")
+    image_url_connect_timeout: float = Field(5.0, gt=0, le=120, description="Seconds to connect to an `image_url` host.")
+    image_url_read_timeout: float = Field(
+        10.0, gt=0, le=300, description="Seconds an `image_url` answer may stay silent (per read).")
+    image_url_total_timeout: float = Field(
+        30.0, gt=0, le=600, description="Seconds a whole `image_url` fetch may take, redirects included.")
+    image_url_fetch_threads: int = Field(16, ge=1, le=256, description="Threads fetching `image_url` images.")
     clip_model: str = Field("ViT-B-32", description="open_clip model name (`clipq-tiny` for tests).")
     clip_pretrained: str = Field(
         "laion2b_s34b_b79k",
@@ -80,6 +93,17 @@ class WorkerSettings(QueueSettings):
     qdrant_replicas: int = Field(1, ge=1, le=100, description="Replicas per shard of a new collection (Qdrant server).")
     qdrant_indexed_fields: str = Field(
         "", description="Comma-separated metadata keys to index for filters (server mode).")
+
+    @field_validator("image_url_allowed_networks")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        parse_networks(value)  # a ValueError naming the bad entry
+        return value
+
+    @property
+    def fetch_limits(self) -> FetchLimits:
+        return FetchLimits(self.max_upload_bytes, self.image_url_connect_timeout, self.image_url_read_timeout,
+                           self.image_url_total_timeout, parse_networks(self.image_url_allowed_networks))
 
     @property
     def reaper_interval(self) -> float:

@@ -13,7 +13,7 @@ from api.filters import MAX_KEYS, check_filter
 from api.queue import LaneFull
 from api.reasons import short_reason
 from api.routes.uploads import read_upload
-from api.validation import check_product_id, parse_object
+from api.validation import check_product_id, one_image_source, parse_object
 from batcher.queue.messages import QueryReply, QueryRequest
 
 router = APIRouter(tags=["search"], dependencies=KEY_REQUIRED)
@@ -63,6 +63,8 @@ async def ask_workers(queue, settings, request: QueryRequest) -> QueryReply:
 def worker_refusal(reply: QueryReply) -> tuple[int, str, str]:
     """A worker's error reply as (status, code, message), with a short public message."""
     status, code, message = int(reply.status or 500), reply.code or "error", reply.message
+    if code == "image_url_unavailable":  # our own words (batcher.fetch), whatever the status
+        return status, code, str(message)
     if status >= 500:
         return status, code, "a worker failed to answer this query (the details are in its logs)"
     return status, code, short_reason(message) if code == "invalid_image" else str(message or code)
@@ -80,12 +82,17 @@ async def search_text(body: TextSearch, queue: Queue, settings: Settings) -> dic
 
 @router.post("/api/v1/search/image", response_model=SearchResponse,
              responses={413: {}, 415: {}, 422: {}, 503: {}, 504: {}})
-async def search_image(queue: Queue, settings: Settings, image_file: Annotated[UploadFile, File()],
+async def search_image(queue: Queue, settings: Settings, image_file: Annotated[UploadFile | None, File()] = None,
+                       image_url: Annotated[str | None, Form()] = None,
                        limit: Annotated[int, Form(ge=1, le=100)] = 10,
                        filter: Annotated[str | None, Form()] = None) -> dict:
+    url = one_image_source(image_file is not None, image_url)
     conditions = check_filter(parse_object(filter, "filter", settings.max_metadata_bytes))
-    image, _ = await read_upload(image_file, settings.max_upload_bytes, settings.max_image_pixels)
-    request = QueryRequest("image", image=image, limit=limit, filter=conditions)
+    if url:  # the worker's query lane fetches it, under the same rules as indexing
+        request = QueryRequest("image", image_url=url, limit=limit, filter=conditions)
+    else:
+        image, _ = await read_upload(image_file, settings.max_upload_bytes, settings.max_image_pixels)
+        request = QueryRequest("image", image=image, limit=limit, filter=conditions)
     return found(await ask_workers(queue, settings, request))
 
 

@@ -59,5 +59,8 @@ class QueueSettings(EnvSettings):
         DAY, ge=0, description="Seconds a failed job's image is kept so that a manual retry can re-run it "
                                "(less when MAX_QUEUE_BYTES needs the room; 0: not kept)."
     )
+    max_upload_bytes: int = Field(
+        10 * 1024 * 1024, ge=1,
+        description="Largest image: an upload over it gets 413, an `image_url` body over it fails the job.")
     max_image_pixels: int = Field(40_000_000, ge=1, description="Largest image (width x height) accepted and decoded.")
     log_level: str = Field("INFO", description="Python log level.")

@@ -57,5 +57,6 @@ def probe(data: bytes, max_pixels: int) -> Image.Image:
         raise ImageRejected("invalid_image", f"image has no pixels ({width}x{height})")
     if width * height > max_pixels:
         im.close()
+        # the words api/reasons.py shows as they are (and the failure groups normalise)
         raise ImageRejected("image_too_large", f"image is {width}x{height}, over the limit of {max_pixels} pixels")
     return im

@@ -28,7 +28,8 @@ def iso_from_ms(ms: int | str | None) -> str | None:
 
 @dataclass(frozen=True)
 class JobSpec:
-    """What the API stores for a new job (the image bytes are stored beside it)."""
+    """What the API stores for a new job (the image bytes are stored beside it, unless the job
+    has an ``image_url``)."""
 
     product_id: str
     name: str
@@ -36,9 +37,10 @@ class JobSpec:
     metadata: dict[str, Any]
     image_sha256: str
     content_type: str
+    image_url: str = ""  # instead of image bytes: the worker fetches it (no image key is stored)
 
     def to_fields(self) -> dict[str, str]:
-        return {
+        fields = {
             "product_id": self.product_id,
             "name": self.name,
             "description": self.description,
@@ -46,11 +48,15 @@ class JobSpec:
             "image_sha256": self.image_sha256,
             "content_type": self.content_type,
         }
+        if self.image_url:
+            fields["image_url"] = self.image_url
+        return fields
 
 
 @dataclass
 class Job:
-    """A job as read back from Redis by a worker, with its image bytes."""
+    """A job as read back from Redis by a worker, with its image bytes (for an ``image_url`` job,
+    the fetched bytes)."""
 
     job_id: str
     product_id: str
@@ -63,6 +69,7 @@ class Job:
     status: str = PROCESSING
     version: int = 0  # given at enqueue time; 0 for a job queued before versions existed
     image: bytes | None = field(default=None, repr=False)
+    image_url: str = ""
 
     @classmethod
     def from_hash(cls, h: dict[bytes, bytes], image: bytes | None) -> "Job":
@@ -79,6 +86,7 @@ class Job:
             status=s.get("status", ""),
             version=int(s.get("version") or 0),
             image=image,
+            image_url=s.get("image_url", ""),
         )
 
 

@@ -20,6 +20,7 @@ class QueryRequest:
     filter: dict[str, Any] = field(default_factory=dict)
     product_id: str = ""
     version: int = 0  # of a delete: the product's tombstone (lua/tombstone.lua)
+    image_url: str = ""  # instead of image: the worker fetches it (batcher.fetch)
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     # Redis time (ms) after which the client has given up; 0: none. Set by ask.lua on the way
     # in (it prepends the field to the JSON object), so never written by ``to_json``.

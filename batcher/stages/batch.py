@@ -1,7 +1,7 @@
 """What the stages hand each other: one batch at a time, owned by the stage that holds it."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -15,6 +15,7 @@ class Batch:
     jobs: list[Job]                      # decoded, to embed
     pixels: np.ndarray | None            # (len(jobs), S, S, 3) uint8
     rejected: list[tuple[Job, str]]      # permanent failures (cannot decode)
+    retry: list[tuple[Job, str]] = field(default_factory=list)  # transient failures (fetching image_url)
 
 
 @dataclass(frozen=True)

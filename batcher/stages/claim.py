@@ -4,6 +4,7 @@ the current one. Between claims it does the housekeeping, and it decides when a 
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -14,6 +15,7 @@ from contextlib import AbstractContextManager, nullcontext
 import numpy as np
 
 from batcher.decode import DecodeBudget, DecodeError, decode
+from batcher.fetch import FetchError, UrlFetcher
 from batcher.metrics import WorkerMetrics
 from batcher.pause import pause_after
 from batcher.policy import Backoff, BatchPolicy, collect
@@ -56,9 +58,12 @@ class ClaimStage:
         self._claimed = 0
         self._decoders = ThreadPoolExecutor(s.worker_decode_threads, "decode")
         self.budget = DecodeBudget(s.worker_decode_memory)  # shared by the decode threads
+        self.fetcher = UrlFetcher(s.fetch_limits)
+        self._fetchers = ThreadPoolExecutor(s.image_url_fetch_threads, "fetch")
 
     def close(self) -> None:
         self._decoders.shutdown(wait=True)
+        self._fetchers.shutdown(wait=True)
 
     def next_batch(self) -> Batch | None:
         """The next batch, or None when the run is over (or stopped)."""
@@ -98,6 +103,9 @@ class ClaimStage:
             return self.decode(jobs)
 
     def decode(self, jobs: list[Job]) -> Batch:
+        failed, retry = self._fetch_urls(jobs)
+        unfetched = {j.job_id for j, _ in failed + retry}
+        jobs = [j for j in jobs if j.job_id not in unfetched]
         t0 = time.perf_counter()
         limit = self.s.max_image_pixels
 
@@ -109,10 +117,35 @@ class ClaimStage:
 
         results = list(self._decoders.map(one, jobs))
         good = [(j, r) for j, r in zip(jobs, results) if not isinstance(r, Exception)]
-        rejected = [(j, str(r)) for j, r in zip(jobs, results) if isinstance(r, Exception)]
+        rejected = failed + [(j, str(r)) for j, r in zip(jobs, results) if isinstance(r, Exception)]
         pixels = np.stack([r for _, r in good]) if good else None
         self.metrics.stage.labels("decode").observe(time.perf_counter() - t0)
-        return Batch([j for j, _ in good], pixels, rejected)
+        return Batch([j for j, _ in good], pixels, rejected, retry)
+
+    def _fetch_urls(self, jobs: list[Job]) -> tuple[list[tuple[Job, str]], list[tuple[Job, str]]]:
+        """Fetch the images of ``image_url`` jobs, all at once: (failed for good, to retry)."""
+        by_url = [j for j in jobs if j.image_url]
+        if not by_url:
+            return [], []
+        t0 = time.perf_counter()
+
+        def one(job: Job) -> FetchError | None:
+            try:
+                job.image = self.fetcher.fetch(job.image_url)
+            except FetchError as exc:
+                return exc
+            except Exception as exc:  # a bug must not poison the batch: this job retries
+                log.exception("fetching image_url of job %s failed", job.job_id)
+                return FetchError(f"internal error ({exc.__class__.__name__})", transient=True)
+            job.image_sha256 = hashlib.sha256(job.image).hexdigest()
+            return None
+
+        failed, retry = [], []
+        for job, error in zip(by_url, self._fetchers.map(one, by_url)):
+            if error is not None:
+                (retry if error.transient else failed).append((job, str(error)))
+        self.metrics.stage.labels("fetch").observe(time.perf_counter() - t0)
+        return failed, retry
 
     def _done(self) -> bool:
         """Burst mode ends when nothing is queued, delayed or in flight; --max-jobs when reached."""

@@ -49,6 +49,8 @@ class FinishStage:
     def run(self, batch: Batch, embedded: Embedded) -> None:
         jobs = [j for j, _ in batch.rejected]
         outcomes = [Outcome(j.job_id, "failed", msg) for j, msg in batch.rejected]
+        jobs += [j for j, _ in batch.retry]  # image_url fetches that may work later
+        outcomes += [self._retry(j, msg) for j, msg in batch.retry]
         if batch.jobs:
             errors = [embedded.error] * len(batch.jobs)
             if embedded.error is None:

@@ -1,7 +1,7 @@
 -- Store a job record and its image, push its id on the queue: all or nothing.
 -- KEYS: queue, stats, job, image, image_bytes, failed_images, version_seq, versions
--- ARGV: max_depth, job_id, image_bytes, max_bytes, failed_image_ttl_s, image_key_prefix,
---       field1, value1, ...
+-- ARGV: max_depth, job_id, image_bytes ('' for an image_url job), max_bytes, failed_image_ttl_s,
+--       image_key_prefix, field1, value1, ...
 -- Returns {1, now_ms, version} when queued, {0, depth} when the queue is full, {-1, bytes_held}
 -- when the image does not fit in the byte budget even without the failed jobs' images. The
 -- job's version (its product's newest from now on) is in its record: the last upload wins.
@@ -34,7 +34,9 @@ redis.call('HSET', KEYS[3], unpack(fields))
 local version = next_version(KEYS[7])
 redis.call('HSET', KEYS[3], 'version', version)
 redis.call('HSET', KEYS[8], redis.call('HGET', KEYS[3], 'product_id'), version)
-store_image(budget, KEYS[4], ARGV[3])
+if ARGV[3] ~= '' then  -- an image_url job stores no image: the worker fetches it
+  store_image(budget, KEYS[4], ARGV[3])
+end
 redis.call('LPUSH', KEYS[1], ARGV[2])
 redis.call('HINCRBY', KEYS[2], 'queued', 1)
 redis.call('HINCRBY', KEYS[2], 'total', 1)

@@ -7,7 +7,9 @@ local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {0, ''} end
 if status ~= 'failed' then return {-1, status} end
 if is_superseded(KEYS[1], KEYS[7]) then return {-3, ''} end
-if redis.call('EXISTS', KEYS[2]) == 0 then return {-2, ''} end
+if redis.call('EXISTS', KEYS[2]) == 0 and redis.call('HEXISTS', KEYS[1], 'image_url') == 0 then
+  return {-2, ''}  -- an image_url job needs no stored image: it fetches again
+end
 local now = tostring(redis_now_ms())
 redis.call('HSET', KEYS[1], 'status', 'queued', 'retry_count', '0', 'error_message', '',
            'updated_at', now)
