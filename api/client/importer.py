@@ -113,7 +113,8 @@ async def run(args: argparse.Namespace, todo: list[Item], waiting: list[Outcome]
     state = StateFile(args.state) if args.state else None
     async with httpx.AsyncClient(base_url=args.api, headers=headers, timeout=60, limits=limits) as client:
         with tqdm(total=len(todo), unit="row", desc="upload", disable=args.no_progress) as bar:
-            sent = await asyncio.gather(*(Uploader(client, args, bar).send(i) for i in todo))
+            uploader = Uploader(client, args, bar)  # one semaphore: at most --concurrency in flight
+            sent = await asyncio.gather(*(uploader.send(i) for i in todo))
         record(state, sent)
         if not args.wait:
             return sent
