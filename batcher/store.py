@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -22,6 +21,7 @@ from qdrant_client import QdrantClient, models
 from batcher.queue.jobs import Job
 from batcher.queue.messages import SearchResult
 from batcher.store_filters import conditions, older, point_id, replaceable, same_images
+from batcher.stored_images import IMAGE_FIELDS, ShaIndex, StoredImage, made_by
 
 __all__ = ["MEMORY", "StoreLocked", "StoredImage", "VectorStore", "point_id", "point_payload"]
 
@@ -40,15 +40,6 @@ def point_payload(job: Job, indexed_at: str, embedder: str = "") -> dict[str, An
     return {"product_id": job.product_id, "name": job.name, "description": job.description,
             "metadata": job.metadata, "job_id": job.job_id, "indexed_at": indexed_at,
             "image_sha256": job.image_sha256, "version": job.version, "embedder": embedder}
-
-
-@dataclass(frozen=True)
-class StoredImage:
-    """A stored point's image: which product holds it, its bytes' sha256, its vector."""
-
-    product_id: str
-    image_sha256: str
-    vector: np.ndarray
 
 
 def search_result(score: float, payload: dict[str, Any] | None) -> SearchResult:
@@ -83,6 +74,7 @@ class VectorStore:
         self.dim = dim
         self.server = server
         self.embedder = embedder  # written with every point; "" for one that must never be reused
+        self._shas = ShaIndex() if embedder and not server else None  # embedded mode: we own the folder
         self._lock = threading.Lock()
 
     @classmethod
@@ -91,6 +83,8 @@ class VectorStore:
              embedder: str = "") -> "VectorStore":
         store = cls(_open_client(url, path, api_key), collection, dim, server=bool(url), embedder=embedder)
         store.ensure_collection(indexed_fields, shards, replicas)
+        if store._shas is not None:
+            store._shas.load(store.client, collection, embedder)
         return store
 
     def ensure_collection(self, indexed_fields: tuple[str, ...] = (), shards: int = 1, replicas: int = 1) -> None:
@@ -123,28 +117,29 @@ class VectorStore:
                               payloads=[point_payload(j, now, self.embedder) for j in jobs])
         with self._lock:
             self.client.upsert(self.collection, points=points, wait=True, update_filter=replaceable(jobs))
+            if self._shas is not None:
+                self._shas.add((j.image_sha256, j.product_id) for j in jobs)
 
     def images(self, product_ids: list[str], shas: list[str]) -> tuple[dict[str, StoredImage], dict[str, StoredImage]]:
         """The stored images this store's model embedded, for a batch: by product, the points of
         ``product_ids``; by sha256, for each of ``shas``, a point holding those bytes (any product).
-        One call by point id; a second, by sha256, only for the shas the first did not find."""
-        wanted = {"with_payload": ["product_id", "image_sha256", "embedder"], "with_vectors": True}
+        One call by point id (embedded mode adds the owners its ``ShaIndex`` knows); on a
+        server, a second, by sha256, for the shas the first did not find."""
+        wanted = {"with_payload": IMAGE_FIELDS, "with_vectors": True}
+        ids = set(product_ids) | (self._shas.owners(shas) if self._shas is not None else set())
         with self._lock:
-            own = self.client.retrieve(self.collection, [point_id(p) for p in set(product_ids)], **wanted)
-            by_product = {i.product_id: i for i in self._made_here(own)}
-            by_sha = {i.image_sha256: i for i in by_product.values()}
-            if missing := sorted(set(shas) - by_sha.keys()):
-                found, _ = self.client.scroll(self.collection, same_images(missing, self.embedder),
-                                              limit=4 * len(missing), **wanted)
-                for image in self._made_here(found):
-                    by_sha.setdefault(image.image_sha256, image)
-        return by_product, by_sha
-
-    def _made_here(self, points) -> list[StoredImage]:
-        return [StoredImage(p.payload["product_id"], p.payload["image_sha256"], np.asarray(p.vector, np.float32))
-                for p in points
-                if self.embedder and p.payload and p.payload.get("embedder") == self.embedder
-                and p.payload.get("image_sha256") and p.payload.get("product_id") and p.vector is not None]
+            found = made_by(self.client.retrieve(self.collection, [point_id(p) for p in ids], **wanted),
+                            self.embedder)
+            missing = sorted(set(shas) - {i.image_sha256 for i in found})
+            if self.server and self.embedder and missing:
+                more, _ = self.client.scroll(self.collection, same_images(missing, self.embedder),
+                                             limit=4 * len(missing), **wanted)
+                found += made_by(more, self.embedder)
+        mine = set(product_ids)
+        by_sha: dict[str, StoredImage] = {}
+        for image in found:
+            by_sha.setdefault(image.image_sha256, image)
+        return {i.product_id: i for i in found if i.product_id in mine}, by_sha
 
     def search(self, vectors: np.ndarray, limits: list[int],
                filters: list[dict[str, Any]]) -> list[list[SearchResult]]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from prometheus_client import CollectorRegistry
 from qdrant_client import QdrantClient
 
@@ -58,7 +59,7 @@ def test_a_resent_photo_skips_the_model_and_updates_the_payload(client, start_wo
     payload, after = point(tmp_path / "qdrant", "sku-1")
     assert payload["name"] == "Red mug, large" and payload["metadata"] == {"size": "L"}
     assert payload["version"] == again["version"] and payload["job_id"] == again["job_id"]
-    np.testing.assert_allclose(after, before, rtol=0, atol=1e-6)
+    assert np.array_equal(after, before), "the stored vector is written back as it was"
     assert 'clipq_jobs_total{outcome="unchanged"} 1.0' in metrics
     stats = client.get("/api/v1/queue/stats").json()
     assert stats["jobs"]["completed"] == 2
@@ -82,7 +83,7 @@ def test_another_products_photo_is_reused_and_a_changed_one_is_embedded(client, 
     assert job(client, changed["job_id"])["outcome"] == "embedded"
     assert job(client, bad["job_id"])["status"] == "failed"
     _, copied = point(tmp_path / "qdrant", "sku-3")
-    np.testing.assert_allclose(copied, original, rtol=0, atol=1e-6)
+    assert np.array_equal(copied, original), "the other product's vector, copied as it is"
     _, new = point(tmp_path / "qdrant", "sku-2")
     np.testing.assert_allclose(new, encoder.embed_images(_pixels(encoder, jpeg(22)))[0], atol=1e-5)
     assert 'clipq_jobs_total{outcome="reused"} 1.0' in metrics
@@ -145,3 +146,46 @@ def test_an_unknown_fingerprint_reuses_nothing(client, worker_settings, encoder)
     WorkerApp.start(worker_settings(), registry=CollectorRegistry(), encoder=counting).run(burst=True)
     assert counting.image_batches == [1]
     assert job(client, again["job_id"])["outcome"] == "embedded"
+
+
+def _job(product_id: str, image: bytes, version: int = 1):
+    import hashlib
+
+    from batcher.queue.jobs import Job
+
+    return Job(job_id=f"job-{product_id}-{version}", product_id=product_id, name="", description="", metadata={},
+               image_sha256=hashlib.sha256(image).hexdigest(), created_at_ms=0, retry_count=0, version=version)
+
+
+@pytest.mark.parametrize("server", [False, True], ids=["embedded: hash index in memory", "server: lookup by sha"])
+def test_the_store_finds_images_by_product_and_by_bytes(tmp_path, server):
+    """A Qdrant server is asked by payload (its ``image_sha256`` index); an embedded store, which
+    would scan, answers from the index its owner keeps, read again from the folder at start-up."""
+    from batcher.store import VectorStore
+
+    def open_store(embedder="m|random#0|fp32"):
+        store = VectorStore(QdrantClient(path=str(tmp_path / "q")), "products", 4, server=server, embedder=embedder)
+        store.ensure_collection()
+        if store._shas is not None:
+            store._shas.load(store.client, "products", embedder)
+        return store
+
+    store = open_store()
+    a, b = _job("a", b"photo-a"), _job("b", b"photo-b")
+    store.upsert([a, b], np.eye(4, dtype=np.float32)[:2])
+    store.close()
+
+    store = open_store()  # a restarted worker
+    c = _job("c", b"photo-b")                        # a new product with b's photo
+    by_product, by_sha = store.images(["a", "c"], [a.image_sha256, c.image_sha256, "f" * 64])
+    assert set(by_product) == {"a"} and by_product["a"].image_sha256 == a.image_sha256
+    assert by_sha[c.image_sha256].product_id == "b"
+    assert np.array_equal(by_sha[c.image_sha256].vector, np.eye(4, dtype=np.float32)[1])
+    assert "f" * 64 not in by_sha
+    store.upsert([_job("b", b"photo-b2", version=2)], np.eye(4, dtype=np.float32)[2:3])  # b's photo replaced
+    assert c.image_sha256 not in store.images(["c"], [c.image_sha256])[1], "b no longer holds those bytes"
+    store.close()
+
+    other = open_store("another|model|fp32")
+    assert other.images(["a"], [a.image_sha256]) == ({}, {})
+    other.close()
