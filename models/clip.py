@@ -67,6 +67,7 @@ class ClipEncoder:
         import open_clip
 
         self.name = name
+        self.weights = ""  # set by load_encoder: the checkpoint, or the seed of random weights
         self.device = device
         self.precision = resolve_precision(precision, str(device))
         self.dtype = input_dtype(self.precision)  # of the pixels fed to the model
@@ -83,6 +84,12 @@ class ClipEncoder:
         shape = (1, 3, 1, 1)
         self._mean = torch.tensor(self.preprocessing.mean, device=device, dtype=self.dtype).view(shape)
         self._std = torch.tensor(self.preprocessing.std, device=device, dtype=self.dtype).view(shape)
+
+    @property
+    def fingerprint(self) -> str:
+        """What makes this encoder's vectors: model, weights, precision. Two encoders with the same
+        fingerprint make the same vector for the same image bytes; "" when the weights are unknown."""
+        return f"{self.name}|{self.weights}|{self.precision}" if self.weights else ""
 
     def to_device(self, images: np.ndarray) -> torch.Tensor:
         """uint8 NHWC on the host -> normalised NCHW on the device (pinned, non-blocking on CUDA)."""
@@ -133,6 +140,7 @@ def load_encoder(model_name: str, pretrained: str, device: str = "auto", seed: i
     model = _create(model_name, pretrained, seed, cache_dir)
     encoder = ClipEncoder(model, open_clip.get_tokenizer(model_name), resolve_device(device), model_name,
                           precision)
+    encoder.weights = f"random#{seed}" if pretrained.lower() == RANDOM_WEIGHTS else pretrained
     log.info("model %s (%s) on %s in %s, %d-d vectors", model_name, pretrained, encoder.device,
              encoder.precision, encoder.dim)
     return encoder

@@ -24,6 +24,7 @@ from batcher.queue.jobs import Job
 from batcher.settings import WorkerSettings
 from batcher.stages.batch import Batch
 from batcher.stages.housekeeping import Housekeeping
+from batcher.stages.recall import RecallStage
 from models.preprocessing import Preprocessing
 
 log = logging.getLogger("clipq.worker")
@@ -49,11 +50,12 @@ class _TimedSource:
 class ClaimStage:
     def __init__(self, s: WorkerSettings, consumer: JobConsumer, prep: Preprocessing, metrics: WorkerMetrics,
                  housekeeping: Housekeeping, room: Callable[[], int], stop: threading.Event, *,
-                 burst: bool = False, max_jobs: int | None = None,
+                 recall: RecallStage | None = None, burst: bool = False, max_jobs: int | None = None,
                  watch: Callable[[str], AbstractContextManager] = lambda stage: nullcontext()) -> None:
         self.s, self.consumer, self.prep, self.metrics = s, consumer, prep, metrics
         self.watch = watch
         self.housekeeping, self.room, self.stop = housekeeping, room, stop
+        self.recall = recall
         self.burst, self.max_jobs = burst, max_jobs
         self._claimed = 0
         self._decoders = ThreadPoolExecutor(s.worker_decode_threads, "decode")
@@ -106,6 +108,7 @@ class ClaimStage:
         failed, retry = self._fetch_urls(jobs)
         unfetched = {j.job_id for j, _ in failed + retry}
         jobs = [j for j in jobs if j.job_id not in unfetched]
+        jobs, known = self.recall.split(jobs) if self.recall else (jobs, [])
         t0 = time.perf_counter()
         limit = self.s.max_image_pixels
 
@@ -120,7 +123,7 @@ class ClaimStage:
         rejected = failed + [(j, str(r)) for j, r in zip(jobs, results) if isinstance(r, Exception)]
         pixels = np.stack([r for _, r in good]) if good else None
         self.metrics.stage.labels("decode").observe(time.perf_counter() - t0)
-        return Batch([j for j, _ in good], pixels, rejected, retry)
+        return Batch([j for j, _ in good], pixels, rejected, retry, known)
 
     def _fetch_urls(self, jobs: list[Job]) -> tuple[list[tuple[Job, str]], list[tuple[Job, str]]]:
         """Fetch the images of ``image_url`` jobs, all at once: (failed for good, to retry)."""
