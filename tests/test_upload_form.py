@@ -177,3 +177,12 @@ def test_an_oversize_chunked_body_is_cut_off_with_413(serve_api):
     answer = exchange(url, head, chunks)
     assert answer.startswith(b"HTTP/1.1 413"), answer[:300]
     assert b'"code":"payload_too_large"' in answer
+
+
+def test_the_form_is_still_documented(client):
+    operation = client.get("/openapi.json").json()["paths"][ROUTE]["post"]
+    body = operation["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert operation["requestBody"]["required"] and body["required"] == ["product_id", "name"]
+    assert list(body["properties"]) == ["product_id", "name", "image_file", "image_url", "description", "metadata"]
+    assert body["properties"]["image_file"]["anyOf"][0]["contentMediaType"] == "application/octet-stream"
+    assert operation["security"] == [{"APIKeyHeader": []}]
