@@ -8,12 +8,14 @@ process's CPU time (utime + stime from ``/proc/<pid>/stat``, its child processes
 ``workers=N`` counts them all) before and after: CPU ms per upload is measured from the
 server, not the client, which shares the machine. Then ``--idle`` uploads one at a time give
 the idle latency p50 / p99 as the client sees it. Redis's own CPU (``INFO cpu``) is reported
-beside it. Every upload must answer 202.
+beside it, and the commands the API sent per upload (its round trips: ``MONITOR`` during 20
+more uploads, the commands a Lua script runs not counted). Every upload must answer 202.
 
 A variant is ``LABEL:key=value,...``; keys: ``rev`` (run that git revision's code, exported
 with ``git archive``; default: this checkout), ``loop`` and ``http`` (uvicorn's options;
-default ``auto``: uvloop and httptools when installed), ``workers``, and any upper-case name,
-passed to the API as an environment variable. Variants alternate, ``--rounds`` times (the
+default ``auto``: uvloop and httptools when installed), ``workers``, ``without`` (a package the
+API must not see, ``+``-separated: ``without=hiredis``) and any upper-case name, passed to the
+API as an environment variable. Variants alternate, ``--rounds`` times (the
 order reversed every other round); the table shows medians. Redis comes from REDIS_URL, else
 one is started with ``scripts/local_redis.py`` (no AOF) for the whole run.
 
@@ -30,6 +32,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -53,6 +56,7 @@ class Variant:
     rev: str | None = None
     uvicorn: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+    without: list[str] = field(default_factory=list)
 
     @classmethod
     def parse(cls, spec: str) -> "Variant":
@@ -62,6 +66,8 @@ class Variant:
             key, _, value = item.partition("=")
             if key == "rev":
                 v.rev = value
+            elif key == "without":
+                v.without += value.split("+")
             elif key in ("loop", "http", "workers"):
                 v.uvicorn += [f"--{key}", value]
             elif key.isupper():
@@ -103,6 +109,31 @@ def tree_cpu_s(pid: int) -> float:
 def redis_cpu_s(client: redis.Redis) -> float:
     info = client.info("cpu")
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def api_commands(r: redis.Redis, redis_url: str, url: str, uploads: int) -> float:
+    """Commands the API sends Redis per upload, read with MONITOR (scripts' own calls excluded)."""
+    mark, seen = "bench-api-cpu-" + uuid.uuid4().hex, []
+    marker = redis.Redis.from_url(redis_url)
+    marker.ping()  # its connection is open before MONITOR starts: no HELLO of ours is counted
+
+    def listen() -> None:
+        with r.monitor() as m:
+            for entry in m.listen():
+                if mark in entry["command"]:
+                    return
+                if entry.get("client_type") != "lua":
+                    seen.append(entry["command"])
+
+    thread = threading.Thread(target=listen, daemon=True)
+    thread.start()
+    time.sleep(0.5)  # MONITOR is on
+    seen.clear()
+    asyncio.run(upload_many(url, uploads, 1, "count"))
+    marker.echo(mark)
+    thread.join(10)
+    marker.close()
+    return len(seen) / uploads
 
 
 # -- the uploads ----------------------------------------------------------------------------
@@ -156,10 +187,21 @@ def code_dir(rev: str | None, cache: dict[str, Path], scratch: Path) -> Path:
     return cache[rev]
 
 
-def start_api(v: Variant, cwd: Path, redis_url: str, namespace: str) -> tuple[subprocess.Popen, str]:
+def hide(packages: list[str], scratch: Path) -> list[str]:
+    """A folder of modules that fail to import, put first on the path: the API runs without them."""
+    if not packages:
+        return []
+    folder = Path(tempfile.mkdtemp(prefix="without-", dir=scratch))
+    for name in packages:
+        (folder / f"{name}.py").write_text(f"raise ImportError('{name} hidden by bench_api_cpu.py')\n")
+    return [str(folder)]
+
+
+def start_api(v: Variant, cwd: Path, redis_url: str, namespace: str, scratch: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
+    path = os.pathsep.join([*hide(v.without, scratch), str(cwd)])
     env = dict(os.environ, REDIS_URL=redis_url, ALLOW_ANONYMOUS="true", QUEUE_NAMESPACE=namespace,
-               PYTHONPATH=str(cwd)) | v.env
+               PYTHONPATH=path) | v.env
     env.pop("API_KEY", None)
     args = [sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1", "--port", str(port),
             "--log-level", "warning", "--timeout-keep-alive", "30", *v.uvicorn]
@@ -184,9 +226,10 @@ def ready(url: str) -> bool:
         return False
 
 
-def run_once(v: Variant, cwd: Path, args: argparse.Namespace, r: redis.Redis, redis_url: str) -> dict:
+def run_once(v: Variant, cwd: Path, args: argparse.Namespace, r: redis.Redis, redis_url: str,
+             scratch: Path) -> dict:
     namespace = "bench" + uuid.uuid4().hex[:8]
-    proc, url = start_api(v, cwd, redis_url, namespace)
+    proc, url = start_api(v, cwd, redis_url, namespace, scratch)
     try:
         asyncio.run(upload_many(url, args.warmup, min(args.concurrency, args.warmup), "warm"))
         cpu0, rcpu0, t0 = tree_cpu_s(proc.pid), redis_cpu_s(r), time.perf_counter()
@@ -194,13 +237,14 @@ def run_once(v: Variant, cwd: Path, args: argparse.Namespace, r: redis.Redis, re
         wall = time.perf_counter() - t0
         cpu, rcpu = tree_cpu_s(proc.pid) - cpu0, redis_cpu_s(r) - rcpu0
         idle = sorted(asyncio.run(upload_many(url, args.idle, 1, "idle")))
+        calls = api_commands(r, redis_url, url, 20)
     finally:
         proc.terminate()
         proc.wait(10)
         for keys in batched(r.scan_iter(match="{" + namespace + "}*", count=1000), 1000):
             r.unlink(*keys)
     return {"cpu_ms": 1000 * cpu / args.requests, "uploads_s": args.requests / wall,
-            "redis_cpu_ms": 1000 * rcpu / args.requests,
+            "redis_cpu_ms": 1000 * rcpu / args.requests, "redis_calls": calls,
             "idle_p50_ms": 1000 * idle[len(idle) // 2], "idle_p99_ms": 1000 * idle[int(len(idle) * 0.99)]}
 
 
@@ -216,7 +260,7 @@ def batched(items, n: int):
 
 
 # -- the report -----------------------------------------------------------------------------
-METRICS = ("cpu_ms", "uploads_s", "idle_p50_ms", "idle_p99_ms", "redis_cpu_ms")
+METRICS = ("cpu_ms", "uploads_s", "idle_p50_ms", "idle_p99_ms", "redis_cpu_ms", "redis_calls")
 
 
 def report(variants: list[Variant], runs: dict[str, list[dict]]) -> list[dict]:
@@ -227,11 +271,11 @@ def report(variants: list[Variant], runs: dict[str, list[dict]]) -> list[dict]:
         rows.append(row)
     base = rows[0]["cpu_ms"]
     print("| variant | API CPU ms/upload | / first | uploads/s | idle p50 / p99 (ms) | Redis CPU ms/upload | "
-          "CPU ms, run by run |")
-    print("|---|---:|---:|---:|---|---:|---|")
+          "Redis commands/upload | CPU ms, run by run |")
+    print("|---|---:|---:|---:|---|---:|---:|---|")
     for row in rows:
         print(f"| {row['variant']} | {row['cpu_ms']:.2f} | {row['cpu_ms'] / base:.2f}x | {row['uploads_s']:.0f} | "
-              f"{row['idle_p50_ms']:.1f} / {row['idle_p99_ms']:.1f} | {row['redis_cpu_ms']:.3f} | "
+              f"{row['idle_p50_ms']:.1f} / {row['idle_p99_ms']:.1f} | {row['redis_cpu_ms']:.3f} | {row['redis_calls']:.2f} | "
               f"{', '.join(f'{c:.2f}' for c in row['cpu_ms_runs'])} |")
     return rows
 
@@ -259,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for round_ in range(args.rounds):
                 for v in (variants if round_ % 2 == 0 else variants[::-1]):
-                    result = run_once(v, code_dir(v.rev, code, Path(scratch)), args, r, redis_url)
+                    result = run_once(v, code_dir(v.rev, code, Path(scratch)), args, r, redis_url, Path(scratch))
                     runs[v.label].append(result)
                     print(f"round {round_ + 1} {v.label}: " + ", ".join(f"{k}={x:.2f}" for k, x in result.items()),
                           file=sys.stderr, flush=True)
