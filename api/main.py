@@ -77,9 +77,9 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     if settings.cors_origin_list:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origin_list,
                            allow_methods=["GET", "POST", "DELETE"], allow_headers=["X-API-Key", "Content-Type"])
+    # added last: the outermost layer, which also times every answer for the metrics
     app.add_middleware(BodyLimits, max_bytes=settings.max_upload_bytes,
-                       read_timeout_s=settings.upload_read_timeout)
-    app.add_middleware(app.state.metrics.middleware)  # added last: the outermost layer
+                       read_timeout_s=settings.upload_read_timeout, observe=app.state.metrics.record)
     return app
 
 
