@@ -9,10 +9,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from api.metrics import ApiMetrics
 from api.queue import JobQueue
 from api.waiter import JobWaiter
-from api.security import api_key_header, require_api_key
+from api.security import api_key
 from api.settings import ApiSettings
 
 
@@ -28,16 +27,7 @@ async def get_waiter(request: Request) -> JobWaiter:
     return request.app.state.waiter
 
 
-async def get_metrics(request: Request) -> ApiMetrics:
-    return request.app.state.metrics
-
-
-async def _key(request: Request, _: Annotated[str | None, Depends(api_key_header)]) -> None:
-    await require_api_key(request)
-
-
 Settings = Annotated[ApiSettings, Depends(get_settings)]
 Queue = Annotated[JobQueue, Depends(get_queue)]
-Metrics = Annotated[ApiMetrics, Depends(get_metrics)]
 Waiter = Annotated[JobWaiter, Depends(get_waiter)]
-KEY_REQUIRED = [Depends(_key)]
+KEY_REQUIRED = [Depends(api_key)]
