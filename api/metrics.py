@@ -60,7 +60,7 @@ class ApiMetrics:
         413s and unhandled 500s included."""
         route = getattr(scope.get("route"), "path", None)
         if route is None and scope["path"] == UPLOAD_ROUTE:
-            route = UPLOAD_ROUTE  # refused before routing (body too large)
+            route = UPLOAD_ROUTE  # served by api.lane.DirectRoute, or refused before (body too large)
         self.http.labels(route or "unmatched", scope["method"], f"{status // 100}xx").observe(seconds)
         if route == UPLOAD_ROUTE and scope["method"] == "POST":
             self.uploads.labels(upload_outcome(status)).inc()

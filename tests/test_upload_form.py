@@ -7,6 +7,7 @@ import hashlib
 import socket
 
 import pytest
+from fastapi.testclient import TestClient
 
 from test_worker import jpeg
 
@@ -186,3 +187,28 @@ def test_the_form_is_still_documented(client):
     assert list(body["properties"]) == ["product_id", "name", "image_file", "image_url", "description", "metadata"]
     assert body["properties"]["image_file"]["anyOf"][0]["contentMediaType"] == "application/octet-stream"
     assert operation["security"] == [{"APIKeyHeader": []}]
+
+
+# -- the upload's direct route (api/lane.py) keeps what FastAPI's routing gave ---------------------
+def test_upload_answers_carry_cors_headers_when_cors_is_on(make_client):
+    client = make_client(cors_origins="https://shop.example")
+    origin = {"Origin": "https://shop.example"}
+    for body in (form(PID, NAME, IMAGE), form(PID, IMAGE)):  # a 202 and a 422
+        resp = client.post(ROUTE, content=body, headers=MP | origin)
+        assert resp.headers["access-control-allow-origin"] == "https://shop.example", resp.status_code
+    preflight = client.options(ROUTE, headers=origin | {"Access-Control-Request-Method": "POST"})
+    assert preflight.headers["access-control-allow-origin"] == "https://shop.example"
+
+
+def test_other_methods_and_paths_near_the_upload_still_route(client):
+    assert client.get(ROUTE).status_code == 405 and client.get(ROUTE).json()["error"]["code"] == "method_not_allowed"
+    resp = client.post(ROUTE + "/x", content=form(PID, NAME, IMAGE), headers=MP)
+    assert resp.status_code == 404 and resp.json()["error"]["code"] == "not_found"
+
+
+def test_a_bug_in_the_upload_is_a_500_with_the_json_shape(make_client):
+    client = make_client()
+    client.app.state.queue = None  # enqueue fails with an AttributeError: no handler takes it
+    resp = TestClient(client.app, raise_server_exceptions=False).post(ROUTE, content=form(PID, NAME, IMAGE), headers=MP)
+    assert resp.status_code == 500 and resp.json() == {"error": {"code": "internal_error", "message": "internal error",
+                                                                 "field": None}}

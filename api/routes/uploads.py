@@ -10,12 +10,14 @@ from fastapi.responses import JSONResponse
 from api.deps import KEY_REQUIRED
 from api.errors import ApiError
 from api.forms import file_field, read_form, text_field
+from api.metrics import UPLOAD_ROUTE
 from api.queue import OverBudget, QueueFull
 from api.validation import (MAX_DESCRIPTION, MAX_NAME, check_image, check_nesting, check_product_id, check_text,
                             one_image_source, parse_object)
 from batcher.queue.jobs import JobSpec
 
 router = APIRouter(tags=["indexing"])
+PATH = UPLOAD_ROUTE  # served by api.lane.DirectRoute (see api/main.py); declared here for OpenAPI too
 
 
 def _text(title: str, nullable: bool = False, binary: bool = False) -> dict:
@@ -46,7 +48,7 @@ async def read_upload(upload: UploadFile, max_bytes: int, max_pixels: int) -> tu
     return data, check_image(data, max_pixels)
 
 
-@router.post("/api/v1/index-product-with-image", status_code=202, dependencies=KEY_REQUIRED, response_model=dict,
+@router.post(PATH, status_code=202, dependencies=KEY_REQUIRED, response_model=dict,
              responses={413: {}, 415: {}, 422: {}, 429: {}, 503: {}}, openapi_extra=OPENAPI)
 async def index_product(request: Request) -> JSONResponse:
     """The answer is a ``JSONResponse`` made here: FastAPI then skips validating and encoding a dict."""
