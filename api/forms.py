@@ -1,8 +1,9 @@
-"""Read an upload's form in memory, straight off the request's body as it arrives.
+"""Read an upload's form in memory, straight off the request's body.
 
-python-multipart's streaming parser, fed from ``receive``: no temporary file, no hop to the
-thread pool, no per-field model validation. The whole body is bounded before it gets here
-(``api.limits.BodyLimits``: size and read deadline), so holding it in memory is bounded too.
+The body is read whole from ``receive`` (``api.limits.BodyLimits`` bounds its size and read
+time first), then split: by ``api.strict_multipart`` when it is plainly well-formed, as clients
+send it, else by python-multipart's parser. No temporary file, no hop to the thread pool, no
+per-field model validation.
 
 Forms read the way FastAPI and Starlette read them for this route before
 (``tests/test_upload_form.py`` pins it): a part with a ``filename`` is a file, any other is
@@ -20,6 +21,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
+from api import strict_multipart
 from api.errors import ApiError
 
 MAX_TEXT_PART = 1024 * 1024  # Starlette's bound on a text part
@@ -117,23 +119,45 @@ class _Parts:
         self.form[self.name] = _decode(data, self.charset) if self.filename is None else FilePart(self.filename, data)
 
 
+async def _body(request: Request) -> bytes:
+    chunks = []
+    while True:
+        message = await request.receive()
+        if message["type"] != "http.request":  # the client went away
+            raise ConnectionAbortedError("the client disconnected")
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _plain(parts: list[strict_multipart.Part], charset: str) -> Form | None:
+    form: Form = {}
+    for name, filename, data in parts:
+        if filename is None and len(data) > MAX_TEXT_PART:
+            return None  # python-multipart's reading says so
+        key = _decode(name, charset)
+        form[key] = _decode(data, charset) if filename is None else FilePart(_decode(filename, charset), data)
+    return form
+
+
 async def _parse_multipart(request: Request, params: dict[bytes, bytes]) -> Form:
+    """The whole body first (bounded by BodyLimits), then the form: split plainly when it is
+    plain, else by python-multipart. A broken body that stalls gets 408, not 400, whichever
+    of its bytes had arrived: the answer no longer depends on how the network cut it up."""
     if b"boundary" not in params:
         raise _Refused("Missing boundary in multipart.")
-    parts = _Parts(_charset(params))
+    body, charset = await _body(request), _charset(params)
+    if (parts := strict_multipart.split(body, params[b"boundary"])) is not None:
+        if (form := _plain(parts, charset)) is not None:
+            return form
+    reading = _Parts(charset)
     try:
-        parser = MultipartParser(params[b"boundary"], parts.callbacks())
-        while True:
-            message = await request.receive()
-            if message["type"] != "http.request":  # the client went away
-                raise ConnectionAbortedError("the client disconnected")
-            parser.write(message.get("body", b""))
-            if not message.get("more_body", False):
-                break
+        parser = MultipartParser(params[b"boundary"], reading.callbacks())
+        parser.write(body)
         parser.finalize()
     except FormParserError:
         raise _Refused("Invalid multipart data.") from None
-    return parts.form
+    return reading.form
 
 
 async def read_form(request: Request) -> Form:
