@@ -80,6 +80,7 @@ def test_what_clients_send_is_taken_and_the_rest_declined():
             b"Content-Type: image/jpeg\r\n\r\n\xff\xd8\r\n--B--\r\n")
     assert strict_multipart.split(form, b"B") == [(b"product_id", None, b"p1"), (b"image_file", b"a.jpg", b"\xff\xd8")]
     assert plain(form, b"B") == reference(form, b"B")
-    for declined in (form.replace(b"\r\n", b"\n"), b"preamble\r\n" + form, form[:-9], form.replace(b"form-data", b"attachment"),
-                     form.replace(b"Content-Type", b"X-Extra"), form.replace(b"\xff\xd8", b"\xff\r\n--Bx")):
+    for declined in (form.replace(b"\r\n", b"\n"), b"preamble\r\n" + form, form[:-9],
+                     form.replace(b"form-data", b"attachment"), form.replace(b"Content-Type", b"X-Extra"),
+                     form.replace(b"\xff\xd8", b"\xff\r\n--Bx")):
         assert strict_multipart.split(declined, b"B") is None

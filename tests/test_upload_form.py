@@ -79,7 +79,8 @@ REFUSED = [  # (case, body, headers, status, code, field, message or None)
 def test_odd_forms_get_the_same_4xx(client, case, body, headers, status, code, field, message):
     resp = client.post(ROUTE, content=body, headers=headers)
     assert resp.status_code == status, resp.text
-    assert resp.json() == {"error": {"code": code, "field": field, "message": message or resp.json()["error"]["message"]}}
+    error = resp.json()["error"]
+    assert resp.json() == {"error": {"code": code, "field": field, "message": message or error["message"]}}
     assert resp.json()["error"]["message"]
 
 
