@@ -173,33 +173,3 @@ async def read_form(request: Request) -> Form:
         raise
     except Exception:  # a body cut off (BodyLimits answers with its own 408 or 413 instead)
         raise ApiError(400, "bad_request", PARSE_ERROR) from None
-
-
-# -- fields, as FastAPI's Form() and File() parameters took them ----------------------------------
-REQUIRED = object()
-
-
-def _missing(value) -> bool:
-    return value is None or value == "" or (isinstance(value, FilePart) and value.empty_input)
-
-
-def text_field(form: Form, name: str, default=REQUIRED) -> str | None:
-    value = form.get(name)
-    if _missing(value):
-        if default is REQUIRED:
-            raise ApiError(422, "invalid_field", f"{name}: Field required", name)
-        return default
-    if isinstance(value, FilePart):
-        raise ApiError(422, "invalid_field", f"{name}: Input should be a valid string", name)
-    return value
-
-
-def file_field(form: Form, name: str) -> bytes | None:
-    value = form.get(name)
-    if _missing(value):
-        return None
-    if not isinstance(value, FilePart):
-        raise ApiError(422, "invalid_field", f"{name}: Value error, Expected UploadFile, received: <class 'str'>",
-                       name)
-    return value.data
-

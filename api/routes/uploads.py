@@ -9,7 +9,8 @@ from fastapi.responses import JSONResponse
 
 from api.deps import KEY_REQUIRED
 from api.errors import ApiError
-from api.forms import file_field, read_form, text_field
+from api.form_fields import file_field, text_field
+from api.forms import read_form
 from api.metrics import UPLOAD_ROUTE
 from api.queue import OverBudget, QueueFull
 from api.validation import (MAX_DESCRIPTION, MAX_NAME, check_image, check_nesting, check_product_id, check_text,
