@@ -41,7 +41,7 @@ class DirectRoute:
             handler = _handler(request, exc)
             if handler is None:
                 raise
-            response = await handler(request, exc)
+            response = await handler(request, exc)  # the app's handlers are coroutines (api/errors.py)
         await response(scope, receive, send)
 
 
