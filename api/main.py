@@ -16,11 +16,13 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from api import docs, errors
+from api.lane import DirectRoute
 from api.limits import BodyLimits
 from api.metrics import ApiMetrics
 from api.queue import JobQueue
 from api.waiter import JobWaiter
 from api.routes import dashboard, failures, health, jobs, search, uploads, workers
+from api.security import require_api_key
 from api.settings import ApiSettings
 from batcher.queue.connect import async_client
 
@@ -74,12 +76,15 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         app.include_router(module.router)
     docs.install(app)
     dashboard.install(app)
+    # added first: the innermost layer, inside CORS, the body limits and the metrics
+    app.add_middleware(DirectRoute, method="POST", path=uploads.PATH, endpoint=uploads.index_product,
+                       guards=[require_api_key])
     if settings.cors_origin_list:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origin_list,
                            allow_methods=["GET", "POST", "DELETE"], allow_headers=["X-API-Key", "Content-Type"])
+    # added last: the outermost layer, which also times every answer for the metrics
     app.add_middleware(BodyLimits, max_bytes=settings.max_upload_bytes,
-                       read_timeout_s=settings.upload_read_timeout)
-    app.add_middleware(app.state.metrics.middleware)  # added last: the outermost layer
+                       read_timeout_s=settings.upload_read_timeout, observe=app.state.metrics.record)
     return app
 
 

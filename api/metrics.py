@@ -4,9 +4,8 @@ Redis at scrape time (never stored in a process), so it is right whichever proce
 from __future__ import annotations
 
 import os
-import time
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily
 
@@ -56,31 +55,12 @@ class ApiMetrics:
         extra.register(_ScrapeTimeGauges(depth))
         return generate_latest(scrape) + generate_latest(extra)
 
-    def middleware(self, app: ASGIApp) -> ASGIApp:
-        """Outermost ASGI layer: sees every answer, the body-size 413s and unhandled 500s included."""
-
-        async def observe(scope: Scope, receive: Receive, send: Send) -> None:
-            if scope["type"] != "http":
-                return await app(scope, receive, send)
-            start, status = time.perf_counter(), 500
-
-            async def send_status(message: Message) -> None:
-                nonlocal status
-                if message["type"] == "http.response.start":
-                    status = message["status"]
-                await send(message)
-
-            try:
-                await app(scope, receive, send_status)
-            finally:
-                self._record(scope, status, time.perf_counter() - start)
-
-        return observe
-
-    def _record(self, scope: Scope, status: int, seconds: float) -> None:
+    def record(self, scope: Scope, status: int, seconds: float) -> None:
+        """One answer, timed by the outermost layer (``api.limits.BodyLimits``): the body-size
+        413s and unhandled 500s included."""
         route = getattr(scope.get("route"), "path", None)
         if route is None and scope["path"] == UPLOAD_ROUTE:
-            route = UPLOAD_ROUTE  # refused before routing (body too large)
+            route = UPLOAD_ROUTE  # served by api.lane.DirectRoute, or refused before (body too large)
         self.http.labels(route or "unmatched", scope["method"], f"{status // 100}xx").observe(seconds)
         if route == UPLOAD_ROUTE and scope["method"] == "POST":
             self.uploads.labels(upload_outcome(status)).inc()

@@ -494,6 +494,23 @@ def test_api_image_installs_only_the_api_extra():
     assert base.startswith("python:3.11") and "slim" in base
 
 
+def test_the_api_is_served_with_uvloop_and_httptools():
+    """The api extra brings them; uvicorn's --loop/--http stay at auto everywhere, which picks them."""
+    from uvicorn.loops.auto import auto_loop_factory
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert {"uvloop", "httptools"} <= {re.split(r"[<>=!~;\[ ]", req)[0].lower() for req in extras["api"]}
+    for launcher in (DOCKERFILE_API, ROOT / "scripts" / "run_local.py"):
+        assert not re.search(r"--(loop|http)\b", launcher.read_text()), launcher.name
+    assert AutoHTTPProtocol.__name__ == "HttpToolsProtocol"
+    loop = auto_loop_factory()()
+    try:
+        assert "uvloop" in type(loop).__module__
+    finally:
+        loop.close()
+
+
 def test_images_run_as_a_non_root_user():
     for path in (DOCKERFILE_API, DOCKERFILE_GPU):
         users = [rest for w, rest in final_stage(dockerfile_instructions(path)) if w == "USER"]
