@@ -50,6 +50,8 @@ class InferStage:
         except Exception:  # a model failure must not kill the worker: retry the jobs
             log.exception("inference failed for a batch of %d", len(batch.jobs))
             return Embedded(error="inference failed")
+        finally:
+            self.metrics.infer_busy.inc(time.perf_counter() - t0)
         self.metrics.stage.labels("infer").observe(time.perf_counter() - t0)
         self.metrics.batch_size.observe(len(batch.jobs))
         return Embedded(vectors=vectors)
