@@ -106,8 +106,8 @@ class JpegBatchDecoder:
                 decoded = self._decode_jpeg(data, mode=self._rgb, device=self.device)
             return {i: fit_tensor(x, self.cpu.prep) for i, x in zip(chunk, decoded)}
         except Exception as exc:  # one bad file fails the whole call: the CPU decodes them one by one
-            log.info("GPU decode of %d JPEGs failed (%s: %s): decoding them on the CPU",
-                     len(chunk), exc.__class__.__name__, exc)
+            log.info("JPEG batch decode on %s of %d images failed (%s: %s): decoding them with Pillow",
+                     self.device, len(chunk), exc.__class__.__name__, exc)
             return {}
 
 

@@ -51,8 +51,9 @@ class InferStage:
             log.exception("inference failed for a batch of %d", len(batch.jobs))
             return Embedded(error="inference failed")
         finally:
-            self.metrics.infer_busy.inc(time.perf_counter() - t0)
-        self.metrics.stage.labels("infer").observe(time.perf_counter() - t0)
+            elapsed = time.perf_counter() - t0
+            self.metrics.infer_busy.inc(elapsed)  # failed passes kept the device busy too
+        self.metrics.stage.labels("infer").observe(elapsed)
         self.metrics.batch_size.observe(len(batch.jobs))
         return Embedded(vectors=vectors)
 
