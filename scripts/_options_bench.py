@@ -118,7 +118,8 @@ def run(a, images: list[bytes], img_info: dict, command: str) -> dict:
     result = {"model": a.model, "pretrained": a.pretrained, "machine": bench.machine_info(base), "images": img_info,
               "command": command, "variants": []}
     encoders, services = Encoders(a), bench.Services(a.store)
-    try:
+    try:  # an untimed run first, so that the first variant does not pay for the process's own warm-up
+        bench.worker_run(services, base, a, images[:2 * a.batch_size], a.batch_size, "warm", warmup=0)
         for v in variants:
             print(f"==> variant {v['name']}: {json.dumps({k: v[k] for k in KEYS})}", flush=True)
             entry = {"name": v["name"], "options": {k: v[k] for k in KEYS}}
