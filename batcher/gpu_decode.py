@@ -52,11 +52,21 @@ class JpegBatchDecoder:
 
         self.cpu, self.device, self.memory = cpu, torch.device(device), memory
         self._decode_jpeg, self._rgb = decode_jpeg, ImageReadMode.RGB
+        # a stream of its own: decoding batch k+1 overlaps the model's pass on batch k
+        self.stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
 
     def close(self) -> None:
         self.cpu.close()
 
     def __call__(self, images: list[bytes | None]) -> tuple[torch.Tensor | None, list[str | None]]:
+        if self.stream is None:
+            return self._decode(images)
+        with torch.cuda.stream(self.stream):
+            result = self._decode(images)
+        self.stream.synchronize()  # the pixels are complete before the batch is handed on
+        return result
+
+    def _decode(self, images: list[bytes | None]) -> tuple[torch.Tensor | None, list[str | None]]:
         sizes = [self._plain_jpeg(data) for data in images]
         out: dict[int, torch.Tensor] = {}
         for chunk in self._chunks(sizes):

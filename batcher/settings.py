@@ -94,10 +94,10 @@ class WorkerSettings(QueueSettings):
         True, description="Copy each batch to the GPU from pinned (page-locked) memory, without blocking; "
                           "`false`: a plain copy. No effect on a CPU.")
     clip_compile: CompileMode = Field(
-        "off", description="Image forward pass: `off` (eager), `compile` (`torch.compile`, CPU or CUDA) or "
-                           "`cudagraphs` (CUDA only); both pad a batch to a bucket (powers of two from 8, and "
-                           "WORKER_BATCH_SIZE) and compile every bucket at start-up. Not measured on a GPU "
-                           "yet: `off` stays the default.")
+        "off", description="Image forward pass: `off` (eager); `compile` (`torch.compile`, CPU or CUDA, the "
+                           "batch size dynamic: compiled for batch 1 and for the rest at start-up); `cudagraphs` "
+                           "(CUDA only: a batch is padded to a bucket, powers of two from 8 and WORKER_BATCH_SIZE, "
+                           "each captured at start-up). Not measured on a GPU yet: `off` stays the default.")
     clip_cache_dir: str | None = Field(None, description="Where downloaded weights are cached.")
     qdrant_url: str | None = Field(None, description="Qdrant server URL; unset: embedded mode in QDRANT_PATH.")
     qdrant_path: str = Field("./data/qdrant", description="Embedded Qdrant folder (`:memory:` for none).")
