@@ -12,7 +12,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 
-
 from batcher.decode import DecodeBudget
 from batcher.fetch import FetchError, UrlFetcher
 from batcher.gpu_decode import make_decoder
