@@ -28,6 +28,10 @@ each measurement is shown too: on a shared machine, figures taken while it is hi
     .venv/bin/python scripts/bench_worker.py --images 128 --batch-size 32
     .venv/bin/python scripts/bench_worker.py --device cuda --batch-size 256 --images 4096 --json out.json
     .venv/bin/python scripts/bench_worker.py --precision fp32,int8 --images 128 --batch-size 32 --repeat 3
+    .venv/bin/python scripts/bench_worker.py --device cuda --batch-size 256 --variants "base;pin=off;decode=cuda"
+
+``--variants`` runs the worker with several sets of its options instead (scripts/_options_bench.py;
+scripts/gpu_check.sh uses it for every GPU question).
 """
 from __future__ import annotations
 
