@@ -12,11 +12,13 @@ import json
 import os
 import subprocess
 
+import pytest
 import torch
 
 from conftest import ROOT
 
 
+@pytest.mark.slow
 def test_gpu_check_in_cpu_mode_answers_every_question(tmp_path):
     out = tmp_path / "gpu_check.json"
     env = os.environ | {"GPU_CHECK_DEVICE": "cpu", "GPU_CHECK_IMAGES": "16", "GPU_CHECK_OPTION_IMAGES": "16",

@@ -89,6 +89,7 @@ def test_pinned_copies_are_a_no_op_on_a_cpu(encoder, client, worker_settings):
         assert job_ids_by_status(client, [job]) == {job: "completed"}
 
 
+@pytest.mark.slow
 def test_a_compiled_worker_indexes_the_vectors_of_the_eager_model(client, worker_settings, encoder):
     """CLIP_COMPILE=compile through the real worker: compiled at start-up (batch 8 and 1), then
     batches of 8 and of 3 (the batch dimension is dynamic), vectors as the eager model's."""
