@@ -62,6 +62,28 @@ class Encoders:
         return self.cache[key]
 
 
+class GpuUtilization:
+    """Mean of ``nvidia-smi``'s utilization.gpu (the share of time a kernel ran) while in the block,
+    sampled every 100 ms: the GPU's own view of how busy the worker kept it. None without it."""
+
+    def __enter__(self):
+        import shutil
+        import subprocess
+
+        self.value, self.proc = None, None
+        if shutil.which("nvidia-smi"):
+            self.proc = subprocess.Popen(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits",
+                                          "-lms", "100", "-i", "0"], stdout=subprocess.PIPE, text=True)
+        return self
+
+    def __exit__(self, *exc):
+        if self.proc is not None:
+            self.proc.terminate()
+            samples = [float(x) for x in self.proc.communicate(timeout=5)[0].split() if x.replace(".", "").isdigit()]
+            self.value = round(sum(samples) / len(samples) / 100, 3) if samples else None
+        return False
+
+
 def decoder_for(v: dict, prep):
     from batcher.decode import DecodeBudget
     from batcher.gpu_decode import check_decode_device, make_decoder
@@ -102,8 +124,10 @@ def measure(v: dict, encoders: Encoders, base, services, a, images: list[bytes],
     extra = {"worker_decode_device": v["decode"], "clip_pin_memory": v["pin"] == "on", "clip_compile": v["compile"]}
     if v["threads"]:
         extra["worker_decode_threads"] = v["threads"]
-    out["worker"] = bench.worker_run(services, encoder, a, images[:n], v["batch"], f"v{time.monotonic_ns()}",
-                                     warmup=min(n, v["batch"]), extra=extra)
+    with GpuUtilization() as gpu:
+        out["worker"] = bench.worker_run(services, encoder, a, images[:n], v["batch"], f"v{time.monotonic_ns()}",
+                                         warmup=min(n, v["batch"]), extra=extra)
+    out["worker"]["nvidia_smi_utilization"] = gpu.value
     return out
 
 
