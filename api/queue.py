@@ -86,8 +86,10 @@ class JobQueue:
         counts = {k.decode(): int(v) for k, v in counters.items()}
         jobs = {s: max(0, counts.get(s, 0)) for s in STATUSES}
         jobs["total"] = counts.get("total", 0)
+        # the completed jobs that skipped the model (their image's vector was already stored)
+        skipped = {k: max(0, counts.get(k, 0)) for k in ("unchanged", "reused")}
         return {"queue_name": self.keys.queue, "pending_in_queue": pending, "delayed_retries": delayed,
-                "image_bytes": int(image_bytes or 0), "jobs": jobs}
+                "image_bytes": int(image_bytes or 0), "jobs": jobs, "completed_without_model": skipped}
 
     async def retry(self, job_id: str) -> tuple[int, str]:
         code, status = await self.scripts.run(calls.retry(self.keys, job_id))

@@ -97,7 +97,7 @@ class WorkerApp:
         try:
             store = VectorStore.open(settings.qdrant_url, settings.qdrant_path, settings.qdrant_collection,
                                      encoder.dim, settings.qdrant_api_key, fields, settings.qdrant_shards,
-                                     settings.qdrant_replicas)
+                                     settings.qdrant_replicas, encoder.fingerprint)
         except StoreLocked as exc:
             raise StartupError(str(exc)) from None
         metrics = WorkerMetrics(registry or CollectorRegistry())

@@ -5,7 +5,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 BATCH_BUCKETS = tuple(float(2 ** i) for i in range(0, 11))  # 1 .. 1024
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
-STAGES = ("claim", "decode", "infer", "upsert", "ack")
+STAGES = ("claim", "recall", "decode", "infer", "upsert", "ack")
 
 
 class WorkerMetrics:
@@ -19,8 +19,8 @@ class WorkerMetrics:
                                      buckets=LATENCY_BUCKETS, registry=registry)
         self.queue_wait = Histogram("clipq_queue_wait_seconds", "Enqueue to claimed.",
                                     buckets=LATENCY_BUCKETS, registry=registry)
-        self.jobs = Counter("clipq_jobs_total", "Jobs finished by this worker, by outcome.",
-                            ["outcome"], registry=registry)
+        self.jobs = Counter("clipq_jobs_total", "Jobs finished by this worker, by outcome (completed: embedded; "
+                            "unchanged, reused: completed without the model).", ["outcome"], registry=registry)
         self.infer_busy = Counter(
             "clipq_infer_busy_seconds_total", "Seconds the infer stage spent on forward passes (on a GPU: the "
             "copy in, the model and the vectors back); its rate() is the fraction of time the model's device "
@@ -36,7 +36,7 @@ class WorkerMetrics:
                                        registry=registry)
         self.info = Gauge("clipq_worker_info", "Constant 1, labelled with what this worker runs.",
                           ["worker_id", "device", "model", "precision"], registry=registry)
-        for outcome in ("completed", "failed", "retried", "superseded"):
+        for outcome in ("completed", "unchanged", "reused", "failed", "retried", "superseded"):
             self.jobs.labels(outcome)
         for stage in STAGES:
             self.stage.labels(stage)

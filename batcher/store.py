@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import uuid
 from datetime import datetime, timezone
 from typing import Any
 
@@ -21,10 +20,13 @@ from qdrant_client import QdrantClient, models
 
 from batcher.queue.jobs import Job
 from batcher.queue.messages import SearchResult
+from batcher.store_filters import conditions, older, point_id, replaceable, same_images
+from batcher.stored_images import IMAGE_FIELDS, ShaIndex, StoredImage, made_by
+
+__all__ = ["MEMORY", "StoreLocked", "StoredImage", "VectorStore", "point_id", "point_payload"]
 
 log = logging.getLogger(__name__)
 
-POINT_NAMESPACE = uuid.UUID("6f1c3a52-2b0e-5c39-9f39-3c1f4a6c9e10")
 MEMORY = ":memory:"
 
 
@@ -32,15 +34,12 @@ class StoreLocked(RuntimeError):
     """Another process holds the embedded Qdrant folder."""
 
 
-def point_id(product_id: str) -> str:
-    return str(uuid.uuid5(POINT_NAMESPACE, product_id))
-
-
-def point_payload(job: Job, indexed_at: str) -> dict[str, Any]:
-    """What a point carries besides its vector: the product as uploaded, and where it came from."""
+def point_payload(job: Job, indexed_at: str, embedder: str = "") -> dict[str, Any]:
+    """What a point carries besides its vector: the product as uploaded, where it came from, and
+    which model made the vector (``embedder``: a vector is reused only by the same model)."""
     return {"product_id": job.product_id, "name": job.name, "description": job.description,
             "metadata": job.metadata, "job_id": job.job_id, "indexed_at": indexed_at,
-            "image_sha256": job.image_sha256, "version": job.version}
+            "image_sha256": job.image_sha256, "version": job.version, "embedder": embedder}
 
 
 def search_result(score: float, payload: dict[str, Any] | None) -> SearchResult:
@@ -66,51 +65,26 @@ def _open_client(url: str | None, path: str, api_key: str | None) -> QdrantClien
         ) from None
 
 
-def _conditions(filters: dict[str, Any]) -> models.Filter | None:
-    """Exact matches on ``product_id`` and ``metadata`` keys, evaluated by Qdrant itself."""
-    must = []
-    for key, value in filters.items():
-        field = key if key == "product_id" else f"metadata.{key}"
-        must.append(models.FieldCondition(key=field, match=models.MatchValue(value=value)))
-    return models.Filter(must=must) if must else None
-
-
-def _unversioned() -> models.Condition:
-    return models.IsEmptyCondition(is_empty=models.PayloadField(key="version"))
-
-
-def _replaceable(jobs: list[Job]) -> models.Filter:
-    """Matches a stored point that one of ``jobs`` may replace: one of the job's product of
-    no newer version than the job, or a point stored before versions existed."""
-    return models.Filter(should=[
-        *(models.Filter(must=[models.HasIdCondition(has_id=[point_id(j.product_id)]),
-                              models.FieldCondition(key="version", range=models.Range(lte=j.version))])
-          for j in jobs),
-        _unversioned()])
-
-
-def _older(product_id: str, version: int) -> models.Filter:
-    """The product's point when it is older than ``version`` (or unversioned)."""
-    return models.Filter(must=[models.HasIdCondition(has_id=[point_id(product_id)])],
-                         should=[models.FieldCondition(key="version", range=models.Range(lt=version)),
-                                 _unversioned()])
-
-
 class VectorStore:
     """One collection. Calls are serialised: the embedded client is not thread-safe."""
 
-    def __init__(self, client: QdrantClient, collection: str, dim: int, server: bool) -> None:
+    def __init__(self, client: QdrantClient, collection: str, dim: int, server: bool, embedder: str = "") -> None:
         self.client = client
         self.collection = collection
         self.dim = dim
         self.server = server
+        self.embedder = embedder  # written with every point; "" for one that must never be reused
+        self._shas = ShaIndex() if embedder and not server else None  # embedded mode: we own the folder
         self._lock = threading.Lock()
 
     @classmethod
     def open(cls, url: str | None, path: str, collection: str, dim: int, api_key: str | None = None,
-             indexed_fields: tuple[str, ...] = (), shards: int = 1, replicas: int = 1) -> "VectorStore":
-        store = cls(_open_client(url, path, api_key), collection, dim, server=bool(url))
+             indexed_fields: tuple[str, ...] = (), shards: int = 1, replicas: int = 1,
+             embedder: str = "") -> "VectorStore":
+        store = cls(_open_client(url, path, api_key), collection, dim, server=bool(url), embedder=embedder)
         store.ensure_collection(indexed_fields, shards, replicas)
+        if store._shas is not None:
+            store._shas.load(store.client, collection, embedder)
         return store
 
     def ensure_collection(self, indexed_fields: tuple[str, ...] = (), shards: int = 1, replicas: int = 1) -> None:
@@ -130,7 +104,7 @@ class VectorStore:
                 raise RuntimeError(f"collection {self.collection} holds {size}-d vectors but the model "
                                    f"makes {self.dim}-d ones: use another QDRANT_COLLECTION")
         if self.server:  # payload indexes exist only on a server; local mode scans
-            for field in ("product_id", *(f"metadata.{f}" for f in indexed_fields)):
+            for field in ("product_id", "image_sha256", *(f"metadata.{f}" for f in indexed_fields)):
                 self.client.create_payload_index(self.collection, field, models.PayloadSchemaType.KEYWORD)
 
     def upsert(self, jobs: list[Job], vectors: np.ndarray) -> None:
@@ -140,14 +114,37 @@ class VectorStore:
         now = datetime.now(timezone.utc).isoformat()
         points = models.Batch(ids=[point_id(j.product_id) for j in jobs],
                               vectors=vectors.astype(np.float32).tolist(),
-                              payloads=[point_payload(j, now) for j in jobs])
+                              payloads=[point_payload(j, now, self.embedder) for j in jobs])
         with self._lock:
-            self.client.upsert(self.collection, points=points, wait=True, update_filter=_replaceable(jobs))
+            self.client.upsert(self.collection, points=points, wait=True, update_filter=replaceable(jobs))
+            if self._shas is not None:
+                self._shas.add((j.image_sha256, j.product_id) for j in jobs)
+
+    def images(self, product_ids: list[str], shas: list[str]) -> tuple[dict[str, StoredImage], dict[str, StoredImage]]:
+        """The stored images this store's model embedded, for a batch: by product, the points of
+        ``product_ids``; by sha256, for each of ``shas``, a point holding those bytes (any product).
+        One call by point id (embedded mode adds the owners its ``ShaIndex`` knows); on a
+        server, a second, by sha256, for the shas the first did not find."""
+        wanted = {"with_payload": IMAGE_FIELDS, "with_vectors": True}
+        ids = set(product_ids) | (self._shas.owners(shas) if self._shas is not None else set())
+        with self._lock:
+            found = made_by(self.client.retrieve(self.collection, [point_id(p) for p in ids], **wanted),
+                            self.embedder)
+            missing = sorted(set(shas) - {i.image_sha256 for i in found})
+            if self.server and self.embedder and missing:
+                more, _ = self.client.scroll(self.collection, same_images(missing, self.embedder),
+                                             limit=4 * len(missing), **wanted)
+                found += made_by(more, self.embedder)
+        mine = set(product_ids)
+        by_sha: dict[str, StoredImage] = {}
+        for image in found:
+            by_sha.setdefault(image.image_sha256, image)
+        return {i.product_id: i for i in found if i.product_id in mine}, by_sha
 
     def search(self, vectors: np.ndarray, limits: list[int],
                filters: list[dict[str, Any]]) -> list[list[SearchResult]]:
         """One batched query for many vectors, each with its own limit and filter."""
-        requests = [models.QueryRequest(query=v.tolist(), limit=n, filter=_conditions(f), with_payload=True)
+        requests = [models.QueryRequest(query=v.tolist(), limit=n, filter=conditions(f), with_payload=True)
                     for v, n, f in zip(vectors.astype(np.float32), limits, filters)]
         with self._lock:
             responses = self.client.query_batch_points(self.collection, requests=requests)
@@ -169,7 +166,7 @@ class VectorStore:
             # a server may take a newer upload from another worker between the two calls: it
             # checks the version again; embedded mode has one writer, this one, holding the lock
             # (and would scan every point for a filter)
-            selector = (models.FilterSelector(filter=_older(product_id, version)) if self.server
+            selector = (models.FilterSelector(filter=older(product_id, version)) if self.server
                         else models.PointIdsList(points=[pid]))
             self.client.delete(self.collection, points_selector=selector, wait=True)
         return True

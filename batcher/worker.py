@@ -25,6 +25,7 @@ from batcher.stages.finish import FinishStage
 from batcher.stages.housekeeping import Housekeeping
 from batcher.stages.infer import InferStage
 from batcher.stages.ledger import Ledger, Totals
+from batcher.stages.recall import RecallStage
 from batcher.store import VectorStore
 from batcher.watchdog import Unwatched, Watchdog
 from models.clip import ClipEncoder
@@ -45,6 +46,7 @@ class Worker:
         housekeeping = Housekeeping(consumer, settings.reaper_interval, self.ledger)
         self.claim = ClaimStage(settings, consumer, encoder.preprocessing, metrics, housekeeping,
                                 self.infer.room, self.stop, burst=burst, max_jobs=max_jobs,
+                                recall=RecallStage(store, metrics, settings.worker_reuse_vectors),
                                 watch=self.watchdog.watch)
         self.finish = FinishStage(settings, consumer, store, metrics, self.ledger, self.stop,
                                   watch=self.watchdog.watch)

@@ -69,6 +69,7 @@ class ClipEncoder:
         import open_clip
 
         self.name = name
+        self.weights = ""  # set by load_encoder: the checkpoint, or the seed of random weights
         self.device = device
         self.pin_memory = pin_memory and device.type == "cuda"  # CLIP_PIN_MEMORY: a no-op on a CPU
         self.precision = resolve_precision(precision, str(device))
@@ -88,6 +89,12 @@ class ClipEncoder:
         self._mean = torch.tensor(self.preprocessing.mean, device=device, dtype=self.dtype).view(shape)
         self._std = torch.tensor(self.preprocessing.std, device=device, dtype=self.dtype).view(shape)
         self.forward = ImageForward(self._encode, compile, max_batch)
+
+    @property
+    def fingerprint(self) -> str:
+        """What makes this encoder's vectors: model, weights, precision. Two encoders with the same
+        fingerprint make the same vector for the same image bytes; "" when the weights are unknown."""
+        return f"{self.name}|{self.weights}|{self.precision}" if self.weights else ""
 
     def upload(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
         """uint8 NHWC on the host (or already on the device) -> the same on the device. From
@@ -154,6 +161,7 @@ def load_encoder(model_name: str, pretrained: str, device: str = "auto", seed: i
     model = _create(model_name, pretrained, seed, cache_dir)
     encoder = ClipEncoder(model, open_clip.get_tokenizer(model_name), resolve_device(device), model_name,
                           precision, pin_memory=pin_memory, compile=compile, max_batch=max_batch)
+    encoder.weights = f"random#{seed}" if pretrained.lower() == RANDOM_WEIGHTS else pretrained
     log.info("model %s (%s) on %s in %s, %d-d vectors, image pass %s%s", model_name, pretrained,
              encoder.device, encoder.precision, encoder.dim, compile, ", pinned copies" if encoder.pin_memory else "")
     return encoder

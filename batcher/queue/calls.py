@@ -71,12 +71,15 @@ def expire_images(k: Keys, s: QueueSettings, limit: int) -> ScriptCall:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What happened to one job of a batch: ``completed``, ``failed`` (permanent) or ``retry``."""
+    """What happened to one job of a batch: ``completed``, ``failed`` (permanent) or ``retry``.
+    A completed job's ``kind`` says how its vector was found: ``""`` (embedded), ``unchanged``
+    or ``reused`` (see ``batcher.stages.recall``)."""
 
     job_id: str
     outcome: str
     error: str = ""
     delay_ms: int = 0
+    kind: str = ""
 
 
 def ack(k: Keys, s: QueueSettings, worker_id: str, outcomes: list[Outcome]) -> ScriptCall:
@@ -87,12 +90,16 @@ def ack(k: Keys, s: QueueSettings, worker_id: str, outcomes: list[Outcome]) -> S
                        s.max_attempts, payload])
 
 
+COMPLETED_RESULTS = ("completed", "unchanged", "reused")
+
+
 @dataclass(frozen=True)
 class AckResult:
     """What ack.lua recorded for each outcome, in order: the truth for accounting."""
 
     now_ms: int
-    results: tuple[str, ...]  # completed, failed, retried, superseded, or skipped (no longer ours)
+    # completed, unchanged, reused, failed, retried, superseded, or skipped (no longer ours)
+    results: tuple[str, ...]
 
     @classmethod
     def parse(cls, reply: list) -> "AckResult":
@@ -104,7 +111,8 @@ class AckResult:
 
     @property
     def completed(self) -> int:
-        return self.count("completed")
+        """Completed jobs, those that skipped the model included."""
+        return sum(self.count(r) for r in COMPLETED_RESULTS)
 
     @property
     def skipped(self) -> int:

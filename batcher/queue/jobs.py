@@ -101,4 +101,6 @@ def public_status(h: dict[str, str]) -> dict[str, Any]:
         "retry_count": int(h.get("retry_count", 0)),
         "version": int(h["version"]) if h.get("version") else None,
         "error_message": h.get("error_message") or None,
+        # for a completed job, how its vector was found: embedded, unchanged or reused
+        "outcome": h.get("outcome") or None,
     }

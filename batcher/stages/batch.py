@@ -10,6 +10,15 @@ from batcher.queue.jobs import Job
 
 
 @dataclass(frozen=True)
+class Known:
+    """A job whose image's vector the store already holds: no decode, no forward pass."""
+
+    job: Job
+    vector: np.ndarray
+    kind: str  # unchanged (its own product's point) or reused (another product's)
+
+
+@dataclass(frozen=True)
 class Batch:
     """Claim -> infer: the jobs decoded, their pixels, and the jobs that cannot be decoded."""
 
@@ -17,6 +26,7 @@ class Batch:
     pixels: Any                          # (len(jobs), S, S, 3) uint8: a numpy array, or a tensor on the GPU
     rejected: list[tuple[Job, str]]      # permanent failures (cannot decode)
     retry: list[tuple[Job, str]] = field(default_factory=list)  # transient failures (fetching image_url)
+    known: list[Known] = field(default_factory=list)  # vectors found in the store: stored as they are
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from batcher.queue.jobs import Job
 from batcher.settings import WorkerSettings
 from batcher.stages.batch import Batch
 from batcher.stages.housekeeping import Housekeeping
+from batcher.stages.recall import RecallStage
 from models.preprocessing import Preprocessing
 
 log = logging.getLogger("clipq.worker")
@@ -48,11 +49,12 @@ class _TimedSource:
 class ClaimStage:
     def __init__(self, s: WorkerSettings, consumer: JobConsumer, prep: Preprocessing, metrics: WorkerMetrics,
                  housekeeping: Housekeeping, room: Callable[[], int], stop: threading.Event, *,
-                 burst: bool = False, max_jobs: int | None = None,
+                 recall: RecallStage | None = None, burst: bool = False, max_jobs: int | None = None,
                  watch: Callable[[str], AbstractContextManager] = lambda stage: nullcontext()) -> None:
         self.s, self.consumer, self.prep, self.metrics = s, consumer, prep, metrics
         self.watch = watch
         self.housekeeping, self.room, self.stop = housekeeping, room, stop
+        self.recall = recall
         self.burst, self.max_jobs = burst, max_jobs
         self._claimed = 0
         self.budget = DecodeBudget(s.worker_decode_memory)  # shared by the decode threads
@@ -105,11 +107,12 @@ class ClaimStage:
         failed, retry = self._fetch_urls(jobs)
         unfetched = {j.job_id for j, _ in failed + retry}
         jobs = [j for j in jobs if j.job_id not in unfetched]
+        jobs, known = self.recall.split(jobs) if self.recall else (jobs, [])
         t0 = time.perf_counter()
         pixels, errors = self.decoder([j.image for j in jobs])
         rejected = failed + [(j, e) for j, e in zip(jobs, errors) if e is not None]
         self.metrics.stage.labels("decode").observe(time.perf_counter() - t0)
-        return Batch([j for j, e in zip(jobs, errors) if e is None], pixels, rejected, retry)
+        return Batch([j for j, e in zip(jobs, errors) if e is None], pixels, rejected, retry, known)
 
     def _fetch_urls(self, jobs: list[Job]) -> tuple[list[tuple[Job, str]], list[tuple[Job, str]]]:
         """Fetch the images of ``image_url`` jobs, all at once: (failed for good, to retry)."""

@@ -51,20 +51,34 @@ class FinishStage:
         outcomes = [Outcome(j.job_id, "failed", msg) for j, msg in batch.rejected]
         jobs += [j for j, _ in batch.retry]  # image_url fetches that may work later
         outcomes += [self._retry(j, msg) for j, msg in batch.retry]
-        if batch.jobs:
-            errors = [embedded.error] * len(batch.jobs)
-            if embedded.error is None:
-                self.ledger.batch_embedded()
-                t0 = time.perf_counter()
-                with self.watch("upsert"):
-                    errors = self._upsert(batch.jobs, embedded.vectors)
-                self.metrics.stage.labels("upsert").observe(time.perf_counter() - t0)
+        if batch.jobs and embedded.error is not None:
             jobs += batch.jobs
-            outcomes += [Outcome(j.job_id, "completed") if e is None else self._retry(j, e)
-                         for j, e in zip(batch.jobs, errors)]
+            outcomes += [self._retry(j, embedded.error) for j in batch.jobs]
+        elif batch.jobs:
+            self.ledger.batch_embedded()
+        stored, vectors, kinds = self._to_store(batch, embedded)
+        if stored:
+            t0 = time.perf_counter()
+            with self.watch("upsert"):
+                errors = self._upsert(stored, vectors)
+            self.metrics.stage.labels("upsert").observe(time.perf_counter() - t0)
+            jobs += stored
+            outcomes += [Outcome(j.job_id, "completed", kind=k) if e is None else self._retry(j, e)
+                         for j, k, e in zip(stored, kinds, errors)]
         ack = self._ack(outcomes)
         if ack is not None:
             self.ledger.record(jobs, outcomes, ack)
+
+    @staticmethod
+    def _to_store(batch: Batch, embedded: Embedded) -> tuple[list[Job], np.ndarray | None, list[str]]:
+        """The jobs to write in one upsert: those embedded, then those whose vector was known."""
+        parts = [(j, v, "") for j, v in zip(batch.jobs, embedded.vectors)] if embedded.error is None \
+            and embedded.vectors is not None else []
+        parts += [(k.job, k.vector, k.kind) for k in batch.known]
+        if not parts:
+            return [], None, []
+        jobs, vectors, kinds = zip(*parts)
+        return list(jobs), np.stack(vectors), list(kinds)
 
     def _upsert(self, jobs: list[Job], vectors: np.ndarray) -> list[str | None]:
         """Each job's store error (None: stored). The exception text goes to the log only."""

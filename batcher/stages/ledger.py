@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field, replace
 
 from batcher.metrics import WorkerMetrics
-from batcher.queue.calls import AckResult, Outcome
+from batcher.queue.calls import COMPLETED_RESULTS, AckResult, Outcome
 from batcher.queue.jobs import Job
 
 log = logging.getLogger("clipq.worker")
@@ -20,7 +20,9 @@ log = logging.getLogger("clipq.worker")
 
 @dataclass(frozen=True)
 class Totals:
-    completed: int = 0
+    completed: int = 0  # every completed job, those that skipped the model included
+    unchanged: int = 0  # completed with their product's stored vector
+    reused: int = 0     # completed with another product's vector
     failed: int = 0
     retried: int = 0
     superseded: int = 0
@@ -38,9 +40,9 @@ class Ledger:
         with self._lock:
             return self._totals
 
-    def _add(self, what: str) -> None:
+    def _add(self, *what: str) -> None:
         with self._lock:
-            self._totals = replace(self._totals, **{what: getattr(self._totals, what) + 1})
+            self._totals = replace(self._totals, **{w: getattr(self._totals, w) + 1 for w in what})
 
     def batch_embedded(self) -> None:
         self._add("batches")
@@ -52,12 +54,15 @@ class Ledger:
                             "not counted", o.job_id)
                 continue
             self.metrics.jobs.labels(recorded).inc()
-            self._add(recorded)
-            if recorded == "completed":
+            if recorded in COMPLETED_RESULTS:
+                self._add(*{"completed", recorded})
                 latency = max(0, ack.now_ms - job.created_at_ms)
                 self.metrics.job_latency.observe(latency / 1000)
-                log.info("✓ Job %s completed in %dms - product %s", o.job_id, latency, job.product_id)
-            elif recorded == "superseded":
+                how = "" if recorded == "completed" else f" ({recorded})"
+                log.info("✓ Job %s completed%s in %dms - product %s", o.job_id, how, latency, job.product_id)
+                continue
+            self._add(recorded)
+            if recorded == "superseded":
                 log.info("⤼ Job %s superseded by a newer upload or a delete - product %s", o.job_id, job.product_id)
             elif recorded == "failed":
                 log.warning("✗ Job %s failed - product %s: %s", o.job_id, job.product_id, o.error)
@@ -67,6 +72,7 @@ class Ledger:
     def log_stats(self) -> None:
         t = self.snapshot()
         uptime = time.monotonic() - t.started
-        log.info("stats: processed=%d failed=%d retried=%d superseded=%d batches=%d uptime=%.0fs rate=%.2f jobs/s",
-                 t.completed, t.failed, t.retried, t.superseded, t.batches, uptime,
+        log.info("stats: processed=%d (unchanged=%d reused=%d) failed=%d retried=%d superseded=%d batches=%d "
+                 "uptime=%.0fs rate=%.2f jobs/s", t.completed, t.unchanged, t.reused, t.failed, t.retried,
+                 t.superseded, t.batches, uptime,
                  t.completed / max(uptime, 1e-9))

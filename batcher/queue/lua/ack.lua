@@ -3,10 +3,14 @@
 -- and handed to another worker) is skipped, so no counter moves twice.
 -- KEYS: processing, stats, failed, delayed, image_bytes, failed_images, versions
 -- ARGV: job_key_prefix, image_key_prefix, job_ttl_s, failed_ttl_s, failed_image_ttl_s,
---       max_attempts, outcomes_json  ([{id, outcome: completed|failed|retry, error, delay_ms}])
+--       max_attempts, outcomes_json  ([{id, outcome: completed|failed|retry, error, delay_ms, kind}])
+--       kind, for a completed job: '' (embedded), 'unchanged' (its product already had this
+--       image's vector) or 'reused' (another product had it); stored in the job's 'outcome'.
 -- Returns {now_ms, result...}: one result per outcome, in order: what was recorded
--- (completed, failed, retried, superseded) or skipped (the job is no longer ours). A job older
--- than its product's newest version is superseded, whatever the outcome sent.
+-- (completed, unchanged, reused, failed, retried, superseded) or skipped (the job is no longer
+-- ours). A job older than its product's newest version is superseded, whatever the outcome sent.
+-- Stats: 'completed' counts every completed job; 'unchanged' and 'reused' count those of them
+-- that skipped the model.
 local now_ms = redis_now_ms()
 local now = tostring(now_ms)
 local results = {now}
@@ -28,12 +32,18 @@ for _, o in ipairs(cjson.decode(ARGV[7])) do
       supersede_job(job, image, now, KEYS[2], ARGV[3], budget)
       result = 'superseded'
     elseif o.outcome == 'completed' then
+      local kind = o.kind
+      if kind ~= 'unchanged' and kind ~= 'reused' then kind = '' end
       redis.call('HSET', job, 'status', 'completed', 'error_message', '', 'updated_at', now,
-                 'completed_at', now)
+                 'completed_at', now, 'outcome', kind == '' and 'embedded' or kind)
       redis.call('EXPIRE', job, tonumber(ARGV[3]))
       drop_image(budget, image)
       redis.call('HINCRBY', KEYS[2], 'completed', 1)
       result = 'completed'
+      if kind ~= '' then
+        redis.call('HINCRBY', KEYS[2], kind, 1)
+        result = kind
+      end
     elseif o.outcome == 'failed' then
       result = fail(job, image, id, o.error)
     else

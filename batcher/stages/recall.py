@@ -1,0 +1,54 @@
+"""Recall (in the claim stage, before decoding): find the jobs whose image the store already
+holds a vector for, so that they skip the decode and the model.
+
+* ``unchanged``: the job's own product is stored with the same image bytes (sha256): a nightly
+  re-sync of a catalog. Its stored vector is written back with the new payload and version.
+* ``reused``: another product holds the same image bytes: its vector is copied.
+
+Only vectors this worker's model made are reused (the store writes the encoder's
+``fingerprint`` with every point). The lookups are batched: at most two store calls per batch.
+The store stays the only truth: a failed lookup only means the batch is embedded as usual.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+from batcher.metrics import WorkerMetrics
+from batcher.queue.jobs import Job
+from batcher.stages.batch import Known
+from batcher.store import VectorStore
+
+log = logging.getLogger("clipq.worker")
+UNCHANGED, REUSED = "unchanged", "reused"
+
+
+class RecallStage:
+    def __init__(self, store: VectorStore, metrics: WorkerMetrics, enabled: bool = True) -> None:
+        self.store, self.metrics = store, metrics
+        self.enabled = enabled and bool(store.embedder)
+
+    def split(self, jobs: list[Job]) -> tuple[list[Job], list[Known]]:
+        """(the jobs to decode and embed, the jobs whose vector the store already has)."""
+        candidates = [j for j in jobs if j.image_sha256]
+        if not self.enabled or not candidates:
+            return jobs, []
+        t0 = time.perf_counter()
+        try:
+            by_product, by_sha = self.store.images([j.product_id for j in candidates],
+                                                   [j.image_sha256 for j in candidates])
+        except Exception as exc:  # the store is the truth: without it, embed as usual
+            log.warning("looking up known images failed (%s: %s): embedding the batch",
+                        exc.__class__.__name__, exc)
+            return jobs, []
+        rest, known = [], []
+        for job in jobs:
+            own, other = by_product.get(job.product_id), by_sha.get(job.image_sha256)
+            if job.image_sha256 and own is not None and own.image_sha256 == job.image_sha256:
+                known.append(Known(job, own.vector, UNCHANGED))
+            elif job.image_sha256 and other is not None:
+                known.append(Known(job, other.vector, REUSED))
+            else:
+                rest.append(job)
+        self.metrics.stage.labels("recall").observe(time.perf_counter() - t0)
+        return rest, known

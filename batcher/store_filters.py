@@ -1,0 +1,53 @@
+"""Qdrant filters the vector store uses: search conditions, and the version checks that make
+the last upload of a product win and a delete stick (see ``batcher.stages.versions``)."""
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from qdrant_client import models
+
+from batcher.queue.jobs import Job
+
+
+POINT_NAMESPACE = uuid.UUID("6f1c3a52-2b0e-5c39-9f39-3c1f4a6c9e10")
+
+
+def point_id(product_id: str) -> str:
+    return str(uuid.uuid5(POINT_NAMESPACE, product_id))
+
+
+def conditions(filters: dict[str, Any]) -> models.Filter | None:
+    """Exact matches on ``product_id`` and ``metadata`` keys, evaluated by Qdrant itself."""
+    must = []
+    for key, value in filters.items():
+        field = key if key == "product_id" else f"metadata.{key}"
+        must.append(models.FieldCondition(key=field, match=models.MatchValue(value=value)))
+    return models.Filter(must=must) if must else None
+
+
+def unversioned() -> models.Condition:
+    return models.IsEmptyCondition(is_empty=models.PayloadField(key="version"))
+
+
+def replaceable(jobs: list[Job]) -> models.Filter:
+    """Matches a stored point that one of ``jobs`` may replace: one of the job's product of
+    no newer version than the job, or a point stored before versions existed."""
+    return models.Filter(should=[
+        *(models.Filter(must=[models.HasIdCondition(has_id=[point_id(j.product_id)]),
+                              models.FieldCondition(key="version", range=models.Range(lte=j.version))])
+          for j in jobs),
+        unversioned()])
+
+
+def older(product_id: str, version: int) -> models.Filter:
+    """The product's point when it is older than ``version`` (or unversioned)."""
+    return models.Filter(must=[models.HasIdCondition(has_id=[point_id(product_id)])],
+                         should=[models.FieldCondition(key="version", range=models.Range(lt=version)),
+                                 unversioned()])
+
+
+def same_images(shas: list[str], embedder: str) -> models.Filter:
+    """Points holding one of these images (by sha256) whose vector ``embedder`` made."""
+    return models.Filter(must=[models.FieldCondition(key="image_sha256", match=models.MatchAny(any=shas)),
+                               models.FieldCondition(key="embedder", match=models.MatchValue(value=embedder))])
