@@ -16,6 +16,7 @@ import redis
 from prometheus_client import CollectorRegistry
 
 from batcher.fetch import UrlFetcher
+from batcher.gpu_decode import UnsupportedDecodeDevice, check_decode_device
 from batcher.heartbeat import Heartbeat
 from batcher.metrics import WorkerMetrics
 from batcher.probes import Health, serve_probes
@@ -28,6 +29,7 @@ from batcher.status import WorkerStatus
 from batcher.store import StoreLocked, VectorStore
 from batcher.watchdog import Watchdog
 from batcher.worker import Worker
+from models.acceleration import UnsupportedAcceleration
 from models.clip import ClipEncoder, WeightsUnavailable, load_encoder
 from models.precision import UnsupportedPrecision
 
@@ -59,6 +61,17 @@ def connect_redis(url: str, cluster: bool = False, timeout_s: float | None = Non
     return client
 
 
+def _load_encoder(s: WorkerSettings) -> ClipEncoder:
+    try:
+        encoder = load_encoder(s.clip_model, s.clip_pretrained, s.clip_device, s.clip_seed, s.clip_cache_dir,
+                               s.clip_precision, pin_memory=s.clip_pin_memory, compile=s.clip_compile,
+                               max_batch=s.worker_batch_size)
+    except (WeightsUnavailable, UnsupportedPrecision, UnsupportedAcceleration) as exc:
+        raise StartupError(str(exc)) from None
+    encoder.warm_up(s.worker_batch_size if encoder.device.type == "cuda" else 1)
+    return encoder
+
+
 @dataclass
 class WorkerApp:
     settings: WorkerSettings
@@ -73,15 +86,13 @@ class WorkerApp:
     @classmethod
     def start(cls, settings: WorkerSettings, *, stop: threading.Event | None = None,
               registry: CollectorRegistry | None = None, encoder: ClipEncoder | None = None) -> "WorkerApp":
+        try:
+            check_decode_device(settings.worker_decode_device)
+        except UnsupportedDecodeDevice as exc:
+            raise StartupError(str(exc)) from None
         client = connect_redis(settings.redis_url, settings.redis_cluster,
                                settings.worker_redis_timeout + settings.worker_poll_interval)
-        if encoder is None:
-            try:
-                encoder = load_encoder(settings.clip_model, settings.clip_pretrained, settings.clip_device,
-                                       settings.clip_seed, settings.clip_cache_dir, settings.clip_precision)
-            except (WeightsUnavailable, UnsupportedPrecision) as exc:
-                raise StartupError(str(exc)) from None
-            encoder.warm_up(settings.worker_batch_size if encoder.device.type == "cuda" else 1)
+        encoder = encoder or _load_encoder(settings)
         fields = tuple(f for f in settings.qdrant_indexed_fields.split(",") if f)
         try:
             store = VectorStore.open(settings.qdrant_url, settings.qdrant_path, settings.qdrant_collection,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
@@ -153,3 +154,27 @@ def decode(data: bytes | None, prep: Preprocessing, max_pixels: int,
     if not data:
         raise DecodeError("cannot decode image: the image is empty or missing")
     return fit(open_rgb(data, max_pixels, min_side=prep.image_size, budget=budget), prep)
+
+
+class ImageDecoder:
+    """A batch's images decoded in a pool of threads (``WORKER_DECODE_THREADS``): the stacked
+    pixels of the good ones, and for each image its error message or None."""
+
+    def __init__(self, prep: Preprocessing, max_pixels: int, budget: DecodeBudget | None, threads: int) -> None:
+        self.prep, self.max_pixels, self.budget = prep, max_pixels, budget
+        self._pool = ThreadPoolExecutor(threads, "decode")
+
+    def _one(self, data: bytes | None) -> np.ndarray | DecodeError:
+        try:
+            return decode(data, self.prep, self.max_pixels, self.budget)
+        except DecodeError as exc:
+            return exc
+
+    def __call__(self, images: list[bytes | None]) -> tuple[np.ndarray | None, list[str | None]]:
+        results = list(self._pool.map(self._one, images))
+        good = [r for r in results if not isinstance(r, DecodeError)]
+        errors = [str(r) if isinstance(r, DecodeError) else None for r in results]
+        return (np.stack(good) if good else None), errors
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)

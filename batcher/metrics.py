@@ -21,6 +21,10 @@ class WorkerMetrics:
                                     buckets=LATENCY_BUCKETS, registry=registry)
         self.jobs = Counter("clipq_jobs_total", "Jobs finished by this worker, by outcome (completed: embedded; "
                             "unchanged, reused: completed without the model).", ["outcome"], registry=registry)
+        self.infer_busy = Counter(
+            "clipq_infer_busy_seconds_total", "Seconds the infer stage spent on forward passes (on a GPU: the "
+            "copy in, the model and the vectors back); its rate() is the fraction of time the model's device "
+            "is kept busy.", registry=registry)
         self.oom_splits = Counter("clipq_oom_splits_total", "Batches split after a device OOM.",
                                   registry=registry)
         self.store_splits = Counter("clipq_store_splits_total",

@@ -14,6 +14,8 @@ from batcher.fetch import FetchLimits
 from batcher.queue.config import QueueSettings
 
 Precision = Literal["auto", "fp32", "bf16", "fp16", "int8"]  # models.precision.PRECISIONS, without torch
+CompileMode = Literal["off", "compile", "cudagraphs"]  # models.acceleration.COMPILE_MODES
+DecodeDevice = Literal["cpu", "cuda"]
 
 
 def available_cpus(cpu_max: str = "/sys/fs/cgroup/cpu.max") -> int:
@@ -45,6 +47,10 @@ class WorkerSettings(QueueSettings):
     worker_decode_threads: int = Field(
         default_factory=lambda: min(8, available_cpus()), ge=1, le=64,
         description="Threads decoding images (default: the CPUs this container may use, at most 8).")
+    worker_decode_device: DecodeDevice = Field(
+        "cpu", description="`cpu`: Pillow in the decode threads; `cuda`: JPEGs decoded, resized and cropped on "
+                           "the GPU in one batch (nvJPEG, `torchvision.io.decode_jpeg`), other formats and "
+                           "JPEGs it cannot decode on the CPU. Not measured on a GPU yet: `cpu` stays the default.")
     worker_heartbeat_ttl: float = Field(
         30, gt=0, description="Seconds a heartbeat lives; a worker silent that long is presumed dead.")
     worker_reaper_interval: float | None = Field(
@@ -87,6 +93,14 @@ class WorkerSettings(QueueSettings):
     clip_precision: Precision = Field(
         "auto", description="`auto` (fp16 on CUDA, fp32 on CPU), `fp32`, `bf16`, `fp16` (CUDA, or a CPU with "
         "native bf16/fp16), `int8` (CPU only: dynamically quantised Linear layers).")
+    clip_pin_memory: bool = Field(
+        True, description="Copy each batch to the GPU from pinned (page-locked) memory, without blocking; "
+                          "`false`: a plain copy. No effect on a CPU.")
+    clip_compile: CompileMode = Field(
+        "off", description="Image forward pass: `off` (eager); `compile` (`torch.compile`, CPU or CUDA, the "
+                           "batch size dynamic: compiled for batch 1 and for the rest at start-up); `cudagraphs` "
+                           "(CUDA only: a batch is padded to a bucket, powers of two from 8 and WORKER_BATCH_SIZE, "
+                           "each captured at start-up). Not measured on a GPU yet: `off` stays the default.")
     clip_cache_dir: str | None = Field(None, description="Where downloaded weights are cached.")
     qdrant_url: str | None = Field(None, description="Qdrant server URL; unset: embedded mode in QDRANT_PATH.")
     qdrant_path: str = Field("./data/qdrant", description="Embedded Qdrant folder (`:memory:` for none).")

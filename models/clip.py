@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.precision import input_dtype, prepare_model, resolve_precision
+from models.acceleration import ImageForward, check_mode
+from models.precision import device_type, input_dtype, prepare_model, resolve_precision
 from models.preprocessing import Preprocessing
 
 log = logging.getLogger(__name__)
@@ -63,13 +64,16 @@ def _create(model_name: str, pretrained: str, seed: int, cache_dir: str | None):
 
 
 class ClipEncoder:
-    def __init__(self, model, tokenizer, device: torch.device, name: str, precision: str = "auto") -> None:
+    def __init__(self, model, tokenizer, device: torch.device, name: str, precision: str = "auto", *,
+                 pin_memory: bool = True, compile: str = "off", max_batch: int = 32) -> None:
         import open_clip
 
         self.name = name
         self.weights = ""  # set by load_encoder: the checkpoint, or the seed of random weights
         self.device = device
+        self.pin_memory = pin_memory and device.type == "cuda"  # CLIP_PIN_MEMORY: a no-op on a CPU
         self.precision = resolve_precision(precision, str(device))
+        check_mode(compile, device.type, self.precision)
         self.dtype = input_dtype(self.precision)  # of the pixels fed to the model
         self.model = prepare_model(model, self.precision, device)
         self.tokenizer = tokenizer
@@ -84,6 +88,7 @@ class ClipEncoder:
         shape = (1, 3, 1, 1)
         self._mean = torch.tensor(self.preprocessing.mean, device=device, dtype=self.dtype).view(shape)
         self._std = torch.tensor(self.preprocessing.std, device=device, dtype=self.dtype).view(shape)
+        self.forward = ImageForward(self._encode, compile, max_batch)
 
     @property
     def fingerprint(self) -> str:
@@ -91,18 +96,29 @@ class ClipEncoder:
         fingerprint make the same vector for the same image bytes; "" when the weights are unknown."""
         return f"{self.name}|{self.weights}|{self.precision}" if self.weights else ""
 
-    def to_device(self, images: np.ndarray) -> torch.Tensor:
-        """uint8 NHWC on the host -> normalised NCHW on the device (pinned, non-blocking on CUDA)."""
-        x = torch.from_numpy(images)
-        if self.device.type == "cuda":
-            x = x.pin_memory().to(self.device, non_blocking=True)
+    def upload(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """uint8 NHWC on the host (or already on the device) -> the same on the device. From
+        pinned memory without blocking when ``pin_memory`` (CUDA only), else a plain copy."""
+        x = torch.from_numpy(images) if isinstance(images, np.ndarray) else images
+        if self.pin_memory and x.device.type == "cpu":
+            return x.pin_memory().to(self.device, non_blocking=True)
+        return x.to(self.device)  # nothing to do for a tensor already there
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 NHWC on the device -> normalised NCHW in the model's dtype."""
         x = x.permute(0, 3, 1, 2).to(self.dtype).div_(255)
         return (x - self._mean) / self._std
 
-    def embed_images(self, images: np.ndarray) -> np.ndarray:
+    def to_device(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
+        return self.normalise(self.upload(images))
+
+    def _encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_image(self.normalise(x), normalize=True)
+
+    def embed_images(self, images: np.ndarray | torch.Tensor) -> np.ndarray:
+        """uint8 ``(N, S, S, 3)`` images, a numpy array on the host or a tensor on the device."""
         with torch.inference_mode(), _oom_guard(len(images)):
-            features = self.model.encode_image(self.to_device(images), normalize=True)
-            return features.float().cpu().numpy()
+            return self.forward(self.upload(images)).float().cpu().numpy()
 
     def embed_texts(self, texts: list[str]) -> np.ndarray:
         with torch.inference_mode(), _oom_guard(len(texts)):
@@ -110,9 +126,11 @@ class ClipEncoder:
             return self.model.encode_text(tokens, normalize=True).float().cpu().numpy()
 
     def warm_up(self, batch_size: int) -> None:
-        """Run one pass so that the first real batch does not pay for kernel selection."""
+        """Run one pass so that the first real batch does not pay for kernel selection; compiled
+        or captured, one pass per shape to compile, so that no batch pays for it."""
         s = self.preprocessing.image_size
-        self.embed_images(np.zeros((max(1, batch_size), s, s, 3), np.uint8))
+        for n in self.forward.warm_sizes if self.forward.mode != "off" else (max(1, batch_size),):
+            self.embed_images(np.zeros((n, s, s, 3), np.uint8))
         self.embed_texts(["warm up"])
 
 
@@ -126,21 +144,24 @@ def _oom_guard(n: int):
 
 
 def load_encoder(model_name: str, pretrained: str, device: str = "auto", seed: int = 0,
-                 cache_dir: str | None = None, precision: str = "auto") -> ClipEncoder:
-    """Build the model on its device in ``precision`` (see ``models.precision``).
+                 cache_dir: str | None = None, precision: str = "auto", *, pin_memory: bool = True,
+                 compile: str = "off", max_batch: int = 32) -> ClipEncoder:
+    """Build the model on its device in ``precision`` (see ``models.precision``), its image pass
+    run as ``compile`` says (see ``models.acceleration``).
 
-    Raises ``WeightsUnavailable`` or ``UnsupportedPrecision`` with a fix in its message.
+    Raises ``WeightsUnavailable``, ``UnsupportedPrecision`` or ``UnsupportedAcceleration`` with
+    a fix in its message.
     """
     import open_clip
 
-    resolve_precision(precision, device)  # refuse an impossible choice before loading anything
+    check_mode(compile, device_type(device), resolve_precision(precision, device))  # before loading anything
     open_clip.add_model_config(CONFIG_DIR)
     if model_name not in open_clip.list_models():
         raise WeightsUnavailable(f"unknown CLIP_MODEL {model_name!r}; known: clipq-tiny, ViT-B-32, ...")
     model = _create(model_name, pretrained, seed, cache_dir)
     encoder = ClipEncoder(model, open_clip.get_tokenizer(model_name), resolve_device(device), model_name,
-                          precision)
+                          precision, pin_memory=pin_memory, compile=compile, max_batch=max_batch)
     encoder.weights = f"random#{seed}" if pretrained.lower() == RANDOM_WEIGHTS else pretrained
-    log.info("model %s (%s) on %s in %s, %d-d vectors", model_name, pretrained, encoder.device,
-             encoder.precision, encoder.dim)
+    log.info("model %s (%s) on %s in %s, %d-d vectors, image pass %s%s", model_name, pretrained,
+             encoder.device, encoder.precision, encoder.dim, compile, ", pinned copies" if encoder.pin_memory else "")
     return encoder

@@ -28,6 +28,10 @@ each measurement is shown too: on a shared machine, figures taken while it is hi
     .venv/bin/python scripts/bench_worker.py --images 128 --batch-size 32
     .venv/bin/python scripts/bench_worker.py --device cuda --batch-size 256 --images 4096 --json out.json
     .venv/bin/python scripts/bench_worker.py --precision fp32,int8 --images 128 --batch-size 32 --repeat 3
+    .venv/bin/python scripts/bench_worker.py --device cuda --batch-size 256 --variants "base;pin=off;decode=cuda"
+
+``--variants`` runs the worker with several sets of its options instead (scripts/_options_bench.py;
+scripts/gpu_check.sh uses it for every GPU question).
 """
 from __future__ import annotations
 
@@ -122,6 +126,20 @@ def make_images(n: int, seed: int = 0) -> tuple[list[bytes], dict]:
             "long_side_px": [min(max(d) for d in dims), max(max(d) for d in dims)],
             "kb_min": round(sizes[0] / 1024), "kb_median": round(sizes[len(sizes) // 2] / 1024),
             "kb_max": round(sizes[-1] / 1024), "distinct": len({hashlib.sha256(b).digest() for b in images})}
+    return images, info
+
+
+def cached_images(n: int, path: str | None) -> tuple[list[bytes], dict]:
+    """``make_images(n)``, kept in ``path`` when given (a pickle of this script's own making)."""
+    import pickle
+
+    if path and Path(path).is_file():
+        images, info = pickle.loads(Path(path).read_bytes())
+        if len(images) >= n:
+            return images[:n], info | {"count": n}
+    images, info = make_images(n)
+    if path:
+        Path(path).write_bytes(pickle.dumps((images, info)))
     return images, info
 
 
@@ -345,8 +363,9 @@ class _AckClock:
 
 
 def worker_run(services: Services, encoder, args, images: list[bytes], batch_size: int, label: str,
-               warmup: int) -> dict:
-    """Drain a pre-filled queue with the real worker; images/s = jobs / wall time of run(burst=True)."""
+               warmup: int, extra: dict | None = None) -> dict:
+    """Drain a pre-filled queue with the real worker; images/s = jobs / wall time of run(burst=True).
+    ``extra``: more worker settings (e.g. ``worker_decode_device``)."""
     from prometheus_client import CollectorRegistry
 
     from batcher.app import WorkerApp
@@ -362,7 +381,7 @@ def worker_run(services: Services, encoder, args, images: list[bytes], batch_siz
             kw["worker_decode_threads"] = args.decode_threads
         if args.poll_interval:
             kw["worker_poll_interval"] = args.poll_interval
-        return WorkerSettings(**kw)
+        return WorkerSettings(**kw | (extra or {}))
 
     if warmup:
         ns = services.new_namespace()
@@ -383,7 +402,8 @@ def worker_run(services: Services, encoder, args, images: list[bytes], batch_siz
         raise RuntimeError(f"{label}: {totals.completed} of {len(images)} jobs completed "
                            f"({totals.failed} failed, {totals.retried} retried)")
     first, last = (acks.first or t0) - t0, (acks.last or t0) - t0
-    return {"batch_size": batch_size, "images": len(images), "batches": totals.batches,
+    busy = app.metrics.registry.get_sample_value("clipq_infer_busy_seconds_total") or 0.0
+    return {"infer_busy_s": round(busy, 3), "infer_busy_ratio": round(busy / wall, 3), "batch_size": batch_size, "images": len(images), "batches": totals.batches,
             "wall_s": round(wall, 3), "images_per_s": len(images) / wall,
             "first_ack_s": round(first, 3), "last_ack_s": round(last, 3),
             "shutdown_s": round(wall - last, 3), "cpu_s_per_image": round(cpu / len(images), 4),
@@ -493,6 +513,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-seed", action="store_true", help="skip the seed-style worker run")
     p.add_argument("--precision", help="compare CLIP_PRECISION values side by side instead, e.g. fp32,int8: "
                    "model only and the worker end to end, alternating (see scripts/_precision_bench.py)")
+    p.add_argument("--variants", help="run the worker in several option sets instead, ';'-separated, each "
+                   "'key=value,...' of batch, pin (on|off), compile (off|compile|cudagraphs), decode (cpu|cuda), "
+                   "threads, images; '' or 'base' for the defaults (see scripts/_options_bench.py)")
+    p.add_argument("--image-cache", help="keep the generated JPEGs in this file and reuse them")
     p.add_argument("--json", help="also write the results here")
     p.add_argument("--log-level", default="WARNING")
     a = p.parse_args(argv)
@@ -502,9 +526,14 @@ def main(argv: list[str] | None = None) -> int:
     from models.clip import load_encoder
 
     print(f"==> building {a.images} product JPEGs from real photos", flush=True)
-    images, img_info = make_images(max(a.images, seed_n))
+    images, img_info = cached_images(max(a.images, seed_n), a.image_cache)
     print(f"    {img_info['distinct']} distinct, {img_info['kb_min']}-{img_info['kb_max']} KB "
           f"(median {img_info['kb_median']} KB), from {', '.join(img_info['sources'])}", flush=True)
+    if a.variants is not None:
+        import _options_bench
+
+        _options_bench.run(a, images, img_info, _command(argv))
+        return 0
     if a.precision:
         import _precision_bench
 

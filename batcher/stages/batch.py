@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -22,7 +23,7 @@ class Batch:
     """Claim -> infer: the jobs decoded, their pixels, and the jobs that cannot be decoded."""
 
     jobs: list[Job]                      # decoded, to embed
-    pixels: np.ndarray | None            # (len(jobs), S, S, 3) uint8
+    pixels: Any                          # (len(jobs), S, S, 3) uint8: a numpy array, or a tensor on the GPU
     rejected: list[tuple[Job, str]]      # permanent failures (cannot decode)
     retry: list[tuple[Job, str]] = field(default_factory=list)  # transient failures (fetching image_url)
     known: list[Known] = field(default_factory=list)  # vectors found in the store: stored as they are

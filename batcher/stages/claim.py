@@ -12,10 +12,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 
-import numpy as np
-
-from batcher.decode import DecodeBudget, DecodeError, decode
+from batcher.decode import DecodeBudget
 from batcher.fetch import FetchError, UrlFetcher
+from batcher.gpu_decode import make_decoder
 from batcher.metrics import WorkerMetrics
 from batcher.pause import pause_after
 from batcher.policy import Backoff, BatchPolicy, collect
@@ -58,13 +57,13 @@ class ClaimStage:
         self.recall = recall
         self.burst, self.max_jobs = burst, max_jobs
         self._claimed = 0
-        self._decoders = ThreadPoolExecutor(s.worker_decode_threads, "decode")
         self.budget = DecodeBudget(s.worker_decode_memory)  # shared by the decode threads
+        self.decoder = make_decoder(s, prep, self.budget)  # WORKER_DECODE_DEVICE
         self.fetcher = UrlFetcher(s.fetch_limits)
         self._fetchers = ThreadPoolExecutor(s.image_url_fetch_threads, "fetch")
 
     def close(self) -> None:
-        self._decoders.shutdown(wait=True)
+        self.decoder.close()
         self._fetchers.shutdown(wait=True)
 
     def next_batch(self) -> Batch | None:
@@ -110,20 +109,10 @@ class ClaimStage:
         jobs = [j for j in jobs if j.job_id not in unfetched]
         jobs, known = self.recall.split(jobs) if self.recall else (jobs, [])
         t0 = time.perf_counter()
-        limit = self.s.max_image_pixels
-
-        def one(job: Job):
-            try:
-                return decode(job.image, self.prep, limit, self.budget)
-            except DecodeError as exc:
-                return exc
-
-        results = list(self._decoders.map(one, jobs))
-        good = [(j, r) for j, r in zip(jobs, results) if not isinstance(r, Exception)]
-        rejected = failed + [(j, str(r)) for j, r in zip(jobs, results) if isinstance(r, Exception)]
-        pixels = np.stack([r for _, r in good]) if good else None
+        pixels, errors = self.decoder([j.image for j in jobs])
+        rejected = failed + [(j, e) for j, e in zip(jobs, errors) if e is not None]
         self.metrics.stage.labels("decode").observe(time.perf_counter() - t0)
-        return Batch([j for j, _ in good], pixels, rejected, retry, known)
+        return Batch([j for j, e in zip(jobs, errors) if e is None], pixels, rejected, retry, known)
 
     def _fetch_urls(self, jobs: list[Job]) -> tuple[list[tuple[Job, str]], list[tuple[Job, str]]]:
         """Fetch the images of ``image_url`` jobs, all at once: (failed for good, to retry)."""

@@ -50,7 +50,10 @@ class InferStage:
         except Exception:  # a model failure must not kill the worker: retry the jobs
             log.exception("inference failed for a batch of %d", len(batch.jobs))
             return Embedded(error="inference failed")
-        self.metrics.stage.labels("infer").observe(time.perf_counter() - t0)
+        finally:
+            elapsed = time.perf_counter() - t0
+            self.metrics.infer_busy.inc(elapsed)  # failed passes kept the device busy too
+        self.metrics.stage.labels("infer").observe(elapsed)
         self.metrics.batch_size.observe(len(batch.jobs))
         return Embedded(vectors=vectors)
 
