@@ -15,7 +15,9 @@ then opens one client per job, all at once, on one aiohttp session:
 Once every request has been sent (and a second more), the worker is let through the gate and
 indexes the jobs. For each job the figure is the delay from its completion (its ``updated_at``:
 Redis server time, in ms, written by the worker's ack script) to the moment the client had the
-answer saying so (``time.time()``; same host, same clock). Modes alternate round by round.
+answer saying so (``time.time()``; same host, same clock). Modes alternate round by round. A
+listener process of its own subscribes to the workers' announcements too, which splits each
+delay in two: completion to announcement heard, announcement to answer.
 
 While the clients wait, the script samples every 100 ms the TCP connections of the API process
 (from /proc): to Redis, and from clients. A waiting request holds no Redis connection of its
@@ -157,7 +159,7 @@ class Services:
         # as scripts/run_local.py starts it
         self.api = self.spawn("api", [PY, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1", "--port",
                                       str(self.api_port), "--log-level", "warning", "--timeout-keep-alive", "30"])
-        self._until(lambda: self._ready(), 60, "the API")
+        self.until(lambda: self._ready(), 60, "the API")
 
     def _ready(self) -> bool:
         import httpx
@@ -167,7 +169,7 @@ class Services:
         except httpx.HTTPError:
             return False
 
-    def _until(self, ready, timeout_s: float, what: str) -> None:
+    def until(self, ready, timeout_s: float, what: str) -> None:
         deadline = time.monotonic() + timeout_s
         while not ready():
             if any(p.poll() is not None for p in self.procs) or time.monotonic() > deadline:
@@ -180,7 +182,7 @@ class Services:
         proc = self.spawn(name, ["nice", "-n", "10", PY, "-c", GATE_CODE, "--worker-id", f"bench-wait-{n}",
                                  "--metrics-port", "0", "--max-batch-size", str(self.a.batch_size)],
                           stdin=subprocess.PIPE)
-        self._until(lambda: GATE_MARK in (self.dir / f"{name}.log").read_text(errors="replace"), 120, name)
+        self.until(lambda: GATE_MARK in (self.dir / f"{name}.log").read_text(errors="replace"), 120, name)
         return proc
 
     def stop(self) -> None:
@@ -287,28 +289,34 @@ async def one_round(svc: Services, mode: str, n_round: int) -> dict:
         while sent < len(job_ids) and time.monotonic() < deadline:  # every request is out
             await asyncio.sleep(0.05)
         await asyncio.sleep(1.0)  # ... and read by the API
-        conns_file = svc.dir / f"connections-{n_round}.txt"
-        redis_port = int(svc.redis_url.rsplit(":", 1)[1].split("/")[0])
-        sampler = multiprocessing.get_context("spawn").Process(
-            target=sample_connections, args=(svc.api.pid, redis_port, svc.api_port, str(conns_file)), daemon=True)
-        sampler.start()
-        heard_file = svc.dir / f"notices-{n_round}.txt"
-        listener = svc.spawn(f"listener-{n_round}", [PY, "-c", LISTEN_CODE, svc.redis_url, svc.finished_channel,
-                                                    str(heard_file)])
-        svc._until(lambda: heard_file.exists(), 30, "the announcement listener")
+        sampler, listener = observers(svc, n_round)
         cpu0, t0 = cpu_seconds(svc.api.pid), time.monotonic()
         worker.stdin.write(b"go\n")
         worker.stdin.close()
         answers = await asyncio.gather(*tasks)
         wall, cpu = time.monotonic() - t0, cpu_seconds(svc.api.pid) - cpu0
         sampler.terminate()
-        conns = [tuple(map(int, line.split())) for line in conns_file.read_text().splitlines()]
     for proc in (worker, listener):
         proc.terminate()
         proc.wait(30)
         svc.procs.remove(proc)
-    heard = read_notices(heard_file)
+    conns = [tuple(map(int, line.split())) for line in (svc.dir / f"connections-{n_round}.txt").open()]
+    heard = read_notices(svc.dir / f"notices-{n_round}.txt")
     return summarise(mode, answers, heard, conns, wall, cpu)
+
+
+def observers(svc: Services, n_round: int) -> tuple[multiprocessing.Process, subprocess.Popen]:
+    """The connection sampler and the announcement listener, each in a process of its own."""
+    redis_port = int(svc.redis_url.rsplit(":", 1)[1].split("/")[0])
+    sampler = multiprocessing.get_context("spawn").Process(
+        target=sample_connections, daemon=True,
+        args=(svc.api.pid, redis_port, svc.api_port, str(svc.dir / f"connections-{n_round}.txt")))
+    sampler.start()
+    heard = svc.dir / f"notices-{n_round}.txt"
+    listener = svc.spawn(f"listener-{n_round}", [PY, "-c", LISTEN_CODE, svc.redis_url, svc.finished_channel,
+                                                str(heard)])
+    svc.until(heard.exists, 30, "the announcement listener")
+    return sampler, listener
 
 
 def stats_ms(values: list[float]) -> dict | None:
@@ -326,7 +334,7 @@ def summarise(mode: str, answers: list[tuple[float, dict]], heard: dict[str, flo
         "mode": mode, "jobs": len(answers), "terminal": len(done),
         "requests": sum(body["requests"] for _, body in answers),
         "delay_ms": stats_ms([(seen - done_at) * 1000 for seen, _, done_at in done]),
-        # the delay in two: completion -> announcement heard here; announcement -> answer
+        # the delay in two: completion -> announcement heard by a listener; announcement -> answer
         "announced_ms": stats_ms([(heard[b["job_id"]] - done_at) * 1000 for _, b, done_at in done
                                   if b["job_id"] in heard]),
         "after_announcement_ms": stats_ms([(seen - heard[b["job_id"]]) * 1000 for seen, b, _ in done
