@@ -40,7 +40,7 @@ def test_a_waiting_status_answers_when_the_job_completes_not_at_the_end_of_the_w
 
 
 def test_the_workers_announcement_wakes_the_wait_before_its_own_reread(client, api_settings, serve_worker):
-    """With the re-read every 60 s, only the workers' announcement can answer within the wait."""
+    """With the sweep every 60 s (after its first, at 1 s), only the announcement can answer within the wait."""
     from api.main import create_app
 
     app = create_app(api_settings)
