@@ -29,13 +29,26 @@ from batcher.queue.connect import async_client
 log = logging.getLogger("clipq.api")
 
 
+def _short_calls_client(settings: ApiSettings, **options) -> aioredis.Redis:
+    """Up to ``REDIS_MAX_CONNECTIONS`` connections; a call beyond them waits for a free one (at
+    most ``REDIS_TIMEOUT``). redis-py's default pool fails such a call at once ("Too many
+    connections", a 503): 1,000 status long-polls re-reading together did that."""
+    if settings.redis_cluster:
+        return async_client(settings.redis_url, True, **options)
+    pool = aioredis.BlockingConnectionPool.from_url(
+        settings.redis_url, max_connections=settings.redis_max_connections, timeout=settings.redis_timeout, **options)
+    client = aioredis.Redis(connection_pool=pool)
+    client.auto_close_connection_pool = True  # aclose() closes the pool too, as from_url's clients do
+    return client
+
+
 def _clients(settings: ApiSettings) -> tuple[aioredis.Redis, aioredis.Redis]:
     """A pooled connection opened before a Redis restart fails once: retry such a call once,
     at once (every write the API makes is idempotent: enqueue, retry, query)."""
     t, url, cluster = settings.redis_timeout, settings.redis_url, settings.redis_cluster
     options = {"socket_connect_timeout": t,
                "retry": Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))}
-    fast = async_client(url, cluster, socket_timeout=t, **options)
+    fast = _short_calls_client(settings, socket_timeout=t, **options)
     blocking = async_client(url, cluster, socket_timeout=settings.search_timeout + t, **options)
     return fast, blocking
 
@@ -54,7 +67,7 @@ async def lifespan(app: FastAPI):
                                max_pending_queries=settings.max_pending_queries)
     # the listener blocks for as long as no job finishes: a client with no read time-out
     listener = async_client(settings.redis_url, settings.redis_cluster, socket_connect_timeout=settings.redis_timeout)
-    app.state.waiter = JobWaiter(listener, app.state.queue.keys.finished)
+    app.state.waiter = JobWaiter(listener, app.state.queue.keys.finished, app.state.queue.settled)
     app.state.waiter.start()
     try:
         yield

@@ -10,7 +10,7 @@ import redis.asyncio as aioredis
 from api.reasons import short_reason
 from batcher.queue import calls
 from batcher.queue.config import DAY
-from batcher.queue.jobs import STATUSES, JobSpec, new_job_id, public_status
+from batcher.queue.jobs import STATUSES, TERMINAL, JobSpec, new_job_id, public_status
 from batcher.queue.keys import Keys
 from batcher.queue.messages import QueryReply, QueryRequest
 from batcher.queue.scripts import Scripts
@@ -72,6 +72,14 @@ class JobQueue:
         if not h:
             return None
         return _public(h)
+
+    async def settled(self, job_ids: list[str]) -> set[str]:
+        """The ids among ``job_ids`` whose job is over, or gone (unknown, expired): one pipeline."""
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hget(self.keys.job(job_id), "status")
+        return {job_id for job_id, status in zip(job_ids, await pipe.execute())
+                if status is None or status.decode() in TERMINAL}
 
     async def depth(self) -> int:
         return int(await self.redis.llen(self.keys.queue))

@@ -31,6 +31,9 @@ class ApiSettings(QueueSettings):
         1000, ge=1, description="Searches and product reads waiting for a worker beyond which the API answers 503.")
     search_timeout: float = Field(5.0, gt=0, le=120, description="Seconds a search waits for a worker; then 504.")
     redis_timeout: float = Field(1.5, gt=0, le=30, description="Seconds per Redis call before the API answers 503.")
+    redis_max_connections: int = Field(
+        64, ge=1, description="Redis connections of each API process for its short calls (searches waiting for a "
+                              "worker use others); a call beyond them waits for a free one, up to REDIS_TIMEOUT.")
 
     @property
     def api_keys(self) -> list[str]:

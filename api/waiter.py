@@ -2,17 +2,19 @@
 job is terminal, or when the wait is over.
 
 One pub/sub subscription per API process listens on ``Keys.finished``, where workers announce
-the ids whose outcome they have just recorded, and wakes the requests waiting on them. A
-waiting request also re-reads its job every ``poll_s`` on its own, so an announcement lost to a
-reconnect, or an outcome recorded by the reaper (which announces nothing), delays the answer by
-at most that much.
+the ids whose outcome they have just recorded, and wakes the requests waiting on them. Every
+``poll_s`` one sweep also reads the status of every waiting job in one pipeline and wakes those
+that are over, so an announcement lost to a reconnect, or an outcome recorded by the reaper
+(which announces nothing), delays the answer by at most that much. A waiting request reads its
+job only when it starts, when it is woken and when its wait ends: 1,000 waiting requests cost
+one pipelined read per ``poll_s``, not 1,000 reads.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections import defaultdict
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Iterable
 
 import redis.asyncio as aioredis
 
@@ -20,28 +22,31 @@ from batcher.queue.jobs import TERMINAL
 
 log = logging.getLogger("clipq.api")
 Status = dict[str, Any] | None
+Settled = Callable[[list[str]], Awaitable[set[str]]]  # the ids among these that are over (or gone)
 
 
 class JobWaiter:
-    def __init__(self, client: aioredis.Redis, channel: str, poll_s: float = 1.0) -> None:
-        self.client, self.channel, self.poll_s = client, channel, poll_s
+    def __init__(self, client: aioredis.Redis, channel: str, settled: Settled, poll_s: float = 1.0) -> None:
+        self.client, self.channel, self.settled, self.poll_s = client, channel, settled, poll_s
         self._waiting: dict[str, set[asyncio.Event]] = defaultdict(set)
-        self._task: asyncio.Task | None = None
+        self._tasks: list[asyncio.Task] = []
         self._stopping = False
 
     def start(self) -> None:
+        self._tasks.append(asyncio.create_task(self._sweep(), name="job-waiter-sweep"))
         if not hasattr(self.client, "pubsub"):  # redis-py's asyncio cluster client has none
-            log.info("no pub/sub on this Redis client: status long-polls re-read every %.1fs", self.poll_s)
+            log.info("no pub/sub on this Redis client: status long-polls answer within %.1fs", self.poll_s)
             return
-        self._task = asyncio.create_task(self._listen(), name="job-waiter")
+        self._tasks.append(asyncio.create_task(self._listen(), name="job-waiter"))
 
     async def stop(self) -> None:
-        """Cancel the listener; never wait on it long (its connection is closed with its client)."""
+        """Cancel the tasks; never wait on them long (the listener's connection closes with its client)."""
         self._stopping = True
-        if self._task is not None:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
+        if self._tasks:
             # redis-py's pub/sub can swallow a cancel while it cleans up: never hang shutdown on it
-            await asyncio.wait([self._task], timeout=2)
+            await asyncio.wait(self._tasks, timeout=2)
 
     async def wait(self, job_id: str, read: Callable[[], Awaitable[Status]], wait_s: float) -> Status:
         """Read the job until it is terminal or ``wait_s`` has passed; the last read is returned."""
@@ -51,13 +56,13 @@ class JobWaiter:
         self._waiting[job_id].add(woken)
         try:
             while True:
+                woken.clear()  # before the read: a wake-up during it is not lost
                 status = await read()
                 left = deadline - loop.time()
                 if status is None or status["status"] in TERMINAL or left <= 0:
                     return status
-                woken.clear()
                 try:
-                    await asyncio.wait_for(woken.wait(), min(left, self.poll_s))
+                    await asyncio.wait_for(woken.wait(), left)
                 except TimeoutError:
                     pass
         finally:
@@ -65,11 +70,20 @@ class JobWaiter:
             if not self._waiting[job_id]:
                 del self._waiting[job_id]
 
-    def _wake(self, message: bytes | str) -> None:
-        text = message.decode() if isinstance(message, bytes) else message
-        for job_id in text.split():
+    def _wake(self, job_ids: Iterable[str]) -> None:
+        for job_id in job_ids:
             for event in self._waiting.get(job_id, ()):
                 event.set()
+
+    async def _sweep(self) -> None:
+        while not self._stopping:
+            await asyncio.sleep(self.poll_s)
+            if not self._waiting:
+                continue
+            try:
+                self._wake(await self.settled(list(self._waiting)))
+            except Exception as exc:  # Redis down: the waits end on their own deadline
+                log.debug("status long-poll sweep: %s", exc)
 
     async def _listen(self) -> None:
         delay = 0.5
@@ -81,7 +95,8 @@ class JobWaiter:
                 await pubsub.subscribe(self.channel)
                 delay = 0.5
                 async for message in pubsub.listen():
-                    self._wake(message["data"])
+                    data = message["data"]
+                    self._wake((data.decode() if isinstance(data, bytes) else data).split())
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Redis down or restarted: the polls carry on meanwhile

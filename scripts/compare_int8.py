@@ -10,7 +10,8 @@ within 0.001 count as the same answer: the corpus holds a few copies of one pict
 Methods: torch fp32; torch.ao ``quantize_dynamic`` of nn.Linear as is (attention's fused
 projection stays fp32) and with the attention projections split into nn.Linear first (what
 ``CLIP_PRECISION=int8`` does, ``models.precision``); and, where installed
-(``pip install onnx onnxruntime openvino nncf``), ONNX Runtime fp32 and dynamic int8, and
+(``pip install onnx onnxruntime openvino nncf``), ONNX Runtime fp32 and dynamic int8 (of every
+MatMul and Conv; and of the MatMuls with a weight only, per channel, 7-bit weights), and
 OpenVINO fp32 and NNCF post-training int8 calibrated on the same photos.
 
     .venv/bin/python scripts/compare_int8.py --model ViT-B-32 --batch-size 32 --rounds 3
@@ -64,9 +65,16 @@ def onnx_methods(visual: nn.Module, sample: np.ndarray, tmp: str, calibration: n
         torch.onnx.export(visual, torch.from_numpy(sample), f32, input_names=["x"], output_names=["y"],
                           dynamic_axes={"x": {0: "n"}, "y": {0: "n"}}, opset_version=17, dynamo=False)
     quantize_dynamic(f32, f8, weight_type=QuantType.QInt8)
+    # as torch's dynamic int8 of nn.Linear does: MatMuls with a weight only (not attention's
+    # activation-by-activation ones, not the patch-embedding Conv), one scale per output channel,
+    # 7-bit weights (reduce_range, as fbgemm: without VNNI, AVX2's u8*s8 products saturate)
+    f8w = os.path.join(tmp, "visual-int8-weights.onnx")
+    quantize_dynamic(f32, f8w, weight_type=QuantType.QInt8, per_channel=True, reduce_range=True,
+                     op_types_to_quantize=["MatMul"], extra_options={"MatMulConstBOnly": True})
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
-    for name, path in (("onnxruntime fp32", f32), ("onnxruntime dynamic int8", f8)):
+    for name, path in (("onnxruntime fp32", f32), ("onnxruntime dynamic int8", f8),
+                       ("onnxruntime dynamic int8, weight MatMuls only, per channel, 7-bit", f8w)):
         session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         methods[name] = lambda x, s=session: s.run(None, {"x": x})[0]
     try:

@@ -40,7 +40,7 @@ def test_a_waiting_status_answers_when_the_job_completes_not_at_the_end_of_the_w
 
 
 def test_the_workers_announcement_wakes_the_wait_before_its_own_reread(client, api_settings, serve_worker):
-    """With the re-read every 60 s, only the workers' announcement can answer within the wait."""
+    """With the sweep every 60 s (after its first, at 1 s), only the announcement can answer within the wait."""
     from api.main import create_app
 
     app = create_app(api_settings)
@@ -71,3 +71,42 @@ def test_wait_is_bounded_and_unknown_jobs_answer_404_at_once(client):
         resp = client.get("/api/v1/queue/status/job-x", params={"wait": bad})
         assert resp.status_code == 422, resp.text
         assert resp.json()["error"]["field"] == "wait", resp.text
+
+
+def test_a_burst_of_waits_beyond_the_redis_pool_queues_for_a_connection_and_none_is_refused(client, settings_kw):
+    """60 long-polls at once on an API with 2 Redis connections: every one answers 200."""
+    import asyncio
+
+    from api.main import create_app
+    from api.settings import ApiSettings
+
+    job_id = upload(client, None, "p5", data=jpeg(5)).json()["job_id"]
+    app = create_app(ApiSettings(**settings_kw, allow_anonymous=True, redis_max_connections=2))
+
+    async def burst(url: str) -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=100)) as http:
+            return await asyncio.gather(*(http.get(f"{url}/api/v1/queue/status/{job_id}", params={"wait": 1.5})
+                                          for _ in range(60)))
+
+    with served(app) as url:
+        answers = asyncio.run(burst(url))
+    assert [a.status_code for a in answers] == [200] * 60, {a.status_code: a.text for a in answers}
+    assert {a.json()["status"] for a in answers} == {"queued"}  # no worker: the waits ran out
+
+
+def test_a_wait_is_answered_by_the_sweep_when_no_announcement_comes(client, api_settings, r, namespace):
+    """The job's record goes away (as when it expires): no worker announces anything, and the
+    periodic sweep of the waiting ids answers the wait with 404 long before it ends."""
+    from api.main import create_app
+    from batcher.queue.keys import Keys
+
+    job_id = upload(client, None, "p6", data=jpeg(6)).json()["job_id"]
+    with served(create_app(api_settings)) as url:
+        poll = status_in_thread(url, job_id, 25)
+        time.sleep(0.5)
+        assert "body" not in poll
+        started = time.monotonic()
+        r.delete(Keys(namespace).job(job_id))
+        poll["thread"].join(30)
+        assert poll["code"] == 404 and poll["body"]["error"]["code"] == "job_not_found", poll
+        assert poll["returned_at"] - started < 20  # the sweep (every second), not the end of the wait

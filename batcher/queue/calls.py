@@ -87,7 +87,7 @@ def ack(k: Keys, s: QueueSettings, worker_id: str, outcomes: list[Outcome]) -> S
     return ScriptCall("ack", [k.processing(worker_id), k.stats, k.failed, k.delayed, k.image_bytes,
                               k.failed_images, k.versions],
                       [k.job(""), k.image(""), s.job_ttl, s.failed_job_ttl, s.failed_image_ttl,
-                       s.max_attempts, payload])
+                       s.max_attempts, payload, k.finished])
 
 
 COMPLETED_RESULTS = ("completed", "unchanged", "reused")

@@ -6,7 +6,6 @@ that set, so it lives behind a lock.
 """
 from __future__ import annotations
 
-import logging
 import threading
 
 import redis
@@ -14,11 +13,10 @@ import redis
 from . import calls, history
 from .calls import AckResult, Outcome
 from .config import QueueSettings
-from .jobs import PROCESSING, TERMINAL, Job
+from .jobs import PROCESSING, Job
 from .keys import Keys
 from .scripts import Scripts
 
-log = logging.getLogger(__name__)
 
 class JobConsumer:
     """Claims, reads, acknowledges and recovers jobs for one worker id."""
@@ -109,13 +107,7 @@ class JobConsumer:
         """Record the outcomes; the result says, job by job, what was recorded or skipped."""
         reply = self._scripts.run(calls.ack(self.keys, self.settings, self.worker_id, outcomes))
         self._let_go(o.job_id for o in outcomes)
-        result = AckResult.parse(reply)
-        if done := [o.job_id for o, r in zip(outcomes, result.results) if r in TERMINAL]:
-            try:  # wake status long-polls; best effort: they also re-read every second
-                self._redis.publish(self.keys.finished, " ".join(done))
-            except redis.RedisError as exc:
-                log.debug("could not announce finished jobs: %s", exc)
-        return result
+        return AckResult.parse(reply)  # ack.lua announced the finished ids on ``keys.finished``
 
     # -- versions (batcher/stages/versions.py) -------------------------------------------
     def versions(self, product_ids, deletes: bool = False) -> dict[str, int]:

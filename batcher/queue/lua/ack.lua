@@ -3,7 +3,9 @@
 -- and handed to another worker) is skipped, so no counter moves twice.
 -- KEYS: processing, stats, failed, delayed, image_bytes, failed_images, versions
 -- ARGV: job_key_prefix, image_key_prefix, job_ttl_s, failed_ttl_s, failed_image_ttl_s,
---       max_attempts, outcomes_json  ([{id, outcome: completed|failed|retry, error, delay_ms, kind}])
+--       max_attempts, outcomes_json  ([{id, outcome: completed|failed|retry, error, delay_ms, kind}]),
+--       finished_channel (the ids now completed, failed or superseded are published there, in the
+--       same atomic step: a status long-poll hears of an outcome as soon as it is recorded)
 --       kind, for a completed job: '' (embedded), 'unchanged' (its product already had this
 --       image's vector) or 'reused' (another product had it); stored in the job's 'outcome'.
 -- Returns {now_ms, result...}: one result per outcome, in order: what was recorded
@@ -14,6 +16,7 @@
 local now_ms = redis_now_ms()
 local now = tostring(now_ms)
 local results = {now}
+local finished = {}
 local max_attempts = tonumber(ARGV[6])
 local budget = {bytes = KEYS[5], failed = KEYS[6], prefix = ARGV[2]}
 
@@ -59,5 +62,11 @@ for _, o in ipairs(cjson.decode(ARGV[7])) do
     end
   end
   results[#results + 1] = result
+  if result ~= 'skipped' and result ~= 'retried' then
+    finished[#finished + 1] = id
+  end
+end
+if #finished > 0 then
+  redis.call('PUBLISH', ARGV[8], table.concat(finished, ' '))
 end
 return results
