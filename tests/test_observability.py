@@ -305,7 +305,7 @@ def test_dashboard_structure():
         assert any(re.search(pattern, e) for e in exprs), f"no dashboard query matches {pattern!r}"
 
     covered(r"clipq_queue_depth")
-    covered(r'rate\(clipq_jobs_total\{outcome="completed"\}')
+    covered(r'rate\(clipq_jobs_total\{outcome=~"completed\|unchanged\|reused"\}')  # every completion
     covered(r"clipq_batch_size_bucket")
     covered(r"by \(le, stage\) \(rate\(clipq_stage_duration_seconds_bucket|by \(stage\)")
     covered(r'clipq_jobs_total\{outcome="failed"\}')
