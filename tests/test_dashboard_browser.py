@@ -91,6 +91,10 @@ def test_dashboard_in_chromium(live_api, browser_page, serve_worker, tmp_path):
     photos = [p for p in corpus_files("index") if p.stem in ("astronaut", "camera", "chelsea", "coffee")]
     good = [api_upload(live_api, path, f"sku-{i}", image_url=thumb, color="red") for i, path in enumerate(photos)]
     expect(page.locator("#n-completed")).to_have_text(str(len(good)), timeout=60_000)
+    expect(page.locator("#n-without-model")).to_have_text("0")
+    api_upload(live_api, photos[0], "sku-0", image_url=thumb, color="red")  # sent again: unchanged
+    expect(page.locator("#n-completed")).to_have_text(str(len(good) + 1), timeout=60_000)
+    expect(page.locator("#n-without-model")).to_have_text("1")
     page.fill("#lookup-input", good[0])
     page.click("#lookup-form button")
     expect(page.locator("#lookup-result")).to_contain_text("completed")

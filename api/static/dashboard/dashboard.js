@@ -69,6 +69,8 @@ async function loadQueue() {
   $("n-processing").textContent = s.jobs.processing;
   $("n-delayed").textContent = s.delayed_retries;
   $("n-completed").textContent = s.jobs.completed;
+  const skipped = s.completed_without_model || {};
+  $("n-without-model").textContent = (skipped.unchanged || 0) + (skipped.reused || 0);
   $("n-failed").textContent = s.jobs.failed;
   const h = await api("/api/v1/queue/history?minutes=15");
   spark("spark-depth", h.samples.map((x) => x.pending + x.delayed), "spark-depth-now");
