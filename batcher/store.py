@@ -109,16 +109,31 @@ class VectorStore:
 
     def upsert(self, jobs: list[Job], vectors: np.ndarray) -> None:
         """One point per job, keyed by its product: the last upload of a product wins. A stored
-        point of a newer version than the job's stays as it is (Qdrant's conditional update:
-        ``update_filter`` is checked against the point already there, in the same call)."""
+        point of a newer version than the job's stays as it is. A server checks that in the
+        same call (``update_filter``, against the point already there). Embedded mode has one
+        writer, this one, holding the lock: it reads the stored versions first, as its filter
+        would cost a check per point and per job."""
         now = datetime.now(timezone.utc).isoformat()
-        points = models.Batch(ids=[point_id(j.product_id) for j in jobs],
-                              vectors=vectors.astype(np.float32).tolist(),
-                              payloads=[point_payload(j, now, self.embedder) for j in jobs])
         with self._lock:
-            self.client.upsert(self.collection, points=points, wait=True, update_filter=replaceable(jobs))
+            if not self.server:
+                keep = self._replaceable_here(jobs)
+                jobs, vectors = [jobs[i] for i in keep], vectors[keep]
+                if not jobs:
+                    return
+            points = models.Batch(ids=[point_id(j.product_id) for j in jobs],
+                                  vectors=vectors.astype(np.float32).tolist(),
+                                  payloads=[point_payload(j, now, self.embedder) for j in jobs])
+            self.client.upsert(self.collection, points=points, wait=True,
+                               update_filter=replaceable(jobs) if self.server else None)
             if self._shas is not None:
                 self._shas.add((j.image_sha256, j.product_id) for j in jobs)
+
+    def _replaceable_here(self, jobs: list[Job]) -> list[int]:
+        """The indexes of the jobs whose stored point is not newer than them (or unversioned)."""
+        stored = {str(p.id): (p.payload or {}).get("version") for p in
+                  self.client.retrieve(self.collection, [point_id(j.product_id) for j in jobs], with_payload=["version"])}
+        return [i for i, j in enumerate(jobs) if stored.get(point_id(j.product_id)) is None
+                or int(stored[point_id(j.product_id)]) <= j.version]
 
     def images(self, product_ids: list[str], shas: list[str]) -> tuple[dict[str, StoredImage], dict[str, StoredImage]]:
         """The stored images this store's model embedded, for a batch: by product, the points of

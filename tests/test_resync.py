@@ -189,26 +189,3 @@ def test_the_store_finds_images_by_product_and_by_bytes(tmp_path, server):
     other = open_store("another|model|fp32")
     assert other.images(["a"], [a.image_sha256]) == ({}, {})
     other.close()
-
-
-def test_a_resync_stores_many_unchanged_products_per_upsert(client, start_worker, encoder):
-    """While a batch's photos are known, the claim tops it up with more queued jobs: at most
-    WORKER_BATCH_SIZE to embed and KNOWN_PER_BATCH times that in all, per upsert."""
-    from batcher.stages.claim import KNOWN_PER_BATCH
-    from conftest import count_calls
-
-    for i in range(40):
-        upload(client, None, f"sku-{i}", data=jpeg(i))
-    burst(start_worker, encoder, worker_batch_size=4)
-    for i in range(40):                                   # the nightly re-sync: all unchanged
-        upload(client, None, f"sku-{i}", data=jpeg(i), name=f"Product {i}, renamed")
-    for i in range(40, 44):                               # and four new products at the end
-        upload(client, None, f"sku-{i}", data=jpeg(i))
-    counting = CountingEncoder(encoder)
-    app = start_worker(encoder_override=counting, worker_batch_size=4)
-    upserts = count_calls(app.store, "upsert")
-    totals = app.run(burst=True)
-
-    assert (totals.completed, totals.unchanged) == (44, 40)
-    assert counting.image_batches == [4], "the new products still make batches of at most 4"
-    assert [len(jobs) for jobs in upserts] == [KNOWN_PER_BATCH * 4, 40 + 4 - KNOWN_PER_BATCH * 4]

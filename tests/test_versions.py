@@ -55,8 +55,11 @@ def test_uploads_get_growing_versions_at_enqueue(client):
     assert client.get(f"/api/v1/queue/status/{second['job_id']}").json()["version"] == second["version"]
 
 
-def test_the_store_never_replaces_a_point_with_an_older_version(tmp_path):
-    store = VectorStore.open(None, str(tmp_path / "q"), "products", 4)
+@pytest.mark.parametrize("server", [False, True], ids=["embedded: versions read under the lock",
+                                                      "server: conditional update_filter"])
+def test_the_store_never_replaces_a_point_with_an_older_version(tmp_path, server):
+    store = VectorStore(QdrantClient(path=str(tmp_path / "q")), "products", 4, server=server)
+    store.ensure_collection()
 
     def job(version: int, product_id: str = "p") -> Job:
         return Job(f"job-{version}", product_id, "n", "", {}, f"sha-{version}", 0, 0, version=version)

@@ -27,7 +27,6 @@ from batcher.stages.recall import RecallStage
 from models.preprocessing import Preprocessing
 
 log = logging.getLogger("clipq.worker")
-KNOWN_PER_BATCH = 8  # a batch holds at most this many times WORKER_BATCH_SIZE jobs in all
 
 
 class _TimedSource:
@@ -96,51 +95,24 @@ class ClaimStage:
         if not ids:
             return None
         with self.watch("decode"):  # from here on the batch is ours: watched for stalls
-            jobs = self._fetch(ids)
+            jobs = self.consumer.fetch(ids)
+            self._claimed += len(ids)
+            claimed_ms = self.consumer.claimed_at_ms  # every batch ends with the claim script
             self.metrics.stage.labels("claim").observe(time.perf_counter() - source.first_at)
-            return self.decode(jobs, room)
+            for job in jobs:
+                self.metrics.queue_wait.observe(max(0, claimed_ms - job.created_at_ms) / 1000)
+            return self.decode(jobs)
 
-    def _fetch(self, ids: list[str]) -> list[Job]:
-        jobs = self.consumer.fetch(ids)
-        self._claimed += len(ids)
-        claimed_ms = self.consumer.claimed_at_ms  # every claim ends with the claim script
-        for job in jobs:
-            self.metrics.queue_wait.observe(max(0, claimed_ms - job.created_at_ms) / 1000)
-        return jobs
-
-    def decode(self, jobs: list[Job], room: int = 0) -> Batch:
-        """Fetch the ``image_url``s, set aside the jobs whose vector is stored (topping the batch
-        up with more queued jobs while there are such, see ``_top_up``), decode the rest."""
-        failed, retry, known, todo = [], [], [], []
-        while jobs:
-            f, r = self._fetch_urls(jobs)
-            failed, retry = failed + f, retry + r
-            unfetched = {j.job_id for j, _ in f + r}
-            ready = [j for j in jobs if j.job_id not in unfetched]
-            rest, found = self.recall.split(ready) if self.recall else (ready, [])
-            todo, known = todo + rest, known + found
-            jobs = self._top_up(room, len(todo), len(known)) if found else []
-        for k in known:
-            k.job.image = None  # its vector is known: the bytes are not needed any more
-        jobs = todo
+    def decode(self, jobs: list[Job]) -> Batch:
+        failed, retry = self._fetch_urls(jobs)
+        unfetched = {j.job_id for j, _ in failed + retry}
+        jobs = [j for j in jobs if j.job_id not in unfetched]
+        jobs, known = self.recall.split(jobs) if self.recall else (jobs, [])
         t0 = time.perf_counter()
         pixels, errors = self.decoder([j.image for j in jobs])
         rejected = failed + [(j, e) for j, e in zip(jobs, errors) if e is not None]
         self.metrics.stage.labels("decode").observe(time.perf_counter() - t0)
         return Batch([j for j, e in zip(jobs, errors) if e is None], pixels, rejected, retry, known)
-
-    def _top_up(self, room: int, to_embed: int, known: int) -> list[Job]:
-        """More queued jobs for a batch some of whose vectors were known: up to ``room`` jobs to
-        embed and ``KNOWN_PER_BATCH`` times that in all. A re-sync of a catalog, nearly all
-        unchanged, then stores hundreds of products per upsert instead of one batch's worth;
-        jobs to embed are never held back (the claim takes only what is already queued)."""
-        n = min(room - to_embed, KNOWN_PER_BATCH * room - to_embed - known)
-        if self.max_jobs is not None:
-            n = min(n, self.max_jobs - self._claimed)
-        if n <= 0 or self.stop.is_set():
-            return []
-        ids = self.consumer.take_now(n)
-        return self._fetch(ids) if ids else []
 
     def _fetch_urls(self, jobs: list[Job]) -> tuple[list[tuple[Job, str]], list[tuple[Job, str]]]:
         """Fetch the images of ``image_url`` jobs, all at once: (failed for good, to retry)."""
