@@ -72,8 +72,8 @@ class FinishStage:
     @staticmethod
     def _to_store(batch: Batch, embedded: Embedded) -> tuple[list[Job], np.ndarray | None, list[str]]:
         """The jobs to write in one upsert: those embedded, then those whose vector was known."""
-        parts = [(j, v, "") for j, v in zip(batch.jobs, embedded.vectors)] if embedded.error is None \
-            and embedded.vectors is not None else []
+        ok = embedded.error is None and embedded.vectors is not None
+        parts = [(j, v, "") for j, v in zip(batch.jobs, embedded.vectors)] if ok else []
         parts += [(k.job, k.vector, k.kind) for k in batch.known]
         if not parts:
             return [], None, []

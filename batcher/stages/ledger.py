@@ -55,7 +55,7 @@ class Ledger:
                 continue
             self.metrics.jobs.labels(recorded).inc()
             if recorded in COMPLETED_RESULTS:
-                self._add(*{"completed", recorded})
+                self._add(*(("completed",) if recorded == "completed" else ("completed", recorded)))
                 latency = max(0, ack.now_ms - job.created_at_ms)
                 self.metrics.job_latency.observe(latency / 1000)
                 how = "" if recorded == "completed" else f" ({recorded})"
