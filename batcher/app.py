@@ -65,7 +65,7 @@ def _load_encoder(s: WorkerSettings) -> ClipEncoder:
     try:
         encoder = load_encoder(s.clip_model, s.clip_pretrained, s.clip_device, s.clip_seed, s.clip_cache_dir,
                                s.clip_precision, pin_memory=s.clip_pin_memory, compile=s.clip_compile,
-                               max_batch=s.worker_batch_size, int8_backend=s.clip_int8_backend)
+                               max_batch=s.worker_batch_size)
     except (WeightsUnavailable, UnsupportedPrecision, UnsupportedAcceleration) as exc:
         raise StartupError(str(exc)) from None
     encoder.warm_up(s.worker_batch_size if encoder.device.type == "cuda" else 1)

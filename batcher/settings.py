@@ -15,7 +15,6 @@ from batcher.queue.config import QueueSettings
 
 Precision = Literal["auto", "fp32", "bf16", "fp16", "int8"]  # models.precision.PRECISIONS, without torch
 CompileMode = Literal["off", "compile", "cudagraphs"]  # models.acceleration.COMPILE_MODES
-Int8Backend = Literal["torch", "onnxruntime"]  # models.onnx_image.INT8_BACKENDS
 DecodeDevice = Literal["cpu", "cuda"]
 
 
@@ -94,10 +93,6 @@ class WorkerSettings(QueueSettings):
     clip_precision: Precision = Field(
         "auto", description="`auto` (fp16 on CUDA, fp32 on CPU), `fp32`, `bf16`, `fp16` (CUDA, or a CPU with "
         "native bf16/fp16), `int8` (CPU only: dynamically quantised Linear layers).")
-    clip_int8_backend: Int8Backend = Field(
-        "torch", description="What runs `int8`: `torch` (its dynamic quantisation), or `onnxruntime` (the image "
-        "tower exported to ONNX at start-up and quantised there, about 20 s for ViT-B-32; needs the `int8` extra). "
-        "Other precisions ignore it.")
     clip_pin_memory: bool = Field(
         True, description="Copy each batch to the GPU from pinned (page-locked) memory, without blocking; "
                           "`false`: a plain copy. No effect on a CPU.")

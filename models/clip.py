@@ -14,10 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 from models.acceleration import ImageForward, check_mode
-from models.onnx_image import OnnxImageTower, check_backend
 from models.precision import device_type, input_dtype, prepare_model, resolve_precision
 from models.preprocessing import Preprocessing
 
@@ -67,39 +65,36 @@ def _create(model_name: str, pretrained: str, seed: int, cache_dir: str | None):
 
 class ClipEncoder:
     def __init__(self, model, tokenizer, device: torch.device, name: str, precision: str = "auto", *,
-                 pin_memory: bool = True, compile: str = "off", max_batch: int = 32,
-                 int8_backend: str = "torch") -> None:
+                 pin_memory: bool = True, compile: str = "off", max_batch: int = 32) -> None:
+        import open_clip
+
         self.name = name
         self.weights = ""  # set by load_encoder: the checkpoint, or the seed of random weights
         self.device = device
         self.pin_memory = pin_memory and device.type == "cuda"  # CLIP_PIN_MEMORY: a no-op on a CPU
         self.precision = resolve_precision(precision, str(device))
         check_mode(compile, device.type, self.precision)
-        check_backend(int8_backend, self.precision)
         self.dtype = input_dtype(self.precision)  # of the pixels fed to the model
-        self.preprocessing, self.dim = _preprocessing(model), _embed_dim(name)
-        self.image_tower = None  # CLIP_INT8_BACKEND=onnxruntime: the image tower runs there instead
-        if self.precision == "int8" and int8_backend == "onnxruntime":
-            self.image_tower = OnnxImageTower(model.visual, self.preprocessing.image_size, torch.get_num_threads())
-            model.visual = torch.nn.Identity()  # texts only from here on: nothing to quantise twice
         self.model = prepare_model(model, self.precision, device)
         self.tokenizer = tokenizer
+        cfg = open_clip.get_model_preprocess_cfg(model)
+        size = cfg["size"]
+        self.preprocessing = Preprocessing(
+            image_size=int(size if isinstance(size, int) else size[0]),
+            mean=tuple(cfg["mean"]), std=tuple(cfg["std"]),
+            interpolation=cfg.get("interpolation", "bicubic"),
+        )
+        self.dim = int(open_clip.get_model_config(name)["embed_dim"])
         shape = (1, 3, 1, 1)
         self._mean = torch.tensor(self.preprocessing.mean, device=device, dtype=self.dtype).view(shape)
         self._std = torch.tensor(self.preprocessing.std, device=device, dtype=self.dtype).view(shape)
         self.forward = ImageForward(self._encode, compile, max_batch)
 
     @property
-    def backend(self) -> str:
-        """What runs the image tower: ``torch``, or ``onnxruntime`` (int8 only)."""
-        return "onnxruntime" if self.image_tower is not None else "torch"
-
-    @property
     def fingerprint(self) -> str:
         """What makes this encoder's vectors: model, weights, precision. Two encoders with the same
         fingerprint make the same vector for the same image bytes; "" when the weights are unknown."""
-        precision = self.precision if self.backend == "torch" else f"{self.precision}/{self.backend}"
-        return f"{self.name}|{self.weights}|{precision}" if self.weights else ""
+        return f"{self.name}|{self.weights}|{self.precision}" if self.weights else ""
 
     def upload(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
         """uint8 NHWC on the host (or already on the device) -> the same on the device. From
@@ -118,8 +113,6 @@ class ClipEncoder:
         return self.normalise(self.upload(images))
 
     def _encode(self, x: torch.Tensor) -> torch.Tensor:
-        if self.image_tower is not None:
-            return F.normalize(self.image_tower(self.normalise(x)), dim=-1)
         return self.model.encode_image(self.normalise(x), normalize=True)
 
     def embed_images(self, images: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -141,21 +134,6 @@ class ClipEncoder:
         self.embed_texts(["warm up"])
 
 
-def _preprocessing(model) -> Preprocessing:
-    import open_clip
-
-    cfg = open_clip.get_model_preprocess_cfg(model)
-    size = cfg["size"]
-    return Preprocessing(image_size=int(size if isinstance(size, int) else size[0]), mean=tuple(cfg["mean"]),
-                         std=tuple(cfg["std"]), interpolation=cfg.get("interpolation", "bicubic"))
-
-
-def _embed_dim(name: str) -> int:
-    import open_clip
-
-    return int(open_clip.get_model_config(name)["embed_dim"])
-
-
 @contextmanager
 def _oom_guard(n: int):
     try:
@@ -167,27 +145,23 @@ def _oom_guard(n: int):
 
 def load_encoder(model_name: str, pretrained: str, device: str = "auto", seed: int = 0,
                  cache_dir: str | None = None, precision: str = "auto", *, pin_memory: bool = True,
-                 compile: str = "off", max_batch: int = 32, int8_backend: str = "torch") -> ClipEncoder:
+                 compile: str = "off", max_batch: int = 32) -> ClipEncoder:
     """Build the model on its device in ``precision`` (see ``models.precision``), its image pass
-    run as ``compile`` says (see ``models.acceleration``), in int8 by ``int8_backend`` (torch, or
-    ONNX Runtime: see ``models.onnx_image``).
+    run as ``compile`` says (see ``models.acceleration``).
 
     Raises ``WeightsUnavailable``, ``UnsupportedPrecision`` or ``UnsupportedAcceleration`` with
     a fix in its message.
     """
     import open_clip
 
-    resolved = resolve_precision(precision, device)  # all three checked before loading anything
-    check_mode(compile, device_type(device), resolved)
-    check_backend(int8_backend, resolved)
+    check_mode(compile, device_type(device), resolve_precision(precision, device))  # before loading anything
     open_clip.add_model_config(CONFIG_DIR)
     if model_name not in open_clip.list_models():
         raise WeightsUnavailable(f"unknown CLIP_MODEL {model_name!r}; known: clipq-tiny, ViT-B-32, ...")
     model = _create(model_name, pretrained, seed, cache_dir)
     encoder = ClipEncoder(model, open_clip.get_tokenizer(model_name), resolve_device(device), model_name,
-                          precision, pin_memory=pin_memory, compile=compile, max_batch=max_batch,
-                          int8_backend=int8_backend)
+                          precision, pin_memory=pin_memory, compile=compile, max_batch=max_batch)
     encoder.weights = f"random#{seed}" if pretrained.lower() == RANDOM_WEIGHTS else pretrained
-    log.info("model %s (%s) on %s in %s (%s), %d-d vectors, image pass %s%s", model_name, pretrained,
-             encoder.device, encoder.precision, encoder.backend, encoder.dim, compile, ", pinned copies" if encoder.pin_memory else "")
+    log.info("model %s (%s) on %s in %s, %d-d vectors, image pass %s%s", model_name, pretrained,
+             encoder.device, encoder.precision, encoder.dim, compile, ", pinned copies" if encoder.pin_memory else "")
     return encoder

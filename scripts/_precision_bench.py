@@ -1,7 +1,5 @@
 """``bench_worker.py --precision fp32,int8``: the same model in several precisions, side by side.
 
-A precision may name its int8 backend: ``--precision fp32,int8,int8/onnxruntime``.
-
 For each repeat and each precision in turn (alternating, so that a noisy neighbour hurts
 every precision alike): the model alone at ``--batch-size`` on pre-decoded batches, then the
 real worker end to end from a filled Redis queue at the same batch size. Every figure is a
@@ -19,10 +17,8 @@ def run(a, images: list[bytes], img_info: dict, command: str) -> dict:
     precisions = [p.strip() for p in a.precision.split(",") if p.strip()]
     encoders = {}
     for p in precisions:
-        precision, _, backend = p.partition("/")  # "int8/onnxruntime": CLIP_INT8_BACKEND=onnxruntime
         print(f"==> loading {a.model} ({a.pretrained}) on {a.device} in {p}", flush=True)
-        encoders[p] = load_encoder(a.model, a.pretrained, a.device, seed=0, precision=precision,
-                                   int8_backend=backend or "torch")
+        encoders[p] = load_encoder(a.model, a.pretrained, a.device, seed=0, precision=p)
     first = encoders[precisions[0]]
     pixels = bench.decode_batch(first, images[:a.batch_size], a.decode_threads or 2)
     reference = first.embed_images(pixels)

@@ -27,7 +27,7 @@ each measurement is shown too: on a shared machine, figures taken while it is hi
 
     .venv/bin/python scripts/bench_worker.py --images 128 --batch-size 32
     .venv/bin/python scripts/bench_worker.py --device cuda --batch-size 256 --images 4096 --json out.json
-    .venv/bin/python scripts/bench_worker.py --precision fp32,int8,int8/onnxruntime --images 128 --batch-size 32 --repeat 3
+    .venv/bin/python scripts/bench_worker.py --precision fp32,int8 --images 128 --batch-size 32 --repeat 3
     .venv/bin/python scripts/bench_worker.py --device cuda --batch-size 256 --variants "base;pin=off;decode=cuda"
 
 ``--variants`` runs the worker with several sets of its options instead (scripts/_options_bench.py;
@@ -375,7 +375,7 @@ def worker_run(services: Services, encoder, args, images: list[bytes], batch_siz
         kw = dict(redis_url=services.redis_url, queue_namespace=ns, worker_batch_size=batch_size,
                   worker_max_wait_ms=args.max_wait_ms, worker_metrics_port=0,
                   worker_id=f"bench-{name}", clip_model=args.model, clip_pretrained=args.pretrained,
-                  clip_device=str(encoder.device), clip_precision=encoder.precision, clip_int8_backend=encoder.backend,
+                  clip_device=str(encoder.device), clip_precision=encoder.precision,
                   **services.store_settings(name))
         if args.decode_threads:
             kw["worker_decode_threads"] = args.decode_threads

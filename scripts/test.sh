@@ -4,6 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/_venv.sh
-ensure_venv "api,worker,test,tools,client,int8"
+ensure_venv "api,worker,test,tools,client"
 echo "==> pytest"
 exec .venv/bin/python -m pytest "$@"

@@ -12,7 +12,6 @@ from torch import nn
 
 from batcher.decode import decode
 from conftest import ROOT, corpus_files, upload
-from test_resync import point
 from models.clip import load_encoder
 from models.precision import UnsupportedPrecision, cpu_half_support, resolve_precision
 
@@ -39,20 +38,15 @@ def top1_agreement(reference: np.ndarray, candidate: np.ndarray, index: np.ndarr
     return float(np.mean(picked >= truth.max(1) - tie))
 
 
-@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
 @pytest.mark.parametrize("model", ["clipq-tiny", pytest.param("ViT-B-32", marks=pytest.mark.slow)])
-def test_int8_vectors_match_fp32(model, backend):
+def test_int8_vectors_match_fp32(model):
     fp32 = load_encoder(model, "none", "cpu", seed=0, precision="fp32")
-    int8 = load_encoder(model, "none", "cpu", seed=0, precision="int8", int8_backend=backend)
-    assert (int8.precision, int8.backend) == ("int8", backend)
+    int8 = load_encoder(model, "none", "cpu", seed=0, precision="int8")
+    assert int8.precision == "int8"
     float_layers = [name for name, m in int8.model.named_modules() if isinstance(m, (nn.Linear, nn.MultiheadAttention))]
     assert not float_layers, f"left in float: {float_layers}"  # attention projections included
     pixels = corpus_pixels(fp32)
     images, images8 = fp32.embed_images(pixels), int8.embed_images(pixels)
-    if backend == "onnxruntime":  # the images went through ONNX Runtime's session, not torch's int8 layers
-        assert isinstance(int8.model.visual, nn.Identity) and int8.image_tower is not None
-        assert int8.embed_images(pixels[:1]).shape == (1, int8.dim)  # the batch size is free
-        assert np.allclose(np.linalg.norm(images8, axis=1), 1, atol=1e-5)
     texts, texts8 = fp32.embed_texts(TEXTS), int8.embed_texts(TEXTS)
     assert not np.array_equal(images, images8)  # the int8 path really ran
     image_cos, text_cos = (images * images8).sum(1), (texts * texts8).sum(1)
@@ -99,26 +93,12 @@ def test_worker_asked_for_int8_on_cuda_exits_at_start_with_the_fix(redis_url, tm
     assert "cannot start" in proc.stdout and "int8 runs on the CPU only" in proc.stdout
 
 
-@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
-def test_an_int8_worker_indexes_and_says_so_in_its_metrics(client, worker_settings, backend):
+def test_an_int8_worker_indexes_and_says_so_in_its_metrics(client, worker_settings):
     from batcher.app import WorkerApp
 
     jobs = [upload(client, path, f"p{i}").json()["job_id"] for i, path in enumerate(corpus_files("index")[:6])]
-    app = WorkerApp.start(worker_settings(clip_precision="int8", clip_int8_backend=backend), registry=CollectorRegistry())
+    app = WorkerApp.start(worker_settings(clip_precision="int8"), registry=CollectorRegistry())
     assert app.run(burst=True).completed == len(jobs)
     labels = {"worker_id": app.settings.worker_id, "device": "cpu", "model": "clipq-tiny", "precision": "int8"}
-    assert (app.encoder.precision, app.encoder.backend) == ("int8", backend)
+    assert app.encoder.precision == "int8"
     assert app.metrics.registry.get_sample_value("clipq_worker_info", labels) == 1
-    # the stored vectors say who made them: a re-sync under the other backend embeds again
-    expected = "clipq-tiny|random#0|int8" + ("/onnxruntime" if backend == "onnxruntime" else "")
-    assert point(app.settings.qdrant_path, "p0")[0]["embedder"] == expected
-
-
-def test_onnxruntime_backend_without_its_packages_is_refused_with_the_fix(monkeypatch):
-    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # what a missing package looks like to import
-    with pytest.raises(UnsupportedPrecision, match=r"needs onnxruntime: pip install 'clipq\[int8\]'"):
-        load_encoder("clipq-tiny", "none", "cpu", precision="int8", int8_backend="onnxruntime")
-    # any other precision ignores the backend, so one setting can serve CPU and GPU workers alike
-    assert load_encoder("clipq-tiny", "none", "cpu", precision="fp32", int8_backend="onnxruntime").backend == "torch"
-    with pytest.raises(UnsupportedPrecision, match="use one of torch, onnxruntime"):
-        load_encoder("clipq-tiny", "none", "cpu", precision="int8", int8_backend="openvino")
