@@ -8,6 +8,8 @@ first batch are compared with the first precision's (cosine).
 """
 from __future__ import annotations
 
+import statistics
+
 import bench_worker as bench
 
 
@@ -69,6 +71,7 @@ def markdown(result: dict) -> str:
                  + ")")
     base = result["results"][first]["worker"]["all_images_per_s"]
     for p in result["precisions"][1:]:
-        pairs = [f"{x / b:.2f}x" for x, b in zip(result["results"][p]["worker"]["all_images_per_s"], base)]
-        lines.append(f"{p} / {first}, worker, run by run: {', '.join(pairs)}")
+        pairs = [x / b for x, b in zip(result["results"][p]["worker"]["all_images_per_s"], base)]
+        lines.append(f"{p} / {first}, worker, run by run: {', '.join(f'{r:.2f}x' for r in pairs)} "
+                     f"(median {statistics.median(pairs):.2f}x)")
     return "\n".join(lines)
