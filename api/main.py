@@ -29,27 +29,32 @@ from batcher.queue.connect import async_client
 log = logging.getLogger("clipq.api")
 
 
-def _short_calls_client(settings: ApiSettings, **options) -> aioredis.Redis:
-    """Up to ``REDIS_MAX_CONNECTIONS`` connections; a call beyond them waits for a free one (at
-    most ``REDIS_TIMEOUT``). redis-py's default pool fails such a call at once ("Too many
-    connections", a 503): 1,000 status long-polls re-reading together did that."""
+def _bounded_client(settings: ApiSettings, size: int, wait_s: float, **options) -> aioredis.Redis:
+    """Up to ``size`` connections; a call beyond them waits for a free one, at most ``wait_s``.
+    redis-py's default pool (100) fails such a call at once ("Too many connections", a 503):
+    1,000 status long-polls re-reading together did that, and so did 101 waiting searches."""
     if settings.redis_cluster:
         return async_client(settings.redis_url, True, **options)
-    pool = aioredis.BlockingConnectionPool.from_url(
-        settings.redis_url, max_connections=settings.redis_max_connections, timeout=settings.redis_timeout, **options)
+    pool = aioredis.BlockingConnectionPool.from_url(settings.redis_url, max_connections=size, timeout=wait_s, **options)
     client = aioredis.Redis(connection_pool=pool)
     client.auto_close_connection_pool = True  # aclose() closes the pool too, as from_url's clients do
     return client
 
 
 def _clients(settings: ApiSettings) -> tuple[aioredis.Redis, aioredis.Redis]:
-    """A pooled connection opened before a Redis restart fails once: retry such a call once,
+    """Short calls share ``REDIS_MAX_CONNECTIONS``. A search holds a connection of its own while
+    it waits for its answer (BLPOP): up to ``MAX_PENDING_QUERIES`` of them, the lane's own bound
+    on searches not yet taken by a worker; one beyond them (the lane full of searches the workers
+    are answering) waits for a free connection, at most ``SEARCH_TIMEOUT``.
+
+    A pooled connection opened before a Redis restart fails once: retry such a call once,
     at once (every write the API makes is idempotent: enqueue, retry, query)."""
-    t, url, cluster = settings.redis_timeout, settings.redis_url, settings.redis_cluster
+    t = settings.redis_timeout
     options = {"socket_connect_timeout": t,
                "retry": Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))}
-    fast = _short_calls_client(settings, socket_timeout=t, **options)
-    blocking = async_client(url, cluster, socket_timeout=settings.search_timeout + t, **options)
+    fast = _bounded_client(settings, settings.redis_max_connections, t, socket_timeout=t, **options)
+    blocking = _bounded_client(settings, settings.max_pending_queries, settings.search_timeout,
+                               socket_timeout=settings.search_timeout + t, **options)
     return fast, blocking
 
 

@@ -28,12 +28,14 @@ class ApiSettings(QueueSettings):
     upload_read_timeout: float = Field(
         60.0, gt=0, le=3600, description="Seconds a request body may take to arrive; a slower one gets 408.")
     max_pending_queries: int = Field(
-        1000, ge=1, description="Searches and product reads waiting for a worker beyond which the API answers 503.")
+        1000, ge=1, description="Searches and product reads waiting for a worker beyond which the API answers 503. "
+        "A search holds a Redis connection while it waits: each API process keeps up to this many for them.")
     search_timeout: float = Field(5.0, gt=0, le=120, description="Seconds a search waits for a worker; then 504.")
     redis_timeout: float = Field(1.5, gt=0, le=30, description="Seconds per Redis call before the API answers 503.")
     redis_max_connections: int = Field(
         64, ge=1, description="Redis connections of each API process for its short calls (searches waiting for a "
-                              "worker use others); a call beyond them waits for a free one, up to REDIS_TIMEOUT.")
+                              "worker use others, up to MAX_PENDING_QUERIES); a call beyond them waits for a free one, "
+                              "up to REDIS_TIMEOUT.")
 
     @property
     def api_keys(self) -> list[str]:

@@ -90,6 +90,32 @@ def test_a_full_lane_answers_503_with_retry_after(make_client, r, namespace):
     assert r.llen("{%s}:requests" % namespace) == 2
 
 
+def test_150_searches_waiting_at_once_each_wait_their_time_none_refused(settings_kw, r, namespace):
+    """Each waiting search holds a Redis connection (BLPOP on its reply). redis-py's default pool
+    has 100: the 101st waiting search failed at once with 503 redis_unavailable."""
+    import asyncio
+
+    import httpx
+
+    from api.main import create_app
+    from api.settings import ApiSettings
+    from conftest import served
+
+    r.sadd("{%s}:workers" % namespace, "zombie")  # alive, but answers nothing: every search times out
+    r.set("{%s}:heartbeat:zombie" % namespace, "{}", px=30_000)
+    app = create_app(ApiSettings(**settings_kw, allow_anonymous=True, search_timeout=2))
+
+    async def search_all(url: str) -> list[int]:
+        async with httpx.AsyncClient(base_url=url, timeout=30, limits=httpx.Limits(max_connections=200)) as http:
+            replies = await asyncio.gather(*(http.post("/api/v1/search", json={"text": f"q{i}"}) for i in range(150)))
+        return [reply.status_code for reply in replies]
+
+    with served(app) as url:
+        codes = asyncio.run(search_all(url))
+    assert codes == [504] * 150, {code: codes.count(code) for code in set(codes)}
+    assert r.llen("{%s}:requests" % namespace) == 150  # every one reached the lane
+
+
 def test_a_worker_whose_lane_is_down_is_not_counted(make_client, r, namespace):
     client = make_client(search_timeout=3)
     r.sadd("{%s}:workers" % namespace, "deaf")
