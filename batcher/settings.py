@@ -59,7 +59,8 @@ class WorkerSettings(QueueSettings):
         30, gt=0, description="Seconds a worker may take to finish its batch after SIGTERM.")
     worker_reuse_vectors: bool = Field(
         True, description="Skip the model for an image whose vector the store already holds (same bytes, "
-                          "same model): its own product's (unchanged) or another product's (reused).")
+                          "same model): its own product's (unchanged) or another product's (reused); and embed "
+                          "an image carried by several jobs of one batch once (reused).")
     worker_metrics_port: int = Field(9100, ge=0, le=65535, description="Port of the worker's /metrics (0: off).")
     worker_oom_cooldown: float = Field(
         300, ge=0, description="Seconds the batch ceiling stays lowered after a device out-of-memory.")

@@ -90,6 +90,29 @@ def test_another_products_photo_is_reused_and_a_changed_one_is_embedded(client, 
     assert client.get("/api/v1/queue/stats").json()["completed_without_model"] == {"unchanged": 0, "reused": 1}
 
 
+def test_a_photo_shared_within_one_batch_is_embedded_once(client, start_worker, encoder, tmp_path):
+    """A catalog's placeholder photo on several new products: the model sees it once. A twin of
+    a photo that cannot be decoded fails with it, with the same reason."""
+    shared = [upload(client, None, f"sku-{i}", data=jpeg(7)).json() for i in (1, 2, 3)]
+    upload(client, None, "sku-4", data=jpeg(8))
+    bad = [upload(client, TRUNCATED, f"sku-bad-{i}").json() for i in (1, 2)]
+    totals, passes, metrics = burst(start_worker, encoder)
+
+    assert passes == [2], "one forward pass, each distinct photo in it once"
+    assert (totals.completed, totals.reused, totals.failed) == (4, 2, 2)
+    assert [job(client, s["job_id"])["outcome"] for s in shared] == ["embedded", "reused", "reused"]
+    vectors = [point(tmp_path / "qdrant", f"sku-{i}")[1] for i in (1, 2, 3)]
+    assert all(np.array_equal(v, vectors[0]) for v in vectors)
+    reasons = {job(client, b["job_id"])["error_message"] for b in bad}
+    assert len(reasons) == 1 and "cannot decode" in reasons.pop()
+    assert 'clipq_jobs_total{outcome="reused"} 2.0' in metrics
+
+    again = [upload(client, None, f"sku-{i}", data=jpeg(9)).json() for i in (5, 6)]
+    totals, passes, _ = burst(start_worker, encoder, worker_reuse_vectors=False)
+    assert passes == [2] and totals.reused == 0, "reuse off: every job goes through the model"
+    assert {job(client, a["job_id"])["outcome"] for a in again} == {"embedded"}
+
+
 def _pixels(encoder, data: bytes) -> np.ndarray:
     from batcher.decode import decode
 

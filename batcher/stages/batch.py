@@ -19,6 +19,14 @@ class Known:
 
 
 @dataclass(frozen=True)
+class Twin:
+    """A job whose image bytes another job of its batch carries: that one is embedded, once."""
+
+    job: Job
+    same_as: Job
+
+
+@dataclass(frozen=True)
 class Batch:
     """Claim -> infer: the jobs decoded, their pixels, and the jobs that cannot be decoded."""
 
@@ -27,6 +35,7 @@ class Batch:
     rejected: list[tuple[Job, str]]      # permanent failures (cannot decode)
     retry: list[tuple[Job, str]] = field(default_factory=list)  # transient failures (fetching image_url)
     known: list[Known] = field(default_factory=list)  # vectors found in the store: stored as they are
+    twins: list[Twin] = field(default_factory=list)  # each stored with the vector of its ``same_as`` in ``jobs``
 
 
 @dataclass(frozen=True)

@@ -107,12 +107,15 @@ class ClaimStage:
         failed, retry = self._fetch_urls(jobs)
         unfetched = {j.job_id for j, _ in failed + retry}
         jobs = [j for j in jobs if j.job_id not in unfetched]
-        jobs, known = self.recall.split(jobs) if self.recall else (jobs, [])
+        jobs, known, twins = self.recall.split(jobs) if self.recall else (jobs, [], [])
         t0 = time.perf_counter()
         pixels, errors = self.decoder([j.image for j in jobs])
+        error_of = {j.job_id: e for j, e in zip(jobs, errors)}  # a twin's bytes fail as its first's did
         rejected = failed + [(j, e) for j, e in zip(jobs, errors) if e is not None]
+        rejected += [(t.job, error_of[t.same_as.job_id]) for t in twins if error_of[t.same_as.job_id] is not None]
+        twins = [t for t in twins if error_of[t.same_as.job_id] is None]
         self.metrics.stage.labels("decode").observe(time.perf_counter() - t0)
-        return Batch([j for j, e in zip(jobs, errors) if e is None], pixels, rejected, retry, known)
+        return Batch([j for j, e in zip(jobs, errors) if e is None], pixels, rejected, retry, known, twins)
 
     def _fetch_urls(self, jobs: list[Job]) -> tuple[list[tuple[Job, str]], list[tuple[Job, str]]]:
         """Fetch the images of ``image_url`` jobs, all at once: (failed for good, to retry)."""

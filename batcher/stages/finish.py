@@ -28,6 +28,7 @@ from batcher.queue.jobs import Job
 from batcher.settings import WorkerSettings
 from batcher.stages.batch import Batch, Embedded
 from batcher.stages.ledger import Ledger
+from batcher.stages.recall import REUSED
 from batcher.stages.versions import VersionedStore
 from batcher.store import VectorStore
 
@@ -52,8 +53,9 @@ class FinishStage:
         jobs += [j for j, _ in batch.retry]  # image_url fetches that may work later
         outcomes += [self._retry(j, msg) for j, msg in batch.retry]
         if batch.jobs and embedded.error is not None:
-            jobs += batch.jobs
-            outcomes += [self._retry(j, embedded.error) for j in batch.jobs]
+            failed = batch.jobs + [t.job for t in batch.twins]
+            jobs += failed
+            outcomes += [self._retry(j, embedded.error) for j in failed]
         elif batch.jobs:
             self.ledger.batch_embedded()
         stored, vectors, kinds = self._to_store(batch, embedded)
@@ -71,9 +73,12 @@ class FinishStage:
 
     @staticmethod
     def _to_store(batch: Batch, embedded: Embedded) -> tuple[list[Job], np.ndarray | None, list[str]]:
-        """The jobs to write in one upsert: those embedded, then those whose vector was known."""
+        """The jobs to write in one upsert: those embedded and their twins, then those whose
+        vector was known."""
         ok = embedded.error is None and embedded.vectors is not None
         parts = [(j, v, "") for j, v in zip(batch.jobs, embedded.vectors)] if ok else []
+        made = {j.job_id: v for j, v, _ in parts}
+        parts += [(t.job, made[t.same_as.job_id], REUSED) for t in batch.twins if ok]
         parts += [(k.job, k.vector, k.kind) for k in batch.known]
         if not parts:
             return [], None, []
