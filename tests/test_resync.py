@@ -113,6 +113,16 @@ def test_a_photo_shared_within_one_batch_is_embedded_once(client, start_worker, 
     assert {job(client, a["job_id"])["outcome"] for a in again} == {"embedded"}
 
 
+def test_split_twins_keeps_the_first_job_of_each_photo():
+    from batcher.queue.jobs import Job
+    from batcher.stages.recall import split_twins
+
+    jobs = [Job(f"j{i}", f"p{i}", "", "", {}, sha, 0, 0) for i, sha in enumerate(["a", "b", "a", "", "", "b", "a"])]
+    rest, twins = split_twins(jobs)
+    assert [j.job_id for j in rest] == ["j0", "j1", "j3", "j4"]  # no sha (not yet known): never a twin
+    assert [(t.job.job_id, t.same_as.job_id) for t in twins] == [("j2", "j0"), ("j5", "j1"), ("j6", "j0")]
+
+
 def _pixels(encoder, data: bytes) -> np.ndarray:
     from batcher.decode import decode
 

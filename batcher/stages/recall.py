@@ -32,11 +32,12 @@ def split_twins(jobs: list[Job]) -> tuple[list[Job], list[Twin]]:
     rest, twins = [], []
     for job in jobs:
         same = first.get(job.image_sha256) if job.image_sha256 else None
-        if same is None:
-            first.setdefault(job.image_sha256, job)
-            rest.append(job)
-        else:
+        if same is not None:
             twins.append(Twin(job, same))
+            continue
+        if job.image_sha256:
+            first[job.image_sha256] = job
+        rest.append(job)
     return rest, twins
 
 
