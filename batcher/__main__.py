@@ -9,7 +9,7 @@ import sys
 import threading
 from typing import get_args
 
-from batcher.settings import Precision
+from batcher.settings import CompileMode, DecodeDevice, Precision
 
 log = logging.getLogger("clipq.worker")
 
@@ -25,6 +25,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--metrics-port", type=int, help="port of /metrics, 0 for none (env WORKER_METRICS_PORT)")
     p.add_argument("--precision", choices=get_args(Precision),
                    help="model precision; int8 on CPU only (env CLIP_PRECISION)")
+    p.add_argument("--compile", choices=get_args(CompileMode),
+                   help="image forward pass: eager, torch.compile, or CUDA graphs (env CLIP_COMPILE)")
+    p.add_argument("--decode-device", choices=get_args(DecodeDevice),
+                   help="decode JPEGs with Pillow threads or nvJPEG on the GPU (env WORKER_DECODE_DEVICE)")
+    p.add_argument("--pin-memory", action=argparse.BooleanOptionalAction,
+                   help="copy batches to the GPU from pinned memory (env CLIP_PIN_MEMORY)")
     return p.parse_args(argv)
 
 
@@ -33,7 +39,8 @@ def build_settings(args: argparse.Namespace):
 
     return WorkerSettings.from_env(worker_id=args.worker_id, worker_batch_size=args.max_batch_size,
                                    worker_max_wait_ms=args.max_wait_ms, worker_metrics_port=args.metrics_port,
-                                   clip_precision=args.precision)
+                                   clip_precision=args.precision, clip_compile=args.compile,
+                                   worker_decode_device=args.decode_device, clip_pin_memory=args.pin_memory)
 
 
 def install_signal_handlers(stop: threading.Event, grace_s: float) -> None:
