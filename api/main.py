@@ -29,8 +29,9 @@ from batcher.queue.connect import async_client
 log = logging.getLogger("clipq.api")
 
 
-def _bounded_client(settings: ApiSettings, size: int, wait_s: float, **options) -> aioredis.Redis:
-    """Up to ``size`` connections; a call beyond them waits for a free one, at most ``wait_s``.
+def _bounded_client(settings: ApiSettings, size: int, wait_s: float | None, **options) -> aioredis.Redis:
+    """Up to ``size`` connections; a call beyond them waits for a free one, at most ``wait_s``
+    (None: as long as the caller's own time-out lets it).
     redis-py's default pool (100) fails such a call at once ("Too many connections", a 503):
     1,000 status long-polls re-reading together did that, and so did 101 waiting searches."""
     if settings.redis_cluster:
@@ -45,7 +46,7 @@ def _clients(settings: ApiSettings) -> tuple[aioredis.Redis, aioredis.Redis]:
     """Short calls share ``REDIS_MAX_CONNECTIONS``. A search holds a connection of its own while
     it waits for its answer (BLPOP): up to ``MAX_PENDING_QUERIES`` of them, the lane's own bound
     on searches not yet taken by a worker; one beyond them (the lane full of searches the workers
-    are answering) waits for a free connection, at most ``SEARCH_TIMEOUT``.
+    are answering) waits for a free connection, within its ``SEARCH_TIMEOUT`` (then 504).
 
     A pooled connection opened before a Redis restart fails once: retry such a call once,
     at once (every write the API makes is idempotent: enqueue, retry, query)."""
@@ -53,7 +54,7 @@ def _clients(settings: ApiSettings) -> tuple[aioredis.Redis, aioredis.Redis]:
     options = {"socket_connect_timeout": t,
                "retry": Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))}
     fast = _bounded_client(settings, settings.redis_max_connections, t, socket_timeout=t, **options)
-    blocking = _bounded_client(settings, settings.max_pending_queries, settings.search_timeout,
+    blocking = _bounded_client(settings, settings.max_pending_queries, None,  # JobQueue.ask bounds each wait
                                socket_timeout=settings.search_timeout + t, **options)
     return fast, blocking
 

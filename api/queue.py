@@ -16,6 +16,9 @@ from batcher.queue.messages import QueryReply, QueryRequest
 from batcher.queue.scripts import Scripts
 
 
+REPLY_GRACE_S = 0.5  # past a search's time-out, for the BLPOP's own answer to come back
+
+
 class QueueFull(Exception):
     def __init__(self, depth: int) -> None:
         super().__init__(f"queue holds {depth} jobs")
@@ -129,7 +132,11 @@ class JobQueue:
         queued, pending = await self.scripts.run(call)
         if not queued:
             raise LaneFull(int(pending))
-        reply = await self.blocking.blpop([self.keys.reply(request.id)], timeout=timeout_s)
+        try:  # the whole wait, for a free connection too, within timeout_s (and a round trip)
+            reply = await asyncio.wait_for(self.blocking.blpop([self.keys.reply(request.id)], timeout=timeout_s),
+                                           timeout_s + REPLY_GRACE_S)
+        except asyncio.TimeoutError:
+            return None
         if reply is None:
             return None
         return QueryReply.from_json(reply[1])

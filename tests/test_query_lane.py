@@ -116,6 +116,50 @@ def test_150_searches_waiting_at_once_each_wait_their_time_none_refused(settings
     assert r.llen("{%s}:requests" % namespace) == 150  # every one reached the lane
 
 
+def test_searches_past_the_connection_pool_still_end_within_their_time_out(settings_kw, r, namespace):
+    """A worker takes every search off the lane and never answers, so the lane never fills and
+    more searches wait than MAX_PENDING_QUERIES connections: those beyond wait for a connection,
+    and the whole wait stays within SEARCH_TIMEOUT (504), not twice it, nor a 503."""
+    import asyncio
+    import threading
+
+    import httpx
+
+    from api.main import create_app
+    from api.settings import ApiSettings
+    from conftest import served
+
+    r.sadd("{%s}:workers" % namespace, "taker")
+    r.set("{%s}:heartbeat:taker" % namespace, "{}", px=30_000)
+    stop, taken = threading.Event(), []
+
+    def take() -> None:
+        while not stop.is_set():
+            if got := r.blpop(["{%s}:requests" % namespace], timeout=0.1):
+                taken.append(got)
+
+    async def search_all(url: str) -> list[tuple[int, float]]:
+        async def one(http, i):
+            await asyncio.sleep(0.05 * i)  # one at a time onto the lane, which the taker empties at once
+            t0 = time.monotonic()
+            reply = await http.post("/api/v1/search", json={"text": f"q{i}"})
+            return reply.status_code, time.monotonic() - t0
+        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+            return await asyncio.gather(*(one(http, i) for i in range(6)))
+
+    taker = threading.Thread(target=take, daemon=True)
+    taker.start()
+    try:
+        with served(create_app(ApiSettings(**settings_kw, allow_anonymous=True, max_pending_queries=2,
+                                           search_timeout=1))) as url:
+            results = asyncio.run(search_all(url))
+    finally:
+        stop.set()
+        taker.join(5)
+    assert [code for code, _ in results] == [504] * 6, results
+    assert len(taken) == 6 and max(s for _, s in results) < 1.5 + 0.5, results  # time-out + grace + slack
+
+
 def test_a_worker_whose_lane_is_down_is_not_counted(make_client, r, namespace):
     client = make_client(search_timeout=3)
     r.sadd("{%s}:workers" % namespace, "deaf")
