@@ -108,6 +108,28 @@ def test_a_reaped_older_job_completes_as_superseded_and_is_counted(client, worke
     assert client.post(f"/api/v1/queue/retry/{old}").status_code == 409  # not failed: nothing to retry
 
 
+def test_an_older_job_that_keeps_killing_workers_ends_superseded_not_failed(client, worker_settings, r):
+    """A poison pill whose product was uploaded again meanwhile: at its last attempt there is
+    nothing of it to retry, so it does not land in the failed list (nor its retry-all)."""
+    from batcher.queue.consumer import JobConsumer
+
+    s = worker_settings(max_attempts=3)
+    old = upload(client, None, "p", data=jpeg(1)).json()["job_id"]
+    reaper = JobConsumer(r, s, "reaper")
+    for attempt in range(2):
+        claim_as_dead_worker(s, r, f"victim-{attempt}", 1)
+        reaper.reap_dead_workers()
+    new = upload(client, None, "p", data=jpeg(2)).json()["job_id"]  # queued behind the old one
+    assert claim_as_dead_worker(s, r, "victim-2", 1) == [old]
+    reaper.reap_dead_workers()
+
+    assert (status(client, old), status(client, new)) == ("superseded", "queued")
+    assert r.zscore("{%s}:failed" % s.queue_namespace, old) is None
+    stats = client.get("/api/v1/queue/stats").json()["jobs"]
+    assert (stats["failed"], stats["superseded"], stats["queued"], stats["processing"]) == (0, 1, 1, 0)
+    assert client.post(f"/api/v1/queue/retry/{old}").status_code == 409
+
+
 class GatedEncoder:
     """The real encoder; image batches wait until ``gate`` is set (a model busy for a while)."""
 

@@ -61,7 +61,7 @@ def reap(k: Keys, s: QueueSettings, worker_id: str, mode: str, ids: tuple[str, .
     """``mode``: reap, recover, release or orphans (see reap.lua)."""
     return ScriptCall(
         "reap", [k.processing(worker_id), k.queue, k.stats, k.failed, k.workers, k.heartbeat(worker_id),
-                 k.image_bytes, k.failed_images],
+                 k.image_bytes, k.failed_images, k.versions],
         [k.job(""), k.image(""), mode, worker_id, s.max_attempts, s.failed_job_ttl, s.failed_image_ttl, *ids])
 
 

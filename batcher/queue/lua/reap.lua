@@ -1,13 +1,14 @@
 -- Hand a worker's processing list back to the queue.
 -- mode 'reap': only when the worker's heartbeat has expired; each job that reached the model
 --   (marked 'started' by started.lua) counts a delivery attempt, and a job that has used all
---   its attempts fails (a poison pill that kills workers must not kill them forever). A job
---   only prefetched, never started, goes back uncharged.
+--   its attempts fails (a poison pill that kills workers must not kill them forever), or, when
+--   a later upload or a delete of its product came meanwhile, ends superseded (there is nothing
+--   of it to retry). A job only prefetched, never started, goes back uncharged.
 -- mode 'recover': the same for a worker's own list left by an earlier process with its id.
 -- mode 'release': a worker returning its own claimed-but-unstarted jobs at shutdown.
 -- mode 'orphans': a living worker returning the ids ARGV[8..] of its list that it does not
 --   know it holds (the reply of a claim was lost): no attempt counted, still registered.
--- KEYS: processing, queue, stats, failed, workers, heartbeat, image_bytes, failed_images
+-- KEYS: processing, queue, stats, failed, workers, heartbeat, image_bytes, failed_images, versions
 -- ARGV: job_key_prefix, image_key_prefix, mode, worker_id, max_attempts, failed_ttl_s,
 --       failed_image_ttl_s, [id...]
 -- Returns the number of jobs requeued, or -1 when the worker is alive (reap mode).
@@ -39,7 +40,9 @@ while true do
     local attempts = 0
     local charged = count_attempt and redis.call('HGET', job, 'started') == '1'
     if charged then attempts = redis.call('HINCRBY', job, 'retry_count', 1) end
-    if charged and attempts >= tonumber(ARGV[5]) then
+    if charged and attempts >= tonumber(ARGV[5]) and is_superseded(job, KEYS[9]) then
+      supersede_job(job, image, now, KEYS[3], ARGV[6], budget)
+    elseif charged and attempts >= tonumber(ARGV[5]) then
       fail_job(job, image, id, 'worker died while processing this job (' .. attempts .. ' attempts)',
                now_ms, KEYS[3], KEYS[4], ARGV[6], ARGV[7], budget)
     else
