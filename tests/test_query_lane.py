@@ -90,9 +90,9 @@ def test_a_full_lane_answers_503_with_retry_after(make_client, r, namespace):
     assert r.llen("{%s}:requests" % namespace) == 2
 
 
-def test_150_searches_waiting_at_once_each_wait_their_time_none_refused(settings_kw, r, namespace):
-    """Each waiting search holds a Redis connection (BLPOP on its reply). redis-py's default pool
-    has 100: the 101st waiting search failed at once with 503 redis_unavailable."""
+def searches_over_http(settings_kw, count: int, stagger_s: float = 0.0, **overrides) -> list[tuple[int, float]]:
+    """``count`` searches sent at once (or ``stagger_s`` apart) to the API served by uvicorn:
+    each one's status code and seconds taken."""
     import asyncio
 
     import httpx
@@ -101,17 +101,31 @@ def test_150_searches_waiting_at_once_each_wait_their_time_none_refused(settings
     from api.settings import ApiSettings
     from conftest import served
 
-    r.sadd("{%s}:workers" % namespace, "zombie")  # alive, but answers nothing: every search times out
-    r.set("{%s}:heartbeat:zombie" % namespace, "{}", px=30_000)
-    app = create_app(ApiSettings(**settings_kw, allow_anonymous=True, search_timeout=2))
+    async def one(http, i: int) -> tuple[int, float]:
+        await asyncio.sleep(stagger_s * i)
+        t0 = time.monotonic()
+        reply = await http.post("/api/v1/search", json={"text": f"q{i}"})
+        return reply.status_code, time.monotonic() - t0
 
-    async def search_all(url: str) -> list[int]:
-        async with httpx.AsyncClient(base_url=url, timeout=30, limits=httpx.Limits(max_connections=200)) as http:
-            replies = await asyncio.gather(*(http.post("/api/v1/search", json={"text": f"q{i}"}) for i in range(150)))
-        return [reply.status_code for reply in replies]
+    async def all_of_them(url: str) -> list[tuple[int, float]]:
+        async with httpx.AsyncClient(base_url=url, timeout=30, limits=httpx.Limits(max_connections=count)) as http:
+            return await asyncio.gather(*(one(http, i) for i in range(count)))
 
-    with served(app) as url:
-        codes = asyncio.run(search_all(url))
+    with served(create_app(ApiSettings(**settings_kw, allow_anonymous=True, **overrides))) as url:
+        return asyncio.run(all_of_them(url))
+
+
+def register_silent_worker(r, namespace: str, name: str) -> None:
+    """A worker the API counts as alive, whose query lane answers nothing."""
+    r.sadd("{%s}:workers" % namespace, name)
+    r.set("{%s}:heartbeat:%s" % (namespace, name), "{}", px=30_000)
+
+
+def test_150_searches_waiting_at_once_each_wait_their_time_none_refused(settings_kw, r, namespace):
+    """Each waiting search holds a Redis connection (BLPOP on its reply). redis-py's default pool
+    has 100: the 101st waiting search failed at once with 503 redis_unavailable."""
+    register_silent_worker(r, namespace, "zombie")
+    codes = [code for code, _ in searches_over_http(settings_kw, 150, search_timeout=2)]
     assert codes == [504] * 150, {code: codes.count(code) for code in set(codes)}
     assert r.llen("{%s}:requests" % namespace) == 150  # every one reached the lane
 
@@ -120,17 +134,9 @@ def test_searches_past_the_connection_pool_still_end_within_their_time_out(setti
     """A worker takes every search off the lane and never answers, so the lane never fills and
     more searches wait than MAX_PENDING_QUERIES connections: those beyond wait for a connection,
     and the whole wait stays within SEARCH_TIMEOUT (504), not twice it, nor a 503."""
-    import asyncio
     import threading
 
-    import httpx
-
-    from api.main import create_app
-    from api.settings import ApiSettings
-    from conftest import served
-
-    r.sadd("{%s}:workers" % namespace, "taker")
-    r.set("{%s}:heartbeat:taker" % namespace, "{}", px=30_000)
+    register_silent_worker(r, namespace, "taker")
     stop, taken = threading.Event(), []
 
     def take() -> None:
@@ -138,21 +144,10 @@ def test_searches_past_the_connection_pool_still_end_within_their_time_out(setti
             if got := r.blpop(["{%s}:requests" % namespace], timeout=0.1):
                 taken.append(got)
 
-    async def search_all(url: str) -> list[tuple[int, float]]:
-        async def one(http, i):
-            await asyncio.sleep(0.05 * i)  # one at a time onto the lane, which the taker empties at once
-            t0 = time.monotonic()
-            reply = await http.post("/api/v1/search", json={"text": f"q{i}"})
-            return reply.status_code, time.monotonic() - t0
-        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
-            return await asyncio.gather(*(one(http, i) for i in range(6)))
-
     taker = threading.Thread(target=take, daemon=True)
     taker.start()
-    try:
-        with served(create_app(ApiSettings(**settings_kw, allow_anonymous=True, max_pending_queries=2,
-                                           search_timeout=1))) as url:
-            results = asyncio.run(search_all(url))
+    try:  # one at a time onto the lane, which the taker empties at once
+        results = searches_over_http(settings_kw, 6, stagger_s=0.05, max_pending_queries=2, search_timeout=1)
     finally:
         stop.set()
         taker.join(5)
