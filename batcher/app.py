@@ -26,7 +26,7 @@ from batcher.queue.consumer import JobConsumer
 from batcher.settings import WorkerSettings
 from batcher.stages.ledger import Totals
 from batcher.status import WorkerStatus
-from batcher.store import StoreLocked, VectorStore
+from batcher.store import StoreError, VectorStore, open_store
 from batcher.watchdog import Watchdog
 from batcher.worker import Worker
 from models.acceleration import UnsupportedAcceleration
@@ -93,12 +93,9 @@ class WorkerApp:
         client = connect_redis(settings.redis_url, settings.redis_cluster,
                                settings.worker_redis_timeout + settings.worker_poll_interval)
         encoder = encoder or _load_encoder(settings)
-        fields = tuple(f for f in settings.qdrant_indexed_fields.split(",") if f)
         try:
-            store = VectorStore.open(settings.qdrant_url, settings.qdrant_path, settings.qdrant_collection,
-                                     encoder.dim, settings.qdrant_api_key, fields, settings.qdrant_shards,
-                                     settings.qdrant_replicas, encoder.fingerprint)
-        except StoreLocked as exc:
+            store = open_store(settings.store, encoder.dim, encoder.name, encoder.fingerprint)
+        except StoreError as exc:
             raise StartupError(str(exc)) from None
         metrics = WorkerMetrics(registry or CollectorRegistry())
         metrics.info.labels(settings.worker_id, str(encoder.device), encoder.name, encoder.precision).set(1)

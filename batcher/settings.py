@@ -12,7 +12,9 @@ from batcher.queue.addresses import parse_networks
 from batcher.fetch import FetchLimits
 
 from batcher.queue.config import QueueSettings
+from batcher.store.config import StoreConfig
 
+Quantization = Literal["none", "int8"]
 Precision = Literal["auto", "fp32", "bf16", "fp16", "int8"]  # models.precision.PRECISIONS, without torch
 CompileMode = Literal["off", "compile", "cudagraphs"]  # models.acceleration.COMPILE_MODES
 DecodeDevice = Literal["cpu", "cuda"]
@@ -103,14 +105,33 @@ class WorkerSettings(QueueSettings):
                            "(CUDA only: a batch is padded to a bucket, powers of two from 8 and WORKER_BATCH_SIZE, "
                            "each captured at start-up). Not measured on a GPU yet: `off` stays the default.")
     clip_cache_dir: str | None = Field(None, description="Where downloaded weights are cached.")
-    qdrant_url: str | None = Field(None, description="Qdrant server URL; unset: embedded mode in QDRANT_PATH.")
-    qdrant_path: str = Field("./data/qdrant", description="Embedded Qdrant folder (`:memory:` for none).")
-    qdrant_collection: str = Field("products", description="Qdrant collection name.")
+    # -- the vector store (batcher/store/, batcher/README.md "The vector store") --
+    qdrant_url: str | None = Field(None, description="Qdrant server URL; unset: the embedded store (Qdrant Edge) "
+                                                     "in QDRANT_PATH.")
+    qdrant_path: str = Field("./data/qdrant", description="Folder of the embedded store, one process at a time "
+                                                          "(`:memory:`: a temporary folder, removed at exit).")
+    qdrant_collection: str = Field("products", pattern=r"^[A-Za-z0-9_.-]{1,128}$",
+                                   description="Qdrant collection name (the embedded store's subfolder).")
     qdrant_api_key: str | None = Field(None, description="Qdrant server API key.")
     qdrant_shards: int = Field(1, ge=1, le=1000, description="Shards of a new collection (Qdrant server).")
     qdrant_replicas: int = Field(1, ge=1, le=100, description="Replicas per shard of a new collection (Qdrant server).")
     qdrant_indexed_fields: str = Field(
-        "", description="Comma-separated metadata keys to index for filters (server mode).")
+        "", description="Comma-separated metadata keys to index for filters (both engines).")
+    qdrant_hnsw_m: int = Field(16, ge=4, le=128, description="HNSW edges per node of a new collection: more is "
+                                                             "better recall, more memory and a slower build.")
+    qdrant_hnsw_ef_construct: int = Field(
+        100, ge=8, le=1000, description="HNSW candidates while building the index of a new collection.")
+    qdrant_hnsw_ef: int = Field(128, ge=1, le=10_000, description="HNSW candidates per search: more is better "
+                                                                  "recall, slower searches.")
+    qdrant_segment_points: int = Field(
+        20_000, ge=1_000, le=10_000_000,
+        description="Embedded store: points a segment takes, searched exactly, before its HNSW index is built. "
+                    "The build holds the worker's process (about 4 s per 20,000 points on 2 cores).")
+    qdrant_vectors_on_disk: bool = Field(
+        False, description="Embedded store: vectors read from disk through the page cache, not held in RAM.")
+    qdrant_quantization: Quantization = Field(
+        "none", description="Vectors of a new collection: `int8` adds scalar-quantized copies (4x smaller, "
+                            "searched first, rescored with the originals).")
 
     @field_validator("image_url_allowed_networks")
     @classmethod
@@ -122,6 +143,15 @@ class WorkerSettings(QueueSettings):
     def fetch_limits(self) -> FetchLimits:
         return FetchLimits(self.max_upload_bytes, self.image_url_connect_timeout, self.image_url_read_timeout,
                            self.image_url_total_timeout, parse_networks(self.image_url_allowed_networks))
+
+    @property
+    def store(self) -> StoreConfig:
+        return StoreConfig(
+            url=self.qdrant_url, path=self.qdrant_path, collection=self.qdrant_collection, api_key=self.qdrant_api_key,
+            indexed_fields=tuple(f for f in self.qdrant_indexed_fields.split(",") if f), shards=self.qdrant_shards,
+            replicas=self.qdrant_replicas, hnsw_m=self.qdrant_hnsw_m, hnsw_ef_construct=self.qdrant_hnsw_ef_construct,
+            hnsw_ef=self.qdrant_hnsw_ef, segment_points=self.qdrant_segment_points,
+            vectors_on_disk=self.qdrant_vectors_on_disk, quantization=self.qdrant_quantization)
 
     @property
     def reaper_interval(self) -> float:

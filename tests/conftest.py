@@ -15,6 +15,7 @@ import uuid
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+import numpy as np
 import pytest
 import redis
 from prometheus_client import CollectorRegistry
@@ -271,3 +272,40 @@ def count_calls(obj, method: str) -> list:
 
 def job_ids_by_status(client, job_ids) -> dict[str, str]:
     return {j: client.get(f"/api/v1/queue/status/{j}").json()["status"] for j in job_ids}
+
+
+def stored_points(settings, product_ids) -> dict[str, tuple[dict, np.ndarray]]:
+    """Products' stored payloads and vectors, read from the worker's store once it has closed it
+    (an embedded folder has one owner at a time)."""
+    from batcher.store import open_store, point_id
+
+    store = open_store(settings.store, None)
+    try:
+        records = store.shard.retrieve([point_id(p) for p in product_ids], True, True)
+        return {r.payload["product_id"]: (r.payload, np.asarray(r.vector, np.float32)) for r in records}
+    finally:
+        store.close()
+
+
+def stored_count(settings) -> int:
+    from batcher.store import open_store
+
+    store = open_store(settings.store, None)
+    try:
+        return store.count()
+    finally:
+        store.close()
+
+
+def open_engine(engine: str, path: Path, dim: int, embedder: str = ""):
+    """A store of either engine in ``path``: Qdrant Edge, or the server store's code path on
+    qdrant-client's in-process mode (no Qdrant server can run here)."""
+    from batcher.store import StoreConfig, open_store
+
+    if engine == "edge":
+        return open_store(StoreConfig(path=str(path)), dim, "test-model", embedder)
+    from qdrant_client import QdrantClient
+
+    from batcher.store.server import ServerStore
+
+    return ServerStore.open(StoreConfig(url="in-process"), dim, embedder, client=QdrantClient(path=str(path)))

@@ -140,8 +140,9 @@ DECODE_REASON = "cannot decode image: the file is corrupt, truncated or not a su
 
 
 def test_failed_jobs_show_short_reasons_not_raw_exception_text(client, start_worker):
-    from batcher.store import VectorStore
     from qdrant_client import QdrantClient
+
+    from batcher.store.server import ServerStore
 
     whole = jpeg(3, (400, 300))
     corrupt = upload(client, None, "corrupt", data=whole[: len(whole) // 2]).json()["job_id"]
@@ -153,7 +154,7 @@ def test_failed_jobs_show_short_reasons_not_raw_exception_text(client, start_wor
 
     unreachable = upload(client, None, "p", data=jpeg(1)).json()["job_id"]
     app = start_worker(max_attempts=2)
-    dead = VectorStore(QdrantClient(url="http://127.0.0.1:9", timeout=1), "products", app.store.dim, server=True)
+    dead = ServerStore(QdrantClient(url="http://127.0.0.1:9", timeout=1), "products", app.store.dim)
     app.store.upsert = dead.upsert
     assert app.run(burst=True).failed == 1
     status = client.get(f"/api/v1/queue/status/{unreachable}").json()

@@ -11,13 +11,11 @@ import pytest
 import torch
 from PIL import Image
 from prometheus_client import CollectorRegistry
-from qdrant_client import QdrantClient
 
 from batcher.app import StartupError, WorkerApp
 from batcher.decode import DecodeBudget, ImageDecoder
 from batcher.gpu_decode import JpegBatchDecoder
-from batcher.store import point_id
-from conftest import CORPUS, corpus_files, job_ids_by_status, upload
+from conftest import CORPUS, corpus_files, job_ids_by_status, stored_points, upload
 from models.acceleration import UnsupportedAcceleration, batch_buckets, bucket_for, check_mode
 from models.clip import load_encoder
 
@@ -31,13 +29,8 @@ def photo_jpeg(path, quality=90, **save) -> bytes:
 
 
 def stored_vectors(app, product_ids: list[str]) -> np.ndarray:
-    q = QdrantClient(path=app.settings.qdrant_path)
-    try:
-        points = q.retrieve(app.settings.qdrant_collection, [point_id(p) for p in product_ids], with_vectors=True)
-        by_id = {p.id: p.vector for p in points}
-        return np.array([by_id[point_id(p)] for p in product_ids], dtype=np.float32)
-    finally:
-        q.close()
+    points = stored_points(app.settings, product_ids)
+    return np.array([points[p][1] for p in product_ids], dtype=np.float32)
 
 
 def test_buckets_are_powers_of_two_from_8_and_the_largest_batch():

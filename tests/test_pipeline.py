@@ -2,14 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
-from qdrant_client import QdrantClient
-
-from batcher.store import point_id
-from conftest import corpus_files, upload
-
-
-def open_points(worker_settings_obj):
-    return QdrantClient(path=worker_settings_obj.qdrant_path)
+from conftest import corpus_files, stored_count, stored_points, upload
 
 
 def test_every_index_photo_is_completed_with_one_point(client, run_burst, encoder):
@@ -33,22 +26,16 @@ def test_every_index_photo_is_completed_with_one_point(client, run_burst, encode
         assert status["product_id"] == sku and status["error_message"] is None
         assert status["created_at"].endswith("Z") and status["updated_at"] >= status["created_at"]
 
-    qdrant = open_points(app.settings)
-    try:
-        assert qdrant.count("products", exact=True).count == len(photos)
-        points = qdrant.retrieve("products", [point_id(s) for s in job_ids], with_vectors=True,
-                                 with_payload=True)
-        assert len(points) == len(photos)
-        for p in points:
-            v = np.asarray(p.vector)
-            assert v.shape == (encoder.dim,)
-            assert abs(np.linalg.norm(v) - 1) < 1e-3
-            assert set(p.payload) >= {"product_id", "name", "description", "metadata", "job_id",
-                                      "indexed_at", "image_sha256", "version"}
-            assert p.payload["job_id"] == job_ids[p.payload["product_id"]]
-            assert p.payload["metadata"] == {"src": "corpus"}
-    finally:
-        qdrant.close()
+    assert stored_count(app.settings) == len(photos)
+    points = stored_points(app.settings, list(job_ids))
+    assert len(points) == len(photos)
+    for payload, v in points.values():
+        assert v.shape == (encoder.dim,)
+        assert abs(np.linalg.norm(v) - 1) < 1e-3
+        assert set(payload) >= {"product_id", "name", "description", "metadata", "job_id",
+                                "indexed_at", "image_sha256", "version"}
+        assert payload["job_id"] == job_ids[payload["product_id"]]
+        assert payload["metadata"] == {"src": "corpus"}
 
     stats = client.get("/api/v1/queue/stats").json()
     assert stats["available"] is True and stats["pending_in_queue"] == 0

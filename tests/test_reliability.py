@@ -114,12 +114,13 @@ def test_store_down_for_good_fails_jobs_after_max_attempts(client, start_worker,
 
 def test_unreachable_qdrant_server_is_a_transient_failure(client, start_worker):
     """A real Qdrant client pointed at a closed port."""
-    from batcher.store import VectorStore
     from qdrant_client import QdrantClient
+
+    from batcher.store.server import ServerStore
 
     job_id = upload(client, None, "p", data=jpeg(1)).json()["job_id"]
     app = start_worker(max_attempts=2)
-    dead = VectorStore(QdrantClient(url="http://127.0.0.1:9", timeout=1), "products", app.store.dim, server=True)
+    dead = ServerStore(QdrantClient(url="http://127.0.0.1:9", timeout=1), "products", app.store.dim)
     app.store.upsert = dead.upsert
     totals = app.run(burst=True)
     assert totals.retried == 1 and totals.failed == 1

@@ -9,11 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
-from qdrant_client import QdrantClient
 
 from batcher.app import WorkerApp
-from batcher.store import point_id
-from conftest import CountingEncoder, upload
+from batcher.settings import WorkerSettings
+from conftest import CountingEncoder, open_engine, stored_points, upload
 from test_worker import jpeg
 
 TRUNCATED = Path(__file__).parent / "data" / "corpus" / "hostile" / "truncated_jpeg.jpg"
@@ -21,12 +20,7 @@ TRUNCATED = Path(__file__).parent / "data" / "corpus" / "hostile" / "truncated_j
 
 def point(path, product_id: str) -> tuple[dict, np.ndarray] | None:
     """A product's stored payload and vector, read from the embedded folder once its worker closed it."""
-    qdrant = QdrantClient(path=str(path))
-    try:
-        found = qdrant.retrieve("products", [point_id(product_id)], with_payload=True, with_vectors=True)
-        return (found[0].payload, np.asarray(found[0].vector, np.float32)) if found else None
-    finally:
-        qdrant.close()
+    return stored_points(WorkerSettings(qdrant_path=str(path)), [product_id]).get(product_id)
 
 
 def job(client, job_id: str) -> dict:
@@ -190,18 +184,12 @@ def _job(product_id: str, image: bytes, version: int = 1):
                image_sha256=hashlib.sha256(image).hexdigest(), created_at_ms=0, retry_count=0, version=version)
 
 
-@pytest.mark.parametrize("server", [False, True], ids=["embedded: hash index in memory", "server: lookup by sha"])
-def test_the_store_finds_images_by_product_and_by_bytes(tmp_path, server):
-    """A Qdrant server is asked by payload (its ``image_sha256`` index); an embedded store, which
-    would scan, answers from the index its owner keeps, read again from the folder at start-up."""
-    from batcher.store import VectorStore
-
+@pytest.mark.parametrize("engine", ["edge", "server"])
+def test_the_store_finds_images_by_product_and_by_bytes(tmp_path, engine):
+    """Both engines look images up by point id, then by their ``image_sha256`` payload index:
+    nothing is scanned or held in memory, so a restarted worker finds them at once."""
     def open_store(embedder="m|random#0|fp32"):
-        store = VectorStore(QdrantClient(path=str(tmp_path / "q")), "products", 4, server=server, embedder=embedder)
-        store.ensure_collection()
-        if store._shas is not None:
-            store._shas.load(store.client, "products", embedder)
-        return store
+        return open_engine(engine, tmp_path / "q", 4, embedder)
 
     store = open_store()
     a, b = _job("a", b"photo-a"), _job("b", b"photo-b")

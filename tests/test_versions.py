@@ -8,11 +8,10 @@ import time
 
 import numpy as np
 import pytest
-from qdrant_client import QdrantClient
 
 from batcher.queue.jobs import Job
-from batcher.store import VectorStore, point_id
-from conftest import upload
+from batcher.settings import WorkerSettings
+from conftest import open_engine, stored_points, upload
 from test_reliability import FlakyUpsert, claim_as_dead_worker
 from test_worker import jpeg
 
@@ -23,12 +22,8 @@ def sha(data: bytes) -> str:
 
 def stored(path, product_id: str) -> dict | None:
     """The stored payload of a product, read from the embedded folder once its worker has closed it."""
-    qdrant = QdrantClient(path=str(path))
-    try:
-        found = qdrant.retrieve("products", [point_id(product_id)], with_payload=True)
-        return found[0].payload if found else None
-    finally:
-        qdrant.close()
+    found = stored_points(WorkerSettings(qdrant_path=str(path)), [product_id]).get(product_id)
+    return found[0] if found else None
 
 
 def status(client, job_id: str) -> str:
@@ -55,11 +50,9 @@ def test_uploads_get_growing_versions_at_enqueue(client):
     assert client.get(f"/api/v1/queue/status/{second['job_id']}").json()["version"] == second["version"]
 
 
-@pytest.mark.parametrize("server", [False, True], ids=["embedded: versions read under the lock",
-                                                      "server: conditional update_filter"])
-def test_the_store_never_replaces_a_point_with_an_older_version(tmp_path, server):
-    store = VectorStore(QdrantClient(path=str(tmp_path / "q")), "products", 4, server=server)
-    store.ensure_collection()
+@pytest.mark.parametrize("engine", ["edge", "server"], ids=["edge: conditional upsert", "server: update_filter"])
+def test_the_store_never_replaces_a_point_with_an_older_version(tmp_path, engine):
+    store = open_engine(engine, tmp_path / "q", 4)
 
     def job(version: int, product_id: str = "p") -> Job:
         return Job(f"job-{version}", product_id, "n", "", {}, f"sha-{version}", 0, 0, version=version)

@@ -5,10 +5,8 @@ import io
 import time
 
 from PIL import Image
-from qdrant_client import QdrantClient
 
-from batcher.store import point_id
-from conftest import CORPUS, CountingEncoder, count_calls, job_ids_by_status, upload
+from conftest import CORPUS, CountingEncoder, count_calls, job_ids_by_status, stored_count, stored_points, upload
 
 
 def jpeg(seed: int, size=(96, 80)) -> bytes:
@@ -62,13 +60,8 @@ def test_reindexing_a_product_leaves_one_point(client, run_burst):
     app, _ = run_burst()
     upload(client, None, "same-sku", data=jpeg(9), name="version 9")
     run_burst()
-    q = QdrantClient(path=app.settings.qdrant_path)
-    try:
-        assert q.count("products", exact=True).count == 1
-        (point,) = q.retrieve("products", [point_id("same-sku")], with_payload=True)
-        assert point.payload["name"] == "version 9"
-    finally:
-        q.close()
+    assert stored_count(app.settings) == 1
+    assert stored_points(app.settings, ["same-sku"])["same-sku"][0]["name"] == "version 9"
 
 
 def test_retry_requeues_a_failed_job_and_refuses_a_completed_one(client, run_burst, r, namespace):

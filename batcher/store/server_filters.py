@@ -1,20 +1,13 @@
-"""Qdrant filters the vector store uses: search conditions, and the version checks that make
+"""qdrant-client filters the server store uses: search conditions, and the version checks that make
 the last upload of a product win and a delete stick (see ``batcher.stages.versions``)."""
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from qdrant_client import models
 
 from batcher.queue.jobs import Job
-
-
-POINT_NAMESPACE = uuid.UUID("6f1c3a52-2b0e-5c39-9f39-3c1f4a6c9e10")
-
-
-def point_id(product_id: str) -> str:
-    return str(uuid.uuid5(POINT_NAMESPACE, product_id))
+from batcher.store.points import point_id
 
 
 def conditions(filters: dict[str, Any]) -> models.Filter | None:

@@ -1,0 +1,242 @@
+"""The embedded store: Qdrant Edge, the server's storage engine as a library, in the worker's
+process. Segments on disk with a write-ahead log, payload indexes, HNSW, conditional upserts.
+
+One process opens a folder (``QDRANT_PATH/<collection>``): the worker owns it, and a second
+process is refused (``StoreLocked``). Edge builds an HNSW index only when asked, and holds
+the GIL while it does, which would pause every thread of the worker (heartbeat, query lane,
+claims) for as long as the build takes. So the store keeps new points in a plain segment,
+searched exactly, and builds the index of one segment at a time, when it has
+``segment_points`` points: each pause is bounded by one segment's build (measured in
+``scripts/bench_store.py --stall``), whatever the size of the catalog.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from qdrant_edge import (CountRequest, Distance, EdgeConfig, EdgeOptimizersConfig, EdgeShard, EdgeVectorParams,
+                         HnswIndexConfig, Memory, PayloadSchemaType, Point, QueryBatchRequest, QueryRequest, Query,
+                         ScalarQuantizationConfig, ScalarType, ScrollRequest, SearchParams, UpdateOperation)
+
+from batcher.queue.jobs import Job
+from batcher.queue.messages import SearchResult
+from batcher.store import edge_filters as filters
+from batcher.store.base import StoreError, StoreLocked
+from batcher.store.config import MEMORY, StoreConfig
+from batcher.store.points import (IMAGE_FIELDS, INDEXED_INTEGERS, INDEXED_KEYWORDS, StoredImage, by_product_and_sha,
+                                  made_by, point_id, point_payload, search_result)
+
+log = logging.getLogger(__name__)
+MARKER = "clipq.json"  # which model's vectors the folder holds
+SHARD_FILE = "edge_config.json"  # written by Edge when it creates a shard
+
+
+def segment_kb(config: StoreConfig, dim: int) -> int:
+    """``segment_points`` as Edge's optimizer counts: kilobytes of float32 vectors."""
+    return max(1, config.segment_points * dim * 4 // 1024)
+
+
+def new_shard_config(config: StoreConfig, dim: int) -> EdgeConfig:
+    quantization = (ScalarQuantizationConfig(ScalarType.Int8, quantile=0.99) if config.quantization == "int8"
+                    else None)
+    kb = segment_kb(config, dim)
+    return EdgeConfig(
+        vectors=EdgeVectorParams(size=dim, distance=Distance.Cosine, quantization_config=quantization,
+                                 memory=Memory.Cold if config.vectors_on_disk else Memory.Cached),
+        hnsw_config=HnswIndexConfig(m=config.hnsw_m, ef_construct=config.hnsw_ef_construct,
+                                    full_scan_threshold=10_000),
+        optimizers=EdgeOptimizersConfig(indexing_threshold=kb, max_segment_size=kb))
+
+
+def stored_dim(folder: Path) -> int | None:
+    """The vector size of the store in ``folder``; None if there is none."""
+    try:
+        return int(json.loads((folder / SHARD_FILE).read_text())["vectors"][""]["size"])
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise StoreError(f"the embedded store {folder} is corrupt ({SHARD_FILE} unreadable: {exc})") from None
+
+
+def _check_folder(folder: Path, dim: int, model: str) -> None:
+    """Refuse a folder that is not a store of this model's vectors, with a message naming it."""
+    if not (folder / SHARD_FILE).exists():
+        raise StoreError(f"{folder} is not empty but holds no Qdrant Edge store ({SHARD_FILE} is missing): it may "
+                         "be half-written or something else. The worker does not create a store over it: move it "
+                         "away, or set QDRANT_PATH / QDRANT_COLLECTION to another folder.")
+    size = stored_dim(folder)
+    try:
+        made = json.loads((folder / MARKER).read_text()) if (folder / MARKER).exists() else {}
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"the embedded store {folder} is corrupt ({MARKER} unreadable: {exc})") from None
+    if size != dim:
+        raise StoreError(f"the embedded store {folder} holds {size}-d vectors but the model makes {dim}-d ones: "
+                         "use another QDRANT_COLLECTION (or QDRANT_PATH) for this model")
+    if made.get("model") and model and made["model"] != model:
+        raise StoreError(f"the embedded store {folder} holds vectors of the model {made['model']}, not {model}: "
+                         "its searches would compare unlike vectors; use another QDRANT_COLLECTION (or QDRANT_PATH)")
+
+
+def open_shard(folder: Path, config: StoreConfig, dim: int, model: str) -> EdgeShard:
+    """Load the shard in ``folder``, or create it there if the folder is empty or missing."""
+    fresh = not folder.exists() or not any(folder.iterdir())
+    if not fresh:
+        _check_folder(folder, dim, model)
+    try:
+        if fresh:
+            folder.mkdir(parents=True, exist_ok=True)
+            shard = EdgeShard.create(str(folder), new_shard_config(config, dim))
+            log.info("created the embedded store %s (%d-d, cosine, Qdrant Edge)", folder, dim)
+        else:
+            shard = EdgeShard.load(str(folder))  # as created: its segment size and HNSW settings
+    except Exception as exc:  # Edge raises plain Exceptions
+        if "WouldBlock" in str(exc):
+            raise StoreLocked(
+                f"the embedded store {folder} is already opened by another process. One process owns an embedded "
+                "folder: stop it (or `clipq-store` runs on a stopped worker's folder), or run a Qdrant server "
+                "and set QDRANT_URL for every worker.") from None
+        raise StoreError(f"cannot open the embedded store {folder}: {exc}. The folder may be corrupt or "
+                         "half-written; the worker does not create an empty store over it.") from None
+    if not (folder / MARKER).exists():
+        (folder / MARKER).write_text(json.dumps({"model": model, "dim": dim}) + "\n")
+    return shard
+
+
+class EdgeStore:
+    engine = "edge"
+
+    def __init__(self, shard: EdgeShard, folder: Path, config: StoreConfig, dim: int, embedder: str = "",
+                 temporary: bool = False) -> None:
+        self.shard, self.folder, self.config, self.dim = shard, folder, config, dim
+        self.embedder = embedder
+        self._temporary = temporary
+        self._lock = threading.Lock()  # one call at a time: Edge takes them so, and the version rule needs it
+        self._ensure_indexes()
+        self._unindexed = self._count_unindexed()
+        self.params = SearchParams(hnsw_ef=config.hnsw_ef)
+
+    @classmethod
+    def open(cls, config: StoreConfig, dim: int | None, model: str = "", embedder: str = "") -> "EdgeStore":
+        """``dim`` None: the store already in the folder, whatever its size (``clipq-store``)."""
+        temporary = config.path == MEMORY
+        root = Path(tempfile.mkdtemp(prefix="clipq-edge-")) if temporary else Path(config.path)
+        folder = root / config.collection
+        dim = dim or stored_dim(folder)
+        if dim is None:
+            raise StoreError(f"there is no embedded store in {folder}")
+        return cls(open_shard(folder, config, dim, model), folder, config, dim, embedder, temporary)
+
+    def _ensure_indexes(self) -> None:
+        have = set(self.shard.info().payload_schema)
+        wanted = {**{f: PayloadSchemaType.Keyword for f in INDEXED_KEYWORDS},
+                  **{f: PayloadSchemaType.Integer for f in INDEXED_INTEGERS},
+                  **{f"metadata.{f}": PayloadSchemaType.Keyword for f in self.config.indexed_fields}}
+        for field, schema in wanted.items():
+            if field not in have:
+                self.shard.update(UpdateOperation.create_field_index(field, schema))
+
+    def _count_unindexed(self) -> int:
+        info = self.shard.info()
+        return max(0, info.points_count - info.indexed_vectors_count)
+
+    def upsert(self, jobs: list[Job], vectors: np.ndarray) -> None:
+        """One conditional upsert: Edge replaces a stored point only where ``replaceable`` holds
+        (its version is not newer than the job's), and inserts the points not stored yet.
+        Flushed before it returns, so an acknowledged job is on disk."""
+        now = datetime.now(timezone.utc).isoformat()
+        points = [Point(point_id(j.product_id), v, point_payload(j, now, self.embedder))
+                  for j, v in zip(jobs, vectors.astype(np.float32).tolist())]
+        with self._lock:
+            self.shard.update(UpdateOperation.upsert_points(points, condition=filters.replaceable(jobs)))
+            self.shard.flush()
+            self._unindexed += len(points)
+            if self._unindexed >= self.config.segment_points:
+                self._build_index()
+
+    def _build_index(self) -> None:
+        """Index the full plain segment (holds the GIL: the process pauses while it runs). The
+        next try comes ``segment_points`` points later, whatever this one did."""
+        unindexed, self._unindexed = self._count_unindexed(), 0
+        if unindexed >= self.config.segment_points:
+            t0 = time.perf_counter()
+            self.shard.optimize()
+            log.info("built the HNSW index of %d points in %.1fs (the worker paused meanwhile)",
+                     unindexed - self._count_unindexed(), time.perf_counter() - t0)
+
+    def images(self, product_ids: list[str], shas: list[str]
+               ) -> tuple[dict[str, StoredImage], dict[str, StoredImage]]:
+        """Two indexed reads: the batch's products by point id, then the images by sha256."""
+        with self._lock:
+            found = made_by(self.shard.retrieve([point_id(p) for p in product_ids], IMAGE_FIELDS, True),
+                            self.embedder)
+            missing = sorted(set(shas) - {i.image_sha256 for i in found})
+            if self.embedder and missing:
+                more, _ = self.shard.scroll(ScrollRequest(limit=4 * len(missing), with_payload=IMAGE_FIELDS,
+                                                          with_vector=True,
+                                                          filter=filters.same_images(missing, self.embedder)))
+                found += made_by(more, self.embedder)
+        return by_product_and_sha(found, product_ids)
+
+    def search(self, vectors: np.ndarray, limits: list[int],
+               filters_: list[dict[str, Any]]) -> list[list[SearchResult]]:
+        queries = [QueryRequest(limit=n, query=Query.Nearest(v), filter=filters.conditions(f), with_payload=True,
+                                params=self.params)
+                   for v, n, f in zip(vectors.astype(np.float32).tolist(), limits, filters_)]
+        with self._lock:
+            found = self.shard.query_batch(QueryBatchRequest(queries))
+        return [[search_result(p.score, p.payload) for p in points] for points in found]
+
+    def get(self, product_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            found = self.shard.retrieve([point_id(product_id)], True, False)
+        return found[0].payload if found else None
+
+    def delete(self, product_id: str, version: int) -> bool:
+        older = filters.older(product_id, version)
+        with self._lock:  # the one writer: nothing is stored between the count and the delete
+            if not self.shard.count(CountRequest(exact=True, filter=older)):
+                return False
+            self.shard.update(UpdateOperation.delete_points_by_filter(older))
+            self.shard.flush()
+        return True
+
+    def scroll(self, offset: Any = None, limit: int = 256) -> tuple[list[Any], Any]:
+        """Points in id order, with vectors and payloads: ``clipq-store export`` and the copy."""
+        with self._lock:
+            return self.shard.scroll(ScrollRequest(offset=offset, limit=limit, with_payload=True, with_vector=True))
+
+    def write(self, points: list[tuple[Any, list[float], dict[str, Any]]]) -> None:
+        """Store points as they are (an import or an upgrade): no version check."""
+        with self._lock:
+            self.shard.update(UpdateOperation.upsert_points([Point(i, v, p) for i, v, p in points]))
+            self.shard.flush()
+            self._unindexed += len(points)
+            if self._unindexed >= self.config.segment_points:
+                self._build_index()
+
+    def count(self) -> int:
+        with self._lock:
+            return self.shard.count(CountRequest(exact=True))
+
+    def info(self) -> dict[str, Any]:
+        with self._lock:
+            info = self.shard.info()
+        return {"engine": "Qdrant Edge (embedded)", "folder": str(self.folder), "collection": self.config.collection,
+                "points": info.points_count, "indexed_vectors": info.indexed_vectors_count,
+                "segments": info.segments_count, "dim": self.dim,
+                "payload_indexes": {k: str(v.data_type).rsplit(".", 1)[-1] for k, v in info.payload_schema.items()},
+                "size_bytes": sum(f.stat().st_size for f in self.folder.rglob("*") if f.is_file())}
+
+    def close(self) -> None:
+        with self._lock:
+            self.shard.close()
+        if self._temporary:
+            shutil.rmtree(self.folder.parent, ignore_errors=True)

@@ -1,0 +1,40 @@
+"""Qdrant Edge filters the embedded store uses: search conditions, and the version checks that
+make the last upload of a product win and a delete stick (see ``batcher.stages.versions``).
+The same rules as ``server_filters``, in Edge's types."""
+from __future__ import annotations
+
+from typing import Any
+
+from qdrant_edge import FieldCondition, Filter, HasIdCondition, IsEmptyCondition, MatchAny, MatchValue, RangeFloat
+
+from batcher.queue.jobs import Job
+from batcher.store.points import point_id
+
+
+def conditions(filters: dict[str, Any]) -> Filter | None:
+    """Exact matches on ``product_id`` and ``metadata`` keys."""
+    must = [FieldCondition(key=key if key == "product_id" else f"metadata.{key}", match=MatchValue(value))
+            for key, value in filters.items()]
+    return Filter(must=must) if must else None
+
+
+def replaceable(jobs: list[Job]) -> Filter:
+    """Matches a stored point that one of ``jobs`` may replace: its product's, of no newer version
+    than the job, or a point stored before versions existed. A point not stored yet is inserted
+    whatever the condition says."""
+    return Filter(should=[
+        *(Filter(must=[HasIdCondition({point_id(j.product_id)}),
+                       FieldCondition(key="version", range=RangeFloat(lte=j.version))]) for j in jobs),
+        IsEmptyCondition("version")])
+
+
+def older(product_id: str, version: int) -> Filter:
+    """The product's point when it is older than ``version`` (or unversioned)."""
+    return Filter(must=[HasIdCondition({point_id(product_id)})],
+                  should=[FieldCondition(key="version", range=RangeFloat(lt=version)), IsEmptyCondition("version")])
+
+
+def same_images(shas: list[str], embedder: str) -> Filter:
+    """Points holding one of these images (by sha256) whose vector ``embedder`` made."""
+    return Filter(must=[FieldCondition(key="image_sha256", match=MatchAny(shas)),
+                        FieldCondition(key="embedder", match=MatchValue(embedder))])

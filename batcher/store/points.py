@@ -1,0 +1,69 @@
+"""What a stored point is, whatever the engine holds it: its id, its payload, how it reads back.
+
+A point's id is the UUIDv5 of its ``product_id``: re-indexing a product, or replaying a batch
+after a crash, overwrites the same point. The payload holds the job's ``version`` (given at
+enqueue time), which the engines' conditional writes compare, and the ``embedder`` that made
+the vector (a vector is reused only by the same model).
+"""
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from batcher.queue.jobs import Job
+from batcher.queue.messages import SearchResult
+
+POINT_NAMESPACE = uuid.UUID("6f1c3a52-2b0e-5c39-9f39-3c1f4a6c9e10")
+IMAGE_FIELDS = ["product_id", "image_sha256", "embedder"]
+# payload fields every engine indexes: the version checks, the image lookups, the product filter
+INDEXED_KEYWORDS = ("product_id", "image_sha256", "embedder")
+INDEXED_INTEGERS = ("version",)
+
+
+def point_id(product_id: str) -> str:
+    return str(uuid.uuid5(POINT_NAMESPACE, product_id))
+
+
+def point_payload(job: Job, indexed_at: str, embedder: str = "") -> dict[str, Any]:
+    """What a point carries besides its vector: the product as uploaded, where it came from, and
+    which model made the vector (``embedder``)."""
+    return {"product_id": job.product_id, "name": job.name, "description": job.description,
+            "metadata": job.metadata, "job_id": job.job_id, "indexed_at": indexed_at,
+            "image_sha256": job.image_sha256, "version": job.version, "embedder": embedder}
+
+
+def search_result(score: float, payload: dict[str, Any] | None) -> SearchResult:
+    p = payload or {}
+    return SearchResult(product_id=p.get("product_id"), score=round(float(score), 6), name=p.get("name"),
+                        description=p.get("description"), metadata=p.get("metadata") or {})
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    """A stored point's image: which product holds it, its bytes' sha256, its vector."""
+
+    product_id: str
+    image_sha256: str
+    vector: np.ndarray
+
+
+def made_by(points, embedder: str) -> list[StoredImage]:
+    """The images among ``points`` (records read with their vectors, of either engine) whose
+    vector ``embedder`` made."""
+    return [StoredImage(p.payload["product_id"], p.payload["image_sha256"], np.asarray(p.vector, np.float32))
+            for p in points
+            if embedder and p.payload and p.payload.get("embedder") == embedder
+            and p.payload.get("image_sha256") and p.payload.get("product_id") and p.vector is not None]
+
+
+def by_product_and_sha(found: list[StoredImage], product_ids: list[str]
+                       ) -> tuple[dict[str, StoredImage], dict[str, StoredImage]]:
+    """``found`` as the recall stage reads it: the batch's own products, and one image per sha256."""
+    mine = set(product_ids)
+    by_sha: dict[str, StoredImage] = {}
+    for image in found:
+        by_sha.setdefault(image.image_sha256, image)
+    return {i.product_id: i for i in found if i.product_id in mine}, by_sha
