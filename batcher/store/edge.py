@@ -187,12 +187,32 @@ class EdgeStore:
 
     def search(self, vectors: np.ndarray, limits: list[int],
                filters_: list[dict[str, Any]]) -> list[list[SearchResult]]:
-        queries = [QueryRequest(limit=n, query=Query.Nearest(v), filter=filters.conditions(f), with_payload=True,
-                                params=self.params)
-                   for v, n, f in zip(vectors.astype(np.float32).tolist(), limits, filters_)]
+        """One planned batch; a query with a true/false filter reads on, a page at a time, until
+        it has its ``limit`` of points holding those values (see ``edge_filters.conditions``)."""
+        asked = [(v, n, *filters.conditions(f)) for v, n, f in zip(vectors.astype(np.float32).tolist(), limits, filters_)]
         with self._lock:
-            found = self.shard.query_batch(QueryBatchRequest(queries))
+            found = self.shard.query_batch(QueryBatchRequest([self._query(v, self._page(n, flags), f)
+                                                              for v, n, f, flags in asked]))
+            found = [self._with_flags(v, n, f, flags, points) if flags else points
+                     for (v, n, f, flags), points in zip(asked, found)]
         return [[search_result(p.score, p.payload) for p in points] for points in found]
+
+    def _query(self, vector: list[float], limit: int, flt, offset: int = 0) -> QueryRequest:
+        return QueryRequest(limit=limit, offset=offset, query=Query.Nearest(vector), filter=flt, with_payload=True,
+                            params=self.params)
+
+    @staticmethod
+    def _page(limit: int, flags: dict[str, bool]) -> int:
+        return max(4 * limit, 64) if flags else limit
+
+    def _with_flags(self, vector: list[float], limit: int, flt, flags: dict[str, bool], points: list) -> list:
+        page, read, kept = self._page(limit, flags), 0, []
+        while True:
+            kept += [p for p in points if filters.has_flags(p.payload, flags)]
+            read += len(points)
+            if len(kept) >= limit or len(points) < page:
+                return kept[:limit]
+            points = self.shard.query(self._query(vector, page, flt, read))
 
     def get(self, product_id: str) -> dict[str, Any] | None:
         with self._lock:

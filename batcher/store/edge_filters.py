@@ -11,11 +11,25 @@ from batcher.queue.jobs import Job
 from batcher.store.points import point_id
 
 
-def conditions(filters: dict[str, Any]) -> Filter | None:
-    """Exact matches on ``product_id`` and ``metadata`` keys."""
+def conditions(filters: dict[str, Any]) -> tuple[Filter | None, dict[str, bool]]:
+    """Exact matches on ``product_id`` and ``metadata`` keys, and apart, the ``true``/``false``
+    ones: Edge 0.9's Python binding turns a bool into an integer match (Python's bool is an
+    int), which no stored ``true`` matches, so the store checks those itself (``has_flags``)."""
     must = [FieldCondition(key=key if key == "product_id" else f"metadata.{key}", match=MatchValue(value))
-            for key, value in filters.items()]
-    return Filter(must=must) if must else None
+            for key, value in filters.items() if not isinstance(value, bool)]
+    flags = {key: value for key, value in filters.items() if isinstance(value, bool)}
+    return (Filter(must=must) if must else None), flags
+
+
+def has_flags(payload: dict[str, Any] | None, flags: dict[str, bool]) -> bool:
+    """Whether the point's metadata holds each of ``flags`` (dotted keys reach into objects)."""
+    for key, wanted in flags.items():
+        value: Any = (payload or {}).get("metadata") or {}
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if value is not wanted:
+            return False
+    return True
 
 
 def replaceable(jobs: list[Job]) -> Filter:

@@ -19,6 +19,7 @@ from qdrant_client import QdrantClient, models
 
 from batcher.queue.jobs import Job
 from batcher.queue.messages import SearchResult
+from batcher.store.base import StoreError
 from batcher.store.config import StoreConfig
 from batcher.store.points import (IMAGE_FIELDS, INDEXED_INTEGERS, INDEXED_KEYWORDS, StoredImage, by_product_and_sha,
                                   made_by, point_id, point_payload, search_result)
@@ -40,9 +41,14 @@ class ServerStore:
         self._lock = threading.Lock()  # qdrant-client's in-process modes are not thread-safe
 
     @classmethod
-    def open(cls, config: StoreConfig, dim: int, embedder: str = "", client: QdrantClient | None = None
+    def open(cls, config: StoreConfig, dim: int | None, embedder: str = "", client: QdrantClient | None = None
              ) -> "ServerStore":
+        """``dim`` None: the collection already there, whatever its size (``clipq-store``)."""
         client = client or QdrantClient(url=config.url, api_key=config.api_key, timeout=10)
+        if dim is None:
+            if not client.collection_exists(config.collection):
+                raise StoreError(f"the Qdrant server has no collection {config.collection}")
+            dim = client.get_collection(config.collection).config.params.vectors.size
         store = cls(client, config.collection, dim, embedder)
         store.ensure_collection(config)
         return store
@@ -63,7 +69,7 @@ class ServerStore:
         else:
             size = self.client.get_collection(self.collection).config.params.vectors.size
             if size != self.dim:
-                raise RuntimeError(f"collection {self.collection} holds {size}-d vectors but the model "
+                raise StoreError(f"collection {self.collection} holds {size}-d vectors but the model "
                                    f"makes {self.dim}-d ones: use another QDRANT_COLLECTION")
         fields = {**{f: models.PayloadSchemaType.KEYWORD for f in INDEXED_KEYWORDS},
                   **{f: models.PayloadSchemaType.INTEGER for f in INDEXED_INTEGERS},
