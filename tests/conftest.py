@@ -25,6 +25,10 @@ ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "tests" / "data" / "corpus"
 # A bigger corpus that may lie beside a checkout; when present, its files add extra cases.
 EXTRA_CORPUS = Path(os.environ.get("CLIPQ_EXTRA_CORPUS", ROOT.parent / "shared" / "corpus"))
+# The repository root (``from scripts.settings_table import table``) and scripts/ (the tests
+# import its modules by their own names: ``from local_redis import LocalRedis``).
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from local_redis import LocalRedis  # noqa: E402

@@ -129,7 +129,7 @@ def test_dashboard_in_chromium(live_api, browser_page, serve_worker, tmp_path):
     shot = tmp_path / "dashboard.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000
-    if os.environ.get("CLIPQ_SCREENSHOT"):  # how the README's picture is made
+    if os.environ.get("CLIPQ_SCREENSHOT"):  # how api/README.md's picture is made
         shutil.copy(shot, os.environ["CLIPQ_SCREENSHOT"])
 
     # a phone-sized screen: nothing wider than the screen
