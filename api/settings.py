@@ -24,7 +24,6 @@ class ApiSettings(QueueSettings):
         1024**3, ge=1, description="Image bytes the queue may hold (queued, processing, delayed and failed) "
                                    "beyond which uploads get 429; failed images are dropped first, oldest first.")
     max_metadata_bytes: int = Field(16 * 1024, ge=2, description="Largest `metadata` JSON object.")
-    max_metadata_depth: int = Field(8, ge=1, le=64, description="Deepest nesting of objects and lists in `metadata`.")
     upload_read_timeout: float = Field(
         60.0, gt=0, le=3600, description="Seconds a request body may take to arrive; a slower one gets 408.")
     max_pending_queries: int = Field(

@@ -12,6 +12,7 @@ from typing import Any
 
 from api.errors import ApiError
 from batcher.queue.addresses import UrlRefused, parse_url
+from batcher.queue.jobs import nesting
 from batcher.queue.images import ImageRejected, probe, sniff
 
 PRODUCT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -66,17 +67,6 @@ def parse_object(raw: str | None, field: str, max_bytes: int) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ApiError(422, "invalid_field", f"{field} must be a JSON object", field)
     return value
-
-
-def nesting(value: Any) -> int:
-    """How deep objects and lists nest in ``value`` (a scalar: 0, ``{}``: 1); no recursion."""
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, (dict, list)):
-            deepest = max(deepest, depth)
-            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
-    return deepest
 
 
 def check_nesting(value: Any, field: str, max_depth: int) -> Any:

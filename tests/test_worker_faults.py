@@ -36,11 +36,10 @@ def png(size: tuple[int, int], mode: str = "I;16") -> bytes:
 # -- a point the store refuses fails alone ------------------------------------------------
 def test_a_point_the_store_refuses_fails_alone_and_the_rest_complete_first_time(client, run_burst, r, namespace):
     job_ids = [upload(client, None, f"p{i}", data=jpeg(i)).json()["job_id"] for i in range(7)]
-    deep: dict = {}
-    for _ in range(700):  # passes no API today; pushed straight into Redis, as a bug or an old job could
-        deep = {"a": deep}
     bad = job_ids[3]
-    r.hset("{%s}:job:%s" % (namespace, bad), "metadata", json.dumps(deep))
+    # a NaN is no JSON number: the API refuses it, every engine refuses to store it; pushed straight
+    # into Redis, as a bug or an old job could
+    r.hset("{%s}:job:%s" % (namespace, bad), "metadata", '{"price": NaN}')
     app, totals = run_burst(max_attempts=2, worker_batch_size=8, worker_max_wait_ms=500)
     for j in job_ids:
         h = job_hash(r, namespace, j)
@@ -51,6 +50,23 @@ def test_a_point_the_store_refuses_fails_alone_and_the_rest_complete_first_time(
             assert h["status"] == "completed" and h["retry_count"] == "0", h
     assert totals.completed == 6 and totals.failed == 1
     assert app.metrics.registry.get_sample_value("clipq_store_splits_total") >= 1
+
+
+def test_metadata_nested_deeper_than_the_api_allows_fails_alone_on_its_first_attempt(client, run_burst, r,
+                                                                                    namespace):
+    """The worker checks the depth itself: what a store accepts must not decide it (a deep payload's
+    fate once hung on the interpreter's recursion limit, which torch.compile raises)."""
+    job_ids = [upload(client, None, f"p{i}", data=jpeg(i)).json()["job_id"] for i in range(4)]
+    deep: dict = {}
+    for _ in range(700):
+        deep = {"a": deep}
+    bad = job_ids[1]
+    r.hset("{%s}:job:%s" % (namespace, bad), "metadata", json.dumps(deep))
+    _, totals = run_burst(max_attempts=3)
+    h = job_hash(r, namespace, bad)
+    assert h["status"] == "failed" and h["retry_count"] == "0"
+    assert h["error_message"] == "metadata nests 701 levels deep; the limit is 8"
+    assert totals.completed == 3 and totals.failed == 1
 
 
 # -- the stall watchdog ------------------------------------------------------------------

@@ -62,5 +62,8 @@ class QueueSettings(EnvSettings):
     max_upload_bytes: int = Field(
         10 * 1024 * 1024, ge=1,
         description="Largest image: an upload over it gets 413, an `image_url` body over it fails the job.")
+    max_metadata_depth: int = Field(
+        8, ge=1, le=64, description="Deepest nesting of objects and lists in `metadata` (the API refuses an upload "
+                                    "over it; the worker fails a job over it).")
     max_image_pixels: int = Field(40_000_000, ge=1, description="Largest image (width x height) accepted and decoded.")
     log_level: str = Field("INFO", description="Python log level.")

@@ -90,6 +90,19 @@ class Job:
         )
 
 
+def nesting(value: Any) -> int:
+    """How deep objects and lists nest in ``value`` (a scalar: 0, ``{}``: 1); no recursion. The API
+    refuses an upload whose metadata nests too deep; the worker checks again a job that reached
+    Redis another way, rather than rely on what the store or the interpreter's limit accepts."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
 def public_status(h: dict[str, str]) -> dict[str, Any]:
     """The status document served by ``GET /api/v1/queue/status/{job_id}``."""
     return {

@@ -19,7 +19,7 @@ from batcher.metrics import WorkerMetrics
 from batcher.pause import pause_after
 from batcher.policy import Backoff, BatchPolicy, collect
 from batcher.queue.consumer import JobConsumer
-from batcher.queue.jobs import Job
+from batcher.queue.jobs import Job, nesting
 from batcher.settings import WorkerSettings
 from batcher.stages.batch import Batch
 from batcher.stages.housekeeping import Housekeeping
@@ -104,7 +104,10 @@ class ClaimStage:
             return self.decode(jobs)
 
     def decode(self, jobs: list[Job]) -> Batch:
+        malformed = self._malformed(jobs)
+        jobs = [j for j in jobs if j.job_id not in {m.job_id for m, _ in malformed}]
         failed, retry = self._fetch_urls(jobs)
+        failed += malformed
         unfetched = {j.job_id for j, _ in failed + retry}
         jobs = [j for j in jobs if j.job_id not in unfetched]
         jobs, known, twins = self.recall.split(jobs) if self.recall else (jobs, [], [])
@@ -116,6 +119,13 @@ class ClaimStage:
         twins = [t for t in twins if error_of[t.same_as.job_id] is None]
         self.metrics.stage.labels("decode").observe(time.perf_counter() - t0)
         return Batch([j for j, e in zip(jobs, errors) if e is None], pixels, rejected, retry, known, twins)
+
+    def _malformed(self, jobs: list[Job]) -> list[tuple[Job, str]]:
+        """Jobs whose metadata nests deeper than the API allows (pushed into Redis another way):
+        they fail alone, whatever the store would make of them."""
+        limit = self.s.max_metadata_depth
+        return [(j, f"metadata nests {depth} levels deep; the limit is {limit}")
+                for j in jobs if (depth := nesting(j.metadata)) > limit]
 
     def _fetch_urls(self, jobs: list[Job]) -> tuple[list[tuple[Job, str]], list[tuple[Job, str]]]:
         """Fetch the images of ``image_url`` jobs, all at once: (failed for good, to retry)."""

@@ -11,7 +11,6 @@ searched exactly, and builds the index of one segment at a time, when it has
 """
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import tempfile
@@ -22,92 +21,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from qdrant_edge import (CountRequest, Distance, EdgeConfig, EdgeOptimizersConfig, EdgeShard, EdgeVectorParams,
-                         HnswIndexConfig, Memory, PayloadSchemaType, Point, QueryBatchRequest, QueryRequest, Query,
-                         ScalarQuantizationConfig, ScalarType, ScrollRequest, SearchParams, UpdateOperation)
+from qdrant_edge import (CountRequest, EdgeShard, PayloadSchemaType, Point, QueryBatchRequest, QueryRequest, Query,
+                         ScrollRequest, SearchParams, UpdateOperation)
 
 from batcher.queue.jobs import Job
 from batcher.queue.messages import SearchResult
-from batcher.store import edge_filters as filters
-from batcher.store.base import StoreError, StoreLocked
+from batcher.store.base import StoreError
 from batcher.store.config import MEMORY, StoreConfig
+from batcher.store.edge_filters import conditions, has_flags, older, replaceable, same_images
+from batcher.store.edge_folder import open_shard, stored_dim
 from batcher.store.points import (IMAGE_FIELDS, INDEXED_INTEGERS, INDEXED_KEYWORDS, StoredImage, by_product_and_sha,
                                   made_by, point_id, point_payload, search_result)
 
 log = logging.getLogger(__name__)
-MARKER = "clipq.json"  # which model's vectors the folder holds
-SHARD_FILE = "edge_config.json"  # written by Edge when it creates a shard
-
-
-def segment_kb(config: StoreConfig, dim: int) -> int:
-    """``segment_points`` as Edge's optimizer counts: kilobytes of float32 vectors."""
-    return max(1, config.segment_points * dim * 4 // 1024)
-
-
-def new_shard_config(config: StoreConfig, dim: int) -> EdgeConfig:
-    quantization = (ScalarQuantizationConfig(ScalarType.Int8, quantile=0.99) if config.quantization == "int8"
-                    else None)
-    kb = segment_kb(config, dim)
-    return EdgeConfig(
-        vectors=EdgeVectorParams(size=dim, distance=Distance.Cosine, quantization_config=quantization,
-                                 memory=Memory.Cold if config.vectors_on_disk else Memory.Cached),
-        hnsw_config=HnswIndexConfig(m=config.hnsw_m, ef_construct=config.hnsw_ef_construct,
-                                    full_scan_threshold=10_000),
-        optimizers=EdgeOptimizersConfig(indexing_threshold=kb, max_segment_size=kb))
-
-
-def stored_dim(folder: Path) -> int | None:
-    """The vector size of the store in ``folder``; None if there is none."""
-    try:
-        return int(json.loads((folder / SHARD_FILE).read_text())["vectors"][""]["size"])
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise StoreError(f"the embedded store {folder} is corrupt ({SHARD_FILE} unreadable: {exc})") from None
-
-
-def _check_folder(folder: Path, dim: int, model: str) -> None:
-    """Refuse a folder that is not a store of this model's vectors, with a message naming it."""
-    if not (folder / SHARD_FILE).exists():
-        raise StoreError(f"{folder} is not empty but holds no Qdrant Edge store ({SHARD_FILE} is missing): it may "
-                         "be half-written or something else. The worker does not create a store over it: move it "
-                         "away, or set QDRANT_PATH / QDRANT_COLLECTION to another folder.")
-    size = stored_dim(folder)
-    try:
-        made = json.loads((folder / MARKER).read_text()) if (folder / MARKER).exists() else {}
-    except (OSError, ValueError) as exc:
-        raise StoreError(f"the embedded store {folder} is corrupt ({MARKER} unreadable: {exc})") from None
-    if size != dim:
-        raise StoreError(f"the embedded store {folder} holds {size}-d vectors but the model makes {dim}-d ones: "
-                         "use another QDRANT_COLLECTION (or QDRANT_PATH) for this model")
-    if made.get("model") and model and made["model"] != model:
-        raise StoreError(f"the embedded store {folder} holds vectors of the model {made['model']}, not {model}: "
-                         "its searches would compare unlike vectors; use another QDRANT_COLLECTION (or QDRANT_PATH)")
-
-
-def open_shard(folder: Path, config: StoreConfig, dim: int, model: str) -> EdgeShard:
-    """Load the shard in ``folder``, or create it there if the folder is empty or missing."""
-    fresh = not folder.exists() or not any(folder.iterdir())
-    if not fresh:
-        _check_folder(folder, dim, model)
-    try:
-        if fresh:
-            folder.mkdir(parents=True, exist_ok=True)
-            shard = EdgeShard.create(str(folder), new_shard_config(config, dim))
-            log.info("created the embedded store %s (%d-d, cosine, Qdrant Edge)", folder, dim)
-        else:
-            shard = EdgeShard.load(str(folder))  # as created: its segment size and HNSW settings
-    except Exception as exc:  # Edge raises plain Exceptions
-        if "WouldBlock" in str(exc):
-            raise StoreLocked(
-                f"the embedded store {folder} is already opened by another process. One process owns an embedded "
-                "folder: stop it (or `clipq-store` runs on a stopped worker's folder), or run a Qdrant server "
-                "and set QDRANT_URL for every worker.") from None
-        raise StoreError(f"cannot open the embedded store {folder}: {exc}. The folder may be corrupt or "
-                         "half-written; the worker does not create an empty store over it.") from None
-    if not (folder / MARKER).exists():
-        (folder / MARKER).write_text(json.dumps({"model": model, "dim": dim}) + "\n")
-    return shard
 
 
 class EdgeStore:
@@ -155,7 +81,7 @@ class EdgeStore:
         points = [Point(point_id(j.product_id), v, point_payload(j, now, self.embedder))
                   for j, v in zip(jobs, vectors.astype(np.float32).tolist())]
         with self._lock:
-            self.shard.update(UpdateOperation.upsert_points(points, condition=filters.replaceable(jobs)))
+            self.shard.update(UpdateOperation.upsert_points(points, condition=replaceable(jobs)))
             self.shard.flush()
             self._unindexed += len(points)
             if self._unindexed >= self.config.segment_points:
@@ -181,15 +107,15 @@ class EdgeStore:
             if self.embedder and missing:
                 more, _ = self.shard.scroll(ScrollRequest(limit=4 * len(missing), with_payload=IMAGE_FIELDS,
                                                           with_vector=True,
-                                                          filter=filters.same_images(missing, self.embedder)))
+                                                          filter=same_images(missing, self.embedder)))
                 found += made_by(more, self.embedder)
         return by_product_and_sha(found, product_ids)
 
     def search(self, vectors: np.ndarray, limits: list[int],
-               filters_: list[dict[str, Any]]) -> list[list[SearchResult]]:
+               filters: list[dict[str, Any]]) -> list[list[SearchResult]]:
         """One planned batch; a query with a true/false filter reads on, a page at a time, until
         it has its ``limit`` of points holding those values (see ``edge_filters.conditions``)."""
-        asked = [(v, n, *filters.conditions(f)) for v, n, f in zip(vectors.astype(np.float32).tolist(), limits, filters_)]
+        asked = [(v, n, *conditions(f)) for v, n, f in zip(vectors.astype(np.float32).tolist(), limits, filters)]
         with self._lock:
             found = self.shard.query_batch(QueryBatchRequest([self._query(v, self._page(n, flags), f)
                                                               for v, n, f, flags in asked]))
@@ -208,7 +134,7 @@ class EdgeStore:
     def _with_flags(self, vector: list[float], limit: int, flt, flags: dict[str, bool], points: list) -> list:
         page, read, kept = self._page(limit, flags), 0, []
         while True:
-            kept += [p for p in points if filters.has_flags(p.payload, flags)]
+            kept += [p for p in points if has_flags(p.payload, flags)]
             read += len(points)
             if len(kept) >= limit or len(points) < page:
                 return kept[:limit]
@@ -220,11 +146,11 @@ class EdgeStore:
         return found[0].payload if found else None
 
     def delete(self, product_id: str, version: int) -> bool:
-        older = filters.older(product_id, version)
+        stale = older(product_id, version)
         with self._lock:  # the one writer: nothing is stored between the count and the delete
-            if not self.shard.count(CountRequest(exact=True, filter=older)):
+            if not self.shard.count(CountRequest(exact=True, filter=stale)):
                 return False
-            self.shard.update(UpdateOperation.delete_points_by_filter(older))
+            self.shard.update(UpdateOperation.delete_points_by_filter(stale))
             self.shard.flush()
         return True
 

@@ -20,7 +20,8 @@ from pathlib import Path
 
 from batcher.store.base import StoreError, StoreLocked
 from batcher.store.config import StoreConfig
-from batcher.store.edge import EdgeStore, open_shard
+from batcher.store.edge import EdgeStore
+from batcher.store.edge_folder import open_shard
 
 log = logging.getLogger(__name__)
 LEGACY_SUFFIX = ".local-0.1"

@@ -1,0 +1,89 @@
+"""The embedded store's folder: a Qdrant Edge shard, created with clipq's settings, or loaded
+after checks that refuse what is not a store of this model's vectors (a half-written or foreign
+folder, another vector size, another model), with a message that names the folder."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from qdrant_edge import (Distance, EdgeConfig, EdgeOptimizersConfig, EdgeShard, EdgeVectorParams, HnswIndexConfig,
+                         Memory, ScalarQuantizationConfig, ScalarType)
+
+from batcher.store.base import StoreError, StoreLocked
+from batcher.store.config import StoreConfig
+
+log = logging.getLogger(__name__)
+MARKER = "clipq.json"  # which model's vectors the folder holds
+SHARD_FILE = "edge_config.json"  # written by Edge when it creates a shard
+
+
+def segment_kb(config: StoreConfig, dim: int) -> int:
+    """``segment_points`` as Edge's optimizer counts: kilobytes of float32 vectors."""
+    return max(1, config.segment_points * dim * 4 // 1024)
+
+
+def new_shard_config(config: StoreConfig, dim: int) -> EdgeConfig:
+    quantization = (ScalarQuantizationConfig(ScalarType.Int8, quantile=0.99) if config.quantization == "int8"
+                    else None)
+    kb = segment_kb(config, dim)
+    return EdgeConfig(
+        vectors=EdgeVectorParams(size=dim, distance=Distance.Cosine, quantization_config=quantization,
+                                 memory=Memory.Cold if config.vectors_on_disk else Memory.Cached),
+        hnsw_config=HnswIndexConfig(m=config.hnsw_m, ef_construct=config.hnsw_ef_construct,
+                                    full_scan_threshold=10_000),
+        optimizers=EdgeOptimizersConfig(indexing_threshold=kb, max_segment_size=kb))
+
+
+def stored_dim(folder: Path) -> int | None:
+    """The vector size of the store in ``folder``; None if there is none."""
+    try:
+        return int(json.loads((folder / SHARD_FILE).read_text())["vectors"][""]["size"])
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise StoreError(f"the embedded store {folder} is corrupt ({SHARD_FILE} unreadable: {exc})") from None
+
+
+def _check_folder(folder: Path, dim: int, model: str) -> None:
+    """Refuse a folder that is not a store of this model's vectors, with a message naming it."""
+    if not (folder / SHARD_FILE).exists():
+        raise StoreError(f"{folder} is not empty but holds no Qdrant Edge store ({SHARD_FILE} is missing): it may "
+                         "be half-written or something else. The worker does not create a store over it: move it "
+                         "away, or set QDRANT_PATH / QDRANT_COLLECTION to another folder.")
+    size = stored_dim(folder)
+    try:
+        made = json.loads((folder / MARKER).read_text()) if (folder / MARKER).exists() else {}
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"the embedded store {folder} is corrupt ({MARKER} unreadable: {exc})") from None
+    if size != dim:
+        raise StoreError(f"the embedded store {folder} holds {size}-d vectors but the model makes {dim}-d ones: "
+                         "use another QDRANT_COLLECTION (or QDRANT_PATH) for this model")
+    if made.get("model") and model and made["model"] != model:
+        raise StoreError(f"the embedded store {folder} holds vectors of the model {made['model']}, not {model}: "
+                         "its searches would compare unlike vectors; use another QDRANT_COLLECTION (or QDRANT_PATH)")
+
+
+def open_shard(folder: Path, config: StoreConfig, dim: int, model: str) -> EdgeShard:
+    """Load the shard in ``folder``, or create it there if the folder is empty or missing."""
+    fresh = not folder.exists() or not any(folder.iterdir())
+    if not fresh:
+        _check_folder(folder, dim, model)
+    try:
+        if fresh:
+            folder.mkdir(parents=True, exist_ok=True)
+            shard = EdgeShard.create(str(folder), new_shard_config(config, dim))
+            log.info("created the embedded store %s (%d-d, cosine, Qdrant Edge)", folder, dim)
+        else:
+            shard = EdgeShard.load(str(folder))  # as created: its segment size and HNSW settings
+    except Exception as exc:  # Edge raises plain Exceptions
+        if "WouldBlock" in str(exc):
+            raise StoreLocked(
+                f"the embedded store {folder} is already opened by another process. One process owns an embedded "
+                "folder: stop it (or `clipq-store` runs on a stopped worker's folder), or run a Qdrant server "
+                "and set QDRANT_URL for every worker.") from None
+        raise StoreError(f"cannot open the embedded store {folder}: {exc}. The folder may be corrupt or "
+                         "half-written; the worker does not create an empty store over it.") from None
+    if not (folder / MARKER).exists():
+        (folder / MARKER).write_text(json.dumps({"model": model, "dim": dim}) + "\n")
+    return shard
