@@ -24,9 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "tests" / "data" / "corpus"
 # A bigger corpus that may lie beside a checkout; when present, its files add extra cases.
 EXTRA_CORPUS = Path(os.environ.get("CLIPQ_EXTRA_CORPUS", ROOT.parent / "shared" / "corpus"))
-sys.path.insert(0, str(ROOT / "scripts"))
 
-from local_redis import LocalRedis  # noqa: E402
+from scripts.lib.procs import free_port  # noqa: E402  (the repository root is on sys.path: pyproject.toml)
+from scripts.lib.redis_server import LocalRedis  # noqa: E402
 
 
 def _manifest(folder: Path) -> list[dict]:
@@ -130,8 +130,6 @@ def make_client(settings_kw):
 def served(app):
     """Serve ``app`` with uvicorn in a thread on a free port; yields its base URL."""
     import uvicorn
-
-    from local_redis import free_port
 
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
