@@ -4,25 +4,21 @@
 Same seeded random weights on both; every image (the corpus ``index`` rows and product JPEGs)
 and every text at cosine >= 0.99, a device batch the same as single images, unit vectors.
 
-    python scripts/_gpu_parity.py DEVICE MODEL OUT.json      (exit 0: parity holds, 1: it does not)
+    python -m scripts._gpu_parity DEVICE MODEL OUT.json      (exit 0: parity holds, 1: it does not)
 """
 from __future__ import annotations
 
-import csv
-import json
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from batcher.decode import decode  # noqa: E402
-from bench_worker import CORPUS, make_images  # noqa: E402
-from models.clip import load_encoder  # noqa: E402
+from batcher.decode import decode
+from models.clip import load_encoder
+from scripts.lib.bench_images import make_images
+from scripts.lib.photos import corpus_files
+from scripts.lib.report import write_json
 
 TEXTS = ["a red coffee cup on a wooden table", "a rocket on the launch pad at dusk", "a tabby cat",
          "an astronaut in an orange flight suit", "black leather running shoes, size 42", "",
@@ -30,10 +26,7 @@ TEXTS = ["a red coffee cup on a wooden table", "a rocket on the launch pad at du
 
 
 def images(prep) -> tuple[list[str], np.ndarray]:
-    files = []
-    if (CORPUS / "manifest.tsv").is_file():  # absent where only the repository travelled
-        with open(CORPUS / "manifest.tsv") as f:
-            files = [CORPUS / r["file"] for r in csv.DictReader(f, delimiter="\t") if r["expect"] == "index"]
+    files = corpus_files("index")
     products, _ = make_images(32, seed=7)
     names = [p.name for p in files] + [f"product-{i}.jpg" for i in range(len(products))]
     data = [p.read_bytes() for p in files] + products
@@ -68,7 +61,7 @@ def main(device: str, model: str, out: str) -> int:
         "texts": len(TEXTS), "text_cosine_min": float(text_cos.min()), "seconds": round(time.perf_counter() - t0, 1),
         "per_image": {n: round(float(c), 5) for n, c in zip(names, image_cos)},
     }
-    Path(out).write_text(json.dumps(result, indent=2))
+    write_json(out, result)
     for k, v in checks.items():
         print(f"    {'ok  ' if v else 'FAIL'} {k}")
     print(f"    {dev.precision} on {dev.device}: images min cosine {image_cos.min():.5f} ({names[worst]}), mean "

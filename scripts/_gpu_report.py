@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """``gpu_check.sh``'s last step: every step's JSON in, one report out, with an answer per question.
 
-    python scripts/_gpu_report.py WORKDIR RESULT.json SECONDS
+    python -m scripts._gpu_report WORKDIR RESULT.json SECONDS
 WORKDIR holds parity.json, sweep.json, options.json, cudagraphs.json, compile.json (whichever
 ran) and steps.tsv (name, exit status, seconds, note: one line per step).
 """
@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+
+from scripts.lib.report import write_json
 
 TARGET_IMAGES_PER_S, TARGET_OVER_SEED = 3000, 20
 
@@ -99,7 +101,7 @@ def main(work: str, result: str, seconds: str) -> int:
     report = {"ok": bool((load(w, "parity") or {}).get("ok")), "seconds": int(seconds), "answers": answers(w),
               "steps": steps(w), "raw": {n: load(w, n) for n in ("parity", "sweep", "options", "cudagraphs", "compile")}}
     Path(result).parent.mkdir(parents=True, exist_ok=True)
-    Path(result).write_text(json.dumps(report, indent=2, default=str))
+    write_json(result, report)
     print(json.dumps(report["answers"], indent=2, default=str))
     print(f"==> {'PASS' if report['ok'] else 'FAIL'}: results in {result} ({seconds}s)")
     return 0

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-import bench_worker as bench
+from scripts.lib import worker_bench as bench
+from scripts.lib.report import machine_info
 
 KEYS = {"batch": int, "pin": str, "compile": str, "decode": str, "threads": int, "images": int}
 
@@ -139,7 +140,7 @@ def run(a, images: list[bytes], img_info: dict, command: str) -> dict:
     print(f"==> loading {a.model} ({a.pretrained}) on {a.device}: eager, the reference", flush=True)
     base = load_encoder(a.model, a.pretrained, a.device, seed=0)
     pixels = bench.decode_batch(base, images[:max(v["batch"] for v in variants)], a.decode_threads or 4)
-    result = {"model": a.model, "pretrained": a.pretrained, "machine": bench.machine_info(base), "images": img_info,
+    result = {"model": a.model, "pretrained": a.pretrained, "machine": machine_info(base), "images": img_info,
               "command": command, "variants": []}
     encoders, services = Encoders(a), bench.Services(a.store)
     try:  # an untimed run first, so that the first variant does not pay for the process's own warm-up

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import statistics
 
-import bench_worker as bench
+from scripts.lib import worker_bench as bench
+from scripts.lib.report import machine_info
 
 
 def run(a, images: list[bytes], img_info: dict, command: str) -> dict:
@@ -33,7 +34,7 @@ def run(a, images: list[bytes], img_info: dict, command: str) -> dict:
                 tag = f"{p}, run {rep + 1}/{a.repeat}"
                 runs[p]["model_only"].append(bench.model_only(encoder, pixels, a.batch_size, a.images))
                 print(f"==> model only, {tag}: {runs[p]['model_only'][-1]['images_per_s']:.1f} images/s"
-                      f"{bench._load_note(runs[p]['model_only'][-1])}", flush=True)
+                      f"{bench.load_note(runs[p]['model_only'][-1])}", flush=True)
                 runs[p]["worker"].append(bench.worker_run(services, encoder, a, images[:a.images], a.batch_size,
                                                           f"{p}{rep}", warmup=min(a.images, a.batch_size)))
                 print(f"==> worker end to end, {tag}:", flush=True)
@@ -44,7 +45,7 @@ def run(a, images: list[bytes], img_info: dict, command: str) -> dict:
     base = results[precisions[0]]
     ratios = {p: {"model_only": r["model_only"]["images_per_s"] / base["model_only"]["images_per_s"],
                   "worker": r["worker"]["images_per_s"] / base["worker"]["images_per_s"]} for p, r in results.items()}
-    result = {"model": a.model, "pretrained": a.pretrained, "machine": bench.machine_info(first), "images": img_info,
+    result = {"model": a.model, "pretrained": a.pretrained, "machine": machine_info(first), "images": img_info,
               "batch_size": a.batch_size, "repeat": a.repeat, "command": command, "precisions": precisions,
               "results": results, "ratios": ratios, "min_cosine_to_first": cosine}
     bench.report(markdown(result), result, a.json)

@@ -2,7 +2,7 @@
 """The API's CPU per upload, read from the API process, with variants side by side.
 
 Each run starts the API as a user does (``python -m uvicorn api.main:app``, no worker), sends
-``--warmup`` uploads, then ``--requests`` uploads of the sample photos (``samples/``, about
+``--warmup`` uploads, then ``--requests`` uploads of the sample photos (``scripts/samples/``, about
 52 KB on average) with ``--concurrency`` in flight from one aiohttp client, and reads the API
 process's CPU time (utime + stime from ``/proc/<pid>/stat``, its child processes included, so
 ``workers=N`` counts them all) before and after: CPU ms per upload is measured from the
@@ -17,9 +17,9 @@ default ``auto``: uvloop and httptools when installed), ``workers``, ``without``
 API must not see, ``+``-separated: ``without=hiredis``) and any upper-case name, passed to the
 API as an environment variable. Variants alternate, ``--rounds`` times (the
 order reversed every other round); the table shows medians. Redis comes from REDIS_URL, else
-one is started with ``scripts/local_redis.py`` (no AOF) for the whole run.
+one is started (``scripts.lib.redis_server``, no AOF) for the whole run.
 
-  .venv/bin/python scripts/bench_api_cpu.py --rounds 3 \\
+  .venv/bin/python -m scripts.bench_api_cpu --rounds 3 \\
       --variant 'before:rev=406e17b,loop=asyncio,http=h11' --variant 'now'
 """
 from __future__ import annotations
@@ -41,9 +41,12 @@ from pathlib import Path
 import aiohttp
 import redis
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-from local_redis import LocalRedis, free_port  # noqa: E402
+from scripts.lib import ROOT
+from scripts.lib.photos import sample_photos
+from scripts.lib.procs import Child, api_args, free_port
+from scripts.lib.redis_server import LocalRedis
+from scripts.lib.report import write_json
+from scripts.lib.stats import percentile
 
 UPLOAD_PATH = "/api/v1/index-product-with-image"
 BOUNDARY = "clipq-bench-3f9a1c"
@@ -138,11 +141,11 @@ def api_commands(r: redis.Redis, redis_url: str, url: str, uploads: int) -> floa
 
 # -- the uploads ----------------------------------------------------------------------------
 def photos() -> list[tuple[str, bytes]]:
-    return [(p.name, p.read_bytes()) for p in sorted((ROOT / "samples").glob("*.jpg"))]
+    return [(p.name, p.read_bytes()) for p in sample_photos() if p.suffix == ".jpg"]
 
 
 def multipart(i: int, tag: str, name: str, data: bytes) -> bytes:
-    """The form of ``scripts/load_test.py``: four text fields and the photo."""
+    """The form of ``scripts.load_test``: four text fields and the photo."""
     fields = {"product_id": f"bench-{tag}-{i:06d}", "name": f"Bench product {i}",
               "description": f"bench upload of {name}", "metadata": json.dumps({"source": "bench", "photo": name})}
     out = [f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
@@ -199,23 +202,21 @@ def hide(packages: list[str], scratch: Path) -> list[str]:
     return [str(folder)]
 
 
-def start_api(v: Variant, cwd: Path, redis_url: str, namespace: str, scratch: Path) -> tuple[subprocess.Popen, str]:
+def start_api(v: Variant, cwd: Path, redis_url: str, namespace: str, scratch: Path) -> tuple[Child, str]:
     port = free_port()
     path = os.pathsep.join([*hide(v.without, scratch), str(cwd)])
     env = dict(os.environ, REDIS_URL=redis_url, ALLOW_ANONYMOUS="true", QUEUE_NAMESPACE=namespace,
                PYTHONPATH=path) | v.env
     env.pop("API_KEY", None)
-    args = [sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1", "--port", str(port),
-            "--log-level", "warning", "--timeout-keep-alive", "30", *v.uvicorn]
-    proc = subprocess.Popen(args, cwd=cwd, env=env, stdin=subprocess.DEVNULL)
+    api = Child.start(f"api-{v.label}", api_args(port, "127.0.0.1", *v.uvicorn), scratch, 10, env=env, cwd=cwd)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while not ready(url):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"the API of variant {v.label} did not start")
+        if not api.alive() or time.monotonic() > deadline:
+            api.stop(kill=True)
+            raise RuntimeError(f"the API of variant {v.label} did not start:\n{api.tail()}")
         time.sleep(0.1)
-    return proc, url
+    return api, url
 
 
 def ready(url: str) -> bool:
@@ -241,13 +242,12 @@ def run_once(v: Variant, cwd: Path, args: argparse.Namespace, r: redis.Redis, re
         idle = sorted(t for t in asyncio.run(upload_many(url, args.idle, 1, "idle")) if t is not None)
         calls = api_commands(r, redis_url, url, 20)
     finally:
-        proc.terminate()
-        proc.wait(10)
+        proc.stop()
         for keys in batched(r.scan_iter(match="{" + namespace + "}*", count=1000), 1000):
             r.unlink(*keys)
     return {"cpu_ms": 1000 * cpu / args.requests, "uploads_s": args.requests / wall,
             "redis_cpu_ms": 1000 * rcpu / args.requests, "redis_calls": calls, "not_202": failed,
-            "idle_p50_ms": 1000 * idle[len(idle) // 2], "idle_p99_ms": 1000 * idle[int(len(idle) * 0.99)]}
+            "idle_p50_ms": 1000 * percentile(idle, 50), "idle_p99_ms": 1000 * percentile(idle, 99)}
 
 
 def batched(items, n: int):
@@ -317,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
                 server.stop()
     rows = report(variants, runs)
     if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "rows": rows, "runs": runs}, indent=2))
+        write_json(args.json, {"args": vars(args), "rows": rows, "runs": runs})
     return 0
 
 

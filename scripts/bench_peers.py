@@ -26,16 +26,15 @@ bare model is taken against the mean of the timings just before and just after i
 The peers need the ``peers`` extra (``.venv/bin/pip install -e '.[peers]'``); where it is not
 installed they are skipped with that message and clipq is measured alone.
 
-    .venv/bin/python scripts/bench_peers.py                       # the README's figures (CPU)
-    .venv/bin/python scripts/bench_peers.py --quick               # a smoke run: 32 images, 1 round
-    .venv/bin/python scripts/bench_peers.py --device cuda --batch-size 256 --clients 512 --images 8192
+    .venv/bin/python -m scripts.bench_peers                       # the README's figures (CPU)
+    .venv/bin/python -m scripts.bench_peers --quick               # a smoke run: 32 images, 1 round
+    .venv/bin/python -m scripts.bench_peers --device cuda --batch-size 256 --clients 512 --images 8192
 
 A peer's batch holds at most ``--clients`` requests: give at least twice ``--batch-size``.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import statistics
@@ -43,10 +42,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
-
-from bench_worker import decode_batch, machine_info, make_images, model_only  # noqa: E402
-from peers import measure, systems  # noqa: E402
+from scripts.lib.bench_images import make_images
+from scripts.lib.report import machine_info, write_json
+from scripts.lib.worker_bench import decode_batch, model_only
+from scripts.peers import measure, systems
 
 ALL = ("clipq", "litserve", "ray")
 
@@ -177,14 +176,14 @@ def main(argv: list[str] | None = None) -> int:
     encoder = load_encoder(a.model, "none", a.device, seed=0)
     encoder.warm_up(a.batch_size)
     runs = run_all(a, names, encoder, images, warmup)
-    command = shlex.join(["python", "scripts/bench_peers.py", *(sys.argv[1:] if argv is None else argv)])
+    command = shlex.join(["python", "-m", "scripts.bench_peers", *(sys.argv[1:] if argv is None else argv)])
     result = {"machine": machine_info(encoder), "images": info, "command": command,
               "load_1min": [load_start, os.getloadavg()[0]], "runs": runs, "summary": summary(runs, names)}
     print()
     print(markdown(result, a))
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(json.dumps(result, indent=2, default=str))
+        write_json(a.json, result)
         print(f"\nwrote {a.json}")
     return 0
 

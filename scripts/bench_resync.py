@@ -2,7 +2,7 @@
 """Nightly re-sync of a catalog: a first pass, then the same catalog again with 1% of its photos
 changed, then a full re-index for reference; side by side in one run, through `scripts/run.sh`.
 
-Each pass starts the service the README's way (``scripts/run_local.py``: Redis, the API, one
+Each pass starts the service the README's way (``python -m scripts.run_local``: Redis, the API, one
 worker, the embedded Qdrant folder under ``--data-dir``), uploads every product of the catalog
 over HTTP (aiohttp, ``--concurrency`` in flight) and waits until every job is finished.
 
@@ -17,8 +17,8 @@ Reports each pass's time (first upload sent -> last job completed, Redis's clock
 outcomes, the ratio first pass / re-sync, and compares the vectors stored after the re-sync
 with those of the full re-index, product by product.
 
-    .venv/bin/python scripts/bench_resync.py --products 1000 --json resync.json
-    .venv/bin/python scripts/bench_resync.py --data-dir /dev/shm/clipq-resync   # store on tmpfs
+    .venv/bin/python -m scripts.bench_resync --products 1000 --json resync.json
+    .venv/bin/python -m scripts.bench_resync --data-dir /dev/shm/clipq-resync   # store on tmpfs
 """
 from __future__ import annotations
 
@@ -43,17 +43,16 @@ import httpx
 import numpy as np
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
-
-from local_redis import free_port  # noqa: E402
+from scripts.lib import ROOT
+from scripts.lib.photos import CORPUS, listing
+from scripts.lib.procs import free_port
+from scripts.lib.report import write_json
 
 UPLOAD = "/api/v1/index-product-with-image"
 
 
 def photos() -> list[bytes]:
-    return [f.read_bytes() for f in sorted((ROOT / "tests/data/corpus/real").glob("*.jpg"))]
+    return [f.read_bytes() for f in listing(CORPUS / "real") if f.suffix == ".jpg"]
 
 
 def variant(data: bytes, i: int, side: int = 480) -> bytes:
@@ -77,7 +76,7 @@ class Service:
         self.data_dir = data_dir
         self.log = open(data_dir.parent / f"{data_dir.name}.log", "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "scripts/run_local.py", "--port", str(self.port), "--redis-port",
+            [sys.executable, "-m", "scripts.run_local", "--port", str(self.port), "--redis-port",
              str(self.redis_port), "--data-dir", str(data_dir)],
             cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
 
@@ -208,7 +207,7 @@ def main() -> int:
     report: dict = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
                     "model": a.model, "batch_size": a.batch_size, "store_folder": str(work),
-                    "command": " ".join(["scripts/bench_resync.py", *sys.argv[1:]])}
+                    "command": " ".join(["python -m scripts.bench_resync", *sys.argv[1:]])}
     try:
         service = Service(work / "catalog", env)
         try:
@@ -240,7 +239,7 @@ def main() -> int:
                     "full_reindex_over_resync": round(r["full_reindex"]["seconds"] / r["resync"]["seconds"], 1)}
     print(json.dumps(report, indent=2))
     if a.json:
-        Path(a.json).write_text(json.dumps(report, indent=2) + "\n")
+        write_json(a.json, report)
     return 0
 
 

@@ -5,7 +5,7 @@ Starts a Redis (unless REDIS_URL is set), the API (uvicorn) and one worker (in t
 indexes --index photos, then times --queries text and image searches at idle, then again while
 --bulk uploads are being indexed. Prints a markdown table and writes --json.
 
-    .venv/bin/python scripts/bench_search.py --model ViT-B-32 --bulk 400
+    .venv/bin/python -m scripts.bench_search --model ViT-B-32 --bulk 400
 """
 from __future__ import annotations
 
@@ -14,8 +14,6 @@ import io
 import json
 import os
 import platform
-import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -26,16 +24,15 @@ from pathlib import Path
 import httpx
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
-
-from local_redis import LocalRedis, free_port  # noqa: E402
+from scripts.lib.photos import upload_photos
+from scripts.lib.procs import Child, api_args, free_port
+from scripts.lib.redis_server import LocalRedis
+from scripts.lib.report import write_json
+from scripts.lib.stats import percentile
 
 
 def photos() -> list[bytes]:
-    files = sorted((ROOT / "samples").glob("*.jpg")) or sorted((ROOT / "tests/data/corpus/real").glob("*.jpg"))
-    return [f.read_bytes() for f in files]
+    return [f.read_bytes() for f in upload_photos()]
 
 
 def variant(data: bytes, i: int) -> bytes:
@@ -47,13 +44,8 @@ def variant(data: bytes, i: int) -> bytes:
     return buf.getvalue()
 
 
-def pct(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(q * len(values)))]
-
-
 def summary(ms: list[float]) -> dict:
-    return {"n": len(ms), "p50": round(statistics.median(ms), 1), "p95": round(pct(ms, 0.95), 1),
+    return {"n": len(ms), "p50": round(percentile(ms, 50), 1), "p95": round(percentile(ms, 95), 1),
             "max": round(max(ms), 1)}
 
 
@@ -115,8 +107,7 @@ def main() -> None:
     port = free_port()
     env = dict(os.environ, REDIS_URL=redis_url, QUEUE_NAMESPACE=namespace, MAX_QUEUE_DEPTH="1000000",
                ALLOW_ANONYMOUS="true")
-    api = subprocess.Popen([sys.executable, "-m", "uvicorn", "api.main:app", "--port", str(port),
-                            "--log-level", "warning"], cwd=ROOT, env=env)
+    api = Child.start("api", api_args(port), tmp, env=env)
     settings = WorkerSettings(redis_url=redis_url, queue_namespace=namespace, clip_model=a.model,
                               clip_pretrained=a.pretrained, clip_device=a.device, qdrant_path=":memory:",
                               worker_batch_size=a.batch_size, worker_metrics_port=0)
@@ -152,8 +143,7 @@ def main() -> None:
     finally:
         app.stop.set()
         worker.join(30)
-        api.terminate()
-        api.wait(10)
+        api.stop()
         if redis_server:
             redis_server.stop()
 
@@ -165,7 +155,7 @@ def main() -> None:
         "idle": {"text_ms": summary(idle_text), "image_ms": summary(idle_image)},
         "during_bulk_load": {"text_ms": summary(load_text), "image_ms": summary(load_image),
                              "queries_answered_while_queue_nonempty": during},
-        "command": " ".join(["scripts/bench_search.py", *sys.argv[1:]]),
+        "command": " ".join(["python -m scripts.bench_search", *sys.argv[1:]]),
     }
     print(json.dumps(report, indent=2))
     print("\n| phase | text search p50 / p95 (ms) | image search p50 / p95 (ms) |\n|---|---|---|")
@@ -173,7 +163,7 @@ def main() -> None:
         t, i = report[phase]["text_ms"], report[phase]["image_ms"]
         print(f"| {phase.replace('_', ' ')} | {t['p50']} / {t['p95']} | {i['p50']} / {i['p95']} |")
     if a.json:
-        Path(a.json).write_text(json.dumps(report, indent=2))
+        write_json(a.json, report)
 
 
 if __name__ == "__main__":

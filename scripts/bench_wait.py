@@ -2,7 +2,7 @@
 """Benchmark ``GET /api/v1/queue/status/{id}?wait=SECONDS``: many clients waiting at once on one
 API process, against the seed's client that polls the status once a second.
 
-    .venv/bin/python scripts/bench_wait.py --jobs 1000 --rounds 2 --json wait.json
+    .venv/bin/python -m scripts.bench_wait --jobs 1000 --rounds 2 --json wait.json
 
 Each round starts a worker held at a gate (its slow imports done, not yet claiming), enqueues
 ``--jobs`` uploads through the API (small distinct JPEGs, so none is skipped as unchanged),
@@ -24,7 +24,7 @@ While the clients wait, the script samples every 100 ms the TCP connections of t
 own: one pub/sub listener per process wakes them. It also reports the API's CPU seconds per
 round (from /proc, not from the client).
 
-Services, as ``scripts/run_local.py`` starts them: a Redis (``scripts/local_redis.py``, unless
+Services, as ``scripts/run_local.py`` starts them: a Redis (``scripts.lib.redis_server``, unless
 REDIS_URL is set; keys under a namespace of their own either way), one ``uvicorn api.main:app``
 process, and one real worker (``python -m batcher``, ``nice -n 10``) with the ``clipq-tiny`` model
 and seeded random weights (``--model``), Qdrant in memory. The file-descriptor limit of this
@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
-import json
 import multiprocessing
 import os
 import platform
@@ -50,15 +49,14 @@ import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
-PY = sys.executable
+import aiohttp
 
-import aiohttp  # noqa: E402
-
-from batcher.queue.keys import Keys  # noqa: E402
-from load_test import iso_ms, percentile  # noqa: E402
-from local_redis import LocalRedis, free_port  # noqa: E402
+from batcher.queue.keys import Keys
+from scripts.lib.procs import PY, Child, StartFailed, Supervisor, api_args, api_ready, free_port, gated_worker_code
+from scripts.lib.redis_server import LocalRedis
+from scripts.lib.report import write_json
+from scripts.lib.stats import percentile
+from scripts.load_test import iso_ms
 
 STATUS = "/api/v1/queue/status/"
 TERMINAL = ("completed", "failed", "superseded")
@@ -76,13 +74,7 @@ with open(out, "a") as f:
 """
 GATE_MARK = "bench-wait: worker warm"
 # The worker's slow imports run before the gate; on "go" it runs the real entry point.
-GATE_CODE = f"""
-import sys
-import torch, open_clip, qdrant_client  # noqa: F401
-import batcher.__main__ as entry
-print({GATE_MARK!r}, flush=True)
-sys.exit(entry.main(sys.argv[1:]) if sys.stdin.readline().strip() == "go" else 3)
-"""
+GATE_CODE = gated_worker_code(GATE_MARK)
 
 
 def jpeg(seed: str, side: int = 64) -> bytes:
@@ -144,55 +136,34 @@ class Services:
                         ALLOW_ANONYMOUS="true", LOG_LEVEL="WARNING", MAX_QUEUE_DEPTH=str(10 * a.jobs + 1000),
                         CLIP_MODEL=a.model, CLIP_PRETRAINED="none", CLIP_DEVICE="cpu", QDRANT_PATH=":memory:",
                         PYTHONUNBUFFERED="1")
-        self.procs: list[subprocess.Popen] = []
-        self.api: subprocess.Popen | None = None
+        self.sup = Supervisor(workdir, say=None)
+        self.api: Child | None = None
 
-    def spawn(self, name: str, args: list[str], **kw) -> subprocess.Popen:
-        with open(self.dir / f"{name}.log", "ab") as out:
-            proc = subprocess.Popen(args, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT, **kw)
-        self.procs.append(proc)
-        return proc
+    def spawn(self, name: str, args: list[str], **kw) -> Child:
+        return self.sup.start(name, args, grace_s=15, env=self.env, **kw)
 
     def start(self) -> None:
         if self.redis:
             self.redis.start()
-        # as scripts/run_local.py starts it
-        self.api = self.spawn("api", [PY, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1", "--port",
-                                      str(self.api_port), "--log-level", "warning", "--timeout-keep-alive", "30"])
-        self.until(lambda: self._ready(), 60, "the API")
-
-    def _ready(self) -> bool:
-        import httpx
-
-        try:
-            return httpx.get(f"{self.api_url}/readyz", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
+        self.api = self.spawn("api", api_args(self.api_port))  # as scripts/run_local.py starts it
+        self.until(lambda: api_ready(self.api_url), 60, "the API")
 
     def until(self, ready, timeout_s: float, what: str) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not ready():
-            if any(p.poll() is not None for p in self.procs) or time.monotonic() > deadline:
-                raise RuntimeError(f"{what} did not start; logs in {self.dir}")
-            time.sleep(0.2)
+        try:
+            self.sup.wait_until(what, ready, timeout_s)
+        except StartFailed as exc:
+            raise RuntimeError(f"{what} did not start ({exc}); logs in {self.dir}") from None
 
-    def gated_worker(self, n: int) -> subprocess.Popen:
+    def gated_worker(self, n: int) -> Child:
         """A worker whose imports are done, waiting for ``go`` on its stdin."""
         name = f"worker-{n}"
-        proc = self.spawn(name, ["nice", "-n", "10", PY, "-c", GATE_CODE, "--worker-id", f"bench-wait-{n}",
-                                 "--metrics-port", "0", "--max-batch-size", str(self.a.batch_size)],
-                          stdin=subprocess.PIPE)
-        self.until(lambda: GATE_MARK in (self.dir / f"{name}.log").read_text(errors="replace"), 120, name)
-        return proc
+        child = self.spawn(name, [PY, "-c", GATE_CODE, "--worker-id", f"bench-wait-{n}", "--metrics-port", "0",
+                                  "--max-batch-size", str(self.a.batch_size)], nice=10, stdin=subprocess.PIPE)
+        self.until(lambda: GATE_MARK in child.log_text(), 120, name)
+        return child
 
     def stop(self) -> None:
-        for proc in reversed(self.procs):
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+        self.sup.stop_all()
         if self.redis:
             self.redis.stop()
 
@@ -291,21 +262,20 @@ async def one_round(svc: Services, mode: str, n_round: int) -> dict:
         await asyncio.sleep(1.0)  # ... and read by the API
         sampler, listener = observers(svc, n_round)
         cpu0, t0 = cpu_seconds(svc.api.pid), time.monotonic()
-        worker.stdin.write(b"go\n")
-        worker.stdin.close()
+        worker.proc.stdin.write(b"go\n")
+        worker.proc.stdin.close()
         answers = await asyncio.gather(*tasks)
         wall, cpu = time.monotonic() - t0, cpu_seconds(svc.api.pid) - cpu0
         sampler.terminate()
-    for proc in (worker, listener):
-        proc.terminate()
-        proc.wait(30)
-        svc.procs.remove(proc)
+    for child in (worker, listener):
+        child.stop()
+        svc.sup.forget(child)
     conns = [tuple(map(int, line.split())) for line in (svc.dir / f"connections-{n_round}.txt").open()]
     heard = read_notices(svc.dir / f"notices-{n_round}.txt")
     return summarise(mode, answers, heard, conns, wall, cpu)
 
 
-def observers(svc: Services, n_round: int) -> tuple[multiprocessing.Process, subprocess.Popen]:
+def observers(svc: Services, n_round: int) -> tuple[multiprocessing.Process, Child]:
     """The connection sampler and the announcement listener, each in a process of its own."""
     redis_port = int(svc.redis_url.rsplit(":", 1)[1].split("/")[0])
     sampler = multiprocessing.get_context("spawn").Process(
@@ -419,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
         if not a.per_job:
             for r in results:
                 r.pop("per_job")
-        a.json.write_text(json.dumps(report, indent=2))
+        write_json(a.json, report)
     return 0 if all(r["terminal"] == r["jobs"] for r in results) else 1
 
 

@@ -14,7 +14,7 @@ projection stays fp32) and with the attention projections split into nn.Linear f
 MatMul and Conv; and of the MatMuls with a weight only, per channel, 7-bit weights), and
 OpenVINO fp32 and NNCF post-training int8 calibrated on the same photos.
 
-    .venv/bin/python scripts/compare_int8.py --model ViT-B-32 --batch-size 32 --rounds 3
+    .venv/bin/python -m scripts.compare_int8 --model ViT-B-32 --batch-size 32 --rounds 3
 """
 from __future__ import annotations
 
@@ -26,15 +26,14 @@ import sys
 import tempfile
 import time
 import warnings
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+import numpy as np
+import torch
+from torch import nn
+
+from scripts.lib.photos import corpus_files
+
 warnings.filterwarnings("ignore")
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
 
 
 def torch_methods(visual: nn.Module) -> dict:
@@ -110,7 +109,6 @@ def main() -> int:
     a = p.parse_args()
     torch.set_grad_enabled(False)
     from batcher.decode import decode
-    from conftest import corpus_files
     from models.clip import load_encoder
 
     encoder = load_encoder(a.model, "none", "cpu", seed=0)

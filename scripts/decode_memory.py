@@ -6,8 +6,8 @@ limit (a few dozen KB on disk), decoded by ``batcher.decode`` as it is now and a
 Each process reads its peak resident set (``ru_maxrss``) before and after one ``decode`` of
 the image to the model's input; the difference is what the decode added at its peak.
 
-  .venv/bin/python scripts/decode_memory.py                  # 6320x6320 (39.9 MP), vs ab0b390
-  .venv/bin/python scripts/decode_memory.py --side 4000 --before HEAD~3
+  .venv/bin/python -m scripts.decode_memory                  # 6320x6320 (39.9 MP), vs ab0b390
+  .venv/bin/python -m scripts.decode_memory --side 4000 --before HEAD~3
 """
 from __future__ import annotations
 
@@ -18,17 +18,17 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from scripts.lib import ROOT
 
 CHILD = r"""
-import resource, sys, time
-sys.path.insert(0, sys.argv[1])
-sys.path.insert(0, sys.argv[2])
+import importlib.util, resource, sys, time
 import numpy as np
 from PIL import Image
-import decode_under_test as d
 from models.preprocessing import Preprocessing
-data = open(sys.argv[3], "rb").read()
+spec = importlib.util.spec_from_file_location("decode_under_test", sys.argv[1])
+d = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(d)
+data = open(sys.argv[2], "rb").read()
 prep = Preprocessing(image_size=224, mean=(0.5,) * 3, std=(0.5,) * 3, interpolation="bicubic")
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 t0 = time.perf_counter()
@@ -55,7 +55,8 @@ def hostile_png(side: int) -> bytes:
 def measure(source: str, png: Path, folder: Path) -> tuple[int, float, str]:
     folder.mkdir()
     (folder / "decode_under_test.py").write_text(source)
-    out = subprocess.run([sys.executable, "-c", CHILD, str(folder), str(ROOT), str(png)],
+    # run from the repository root: the decode under test imports this checkout's models and batcher
+    out = subprocess.run([sys.executable, "-c", CHILD, str(folder / "decode_under_test.py"), str(png)], cwd=ROOT,
                          capture_output=True, text=True, check=True).stdout.split(maxsplit=2)
     return int(out[0]), float(out[1]), out[2].strip()
 

@@ -1,5 +1,8 @@
 #!/usr/bin/env python3
-"""Index the sample photos through the running API, show each job's status and the stats."""
+"""Index the sample photos (scripts/samples/) through the running API, show each job's status and the stats.
+
+    python -m scripts.demo --api http://127.0.0.1:8000
+"""
 from __future__ import annotations
 
 import argparse
@@ -10,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+from scripts.lib.photos import SAMPLES, sample_photos
 
 
 def wait_ready(api: str, timeout_s: float) -> None:
@@ -35,7 +38,7 @@ def main() -> None:
     a = p.parse_args()
     headers = {"X-API-Key": a.api_key} if a.api_key else {}
     wait_ready(a.api, 60)
-    photos = sorted(f for f in SAMPLES.iterdir() if f.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp"))
+    photos = sample_photos()
     jobs = {}
     for photo in photos:
         sku = "demo-" + photo.stem

@@ -9,7 +9,7 @@
 #              CPU decode threads (the default, and all the cores); each end to end and decode alone
 #  cudagraphs  CLIP_COMPILE=cudagraphs vs off (captured at warm-up; vectors compared with eager)
 #  compile     CLIP_COMPILE=compile vs off (compiled at warm-up; its time reported)
-# Every step is `scripts/bench_worker.py --variants ...` (scripts/_options_bench.py) except parity, runs
+# Every step is `python -m scripts.bench_worker --variants ...` (scripts/_options_bench.py) except parity, runs
 # in its own process under its own timeout, clipped to what is left of the budget; a step that hangs
 # or fails is reported as such and the next one runs. scripts/_gpu_report.py merges the steps.
 #
@@ -80,11 +80,11 @@ step() {
   return 0
 }
 
-bench=(.venv/bin/python scripts/bench_worker.py --model "$model" --device "$device" --store memory
+bench=(.venv/bin/python -m scripts.bench_worker --model "$model" --device "$device" --store memory
        --batch-size "$batch" --image-cache "$work/images.pkl")
 
 sweep="$(echo "$batches" | tr ',' '\n' | sed 's/^/batch=/' | paste -sd';');batch=1,images=$seed_images"
-step parity 60 .venv/bin/python scripts/_gpu_parity.py "$device" "$model" "$work/parity.json"
+step parity 60 .venv/bin/python -m scripts._gpu_parity "$device" "$model" "$work/parity.json"
 step sweep 100 "${bench[@]}" --images "$images" --variants "$sweep" --json "$work/sweep.json"
 step options 70 "${bench[@]}" --images "$option_images" --json "$work/options.json" \
   --variants "base;pin=off;threads=$threads;decode=cuda"
@@ -92,5 +92,5 @@ step cudagraphs 60 "${bench[@]}" --images "$option_images" --variants "base;comp
   --json "$work/cudagraphs.json"
 step compile 120 "${bench[@]}" --images "$option_images" --variants "base;compile=compile" --json "$work/compile.json"
 
-.venv/bin/python scripts/_gpu_report.py "$work" "$result" "$((SECONDS - started))"
+.venv/bin/python -m scripts._gpu_report "$work" "$result" "$((SECONDS - started))"
 .venv/bin/python -c "import json, sys; sys.exit(0 if json.load(open(sys.argv[1]))['ok'] else 1)" "$result"

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Load test: upload product photos through the API with many concurrent clients (aiohttp).
 
-    python scripts/load_test.py --api http://127.0.0.1:8000 --concurrency 100 --requests 1000 \\
+    python -m scripts.load_test --api http://127.0.0.1:8000 --concurrency 100 --requests 1000 \\
         --wait --json load.json --plot load.png
 
 Phase 1 sends ``--requests`` uploads (the photos of ``--images``, cycled) with
@@ -30,7 +30,6 @@ import argparse
 import asyncio
 import itertools
 import json
-import math
 import mimetypes
 import sys
 import time
@@ -43,10 +42,11 @@ from pathlib import Path
 import aiohttp
 from tqdm import tqdm
 
-ROOT = Path(__file__).resolve().parents[1]
-SAMPLES = ROOT / "samples"
-FALLBACK = ROOT / "tests" / "data" / "corpus" / "real"
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+from scripts.lib.photos import CORPUS, IMAGE_SUFFIXES, SAMPLES, upload_photos
+from scripts.lib.report import write_json
+from scripts.lib.stats import summary_ms
+
+FALLBACK = CORPUS / "real"
 UPLOAD_PATH = "/api/v1/index-product-with-image"
 STATUS_PATH = "/api/v1/queue/status/"
 TERMINAL = ("completed", "failed")
@@ -99,44 +99,10 @@ class Unreachable(Exception):
 
 
 # -- helpers ------------------------------------------------------------------------------
-def percentile(values: list[float], q: float) -> float | None:
-    """Linear interpolation between closest ranks (numpy's default); None for no data."""
-    if not values:
-        return None
-    s = sorted(values)
-    pos = (len(s) - 1) * q / 100
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
-
-
-def summary_ms(seconds: list[float], with_max: bool = True) -> dict[str, float | None]:
-    ms = [v * 1000 for v in seconds]
-    out = {f"p{q}": _round(percentile(ms, q)) for q in (50, 95, 99)}
-    if with_max:
-        out["max"] = _round(max(ms)) if ms else None
-    out["mean"] = _round(sum(ms) / len(ms)) if ms else None
-    return out
-
-
-def _round(v: float | None, digits: int = 2) -> float | None:
-    return None if v is None else round(v, digits)
-
-
 def iso_ms(value: str | None) -> int | None:
     if not value:
         return None
     return round(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() * 1000)
-
-
-def find_photos(directory: Path | None) -> list[Path]:
-    def listing(d: Path) -> list[Path]:
-        if not d.is_dir():
-            return []
-        return sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-
-    if directory is not None:
-        return listing(directory)
-    return listing(SAMPLES) or listing(FALLBACK)
 
 
 def headers(args: argparse.Namespace) -> dict[str, str]:
@@ -456,7 +422,7 @@ async def check_health(args: argparse.Namespace, session: aiohttp.ClientSession)
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    paths = find_photos(args.images)
+    paths = upload_photos(args.images)
     if not paths:
         where = args.images or f"{SAMPLES} or {FALLBACK}"
         print(f"load_test: no photos ({', '.join(IMAGE_SUFFIXES)}) in {where}", file=sys.stderr)
@@ -471,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
     report["photos_dir"] = str(paths[0].parent)
     print_summary(report)
     if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        write_json(args.json, report)
         print(f"report         {args.json}")
     if args.plot:
         plot(run, report, args.plot)

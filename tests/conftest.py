@@ -25,13 +25,9 @@ ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "tests" / "data" / "corpus"
 # A bigger corpus that may lie beside a checkout; when present, its files add extra cases.
 EXTRA_CORPUS = Path(os.environ.get("CLIPQ_EXTRA_CORPUS", ROOT.parent / "shared" / "corpus"))
-# The repository root (``from scripts.settings_table import table``) and scripts/ (the tests
-# import its modules by their own names: ``from local_redis import LocalRedis``).
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
 
-from local_redis import LocalRedis  # noqa: E402
+from scripts.lib.procs import free_port  # noqa: E402  (the repository root is on sys.path: pyproject.toml)
+from scripts.lib.redis_server import LocalRedis  # noqa: E402
 
 
 def _manifest(folder: Path) -> list[dict]:
@@ -135,8 +131,6 @@ def make_client(settings_kw):
 def served(app):
     """Serve ``app`` with uvicorn in a thread on a free port; yields its base URL."""
     import uvicorn
-
-    from local_redis import free_port
 
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))

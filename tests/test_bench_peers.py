@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_quick_run_measures_clipq_end_to_end_and_skips_missing_peers(tmp_path):
     missing = [name for name in ("litserve", "ray") if importlib.util.find_spec(name) is None]
     out = tmp_path / "result.json"
-    proc = subprocess.run([sys.executable, "scripts/bench_peers.py", "--quick", "--model", "clipq-tiny",
+    proc = subprocess.run([sys.executable, "-m", "scripts.bench_peers", "--quick", "--model", "clipq-tiny",
                            "--systems", ",".join(["clipq", *missing]), "--logs", str(tmp_path / "logs"),
                            "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=280)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -170,7 +170,7 @@ def test_uploads_are_refused_long_before_redis_is_full_and_workers_and_search_go
         tmp_path, make_client, start_worker, encoder, namespace):
     """A real Redis with a small maxmemory and noeviction, the budget sized as deploy/README.md
     says: uploads get 429 (never 503), while a worker's heartbeat, its ack and a search still work."""
-    from local_redis import LocalRedis
+    from scripts.lib.redis_server import LocalRedis
 
     server = LocalRedis(tmp_path / "small-redis", aof=False, maxmemory="16mb").start()
     small, k = redis.Redis.from_url(server.url), Keys(namespace)

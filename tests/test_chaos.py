@@ -3,56 +3,55 @@ while photos are uploaded, re-uploaded, retried and deleted; every accepted job 
 (or be superseded by a newer upload or a delete), with one Qdrant point per product, from its
 newest upload, and none for a deleted product.
 
-It runs ``scripts/chaos_test.py --short`` as a subprocess (it starts its own Redis, API and
-workers, on loopback, in a temporary folder) in a session of its own, so that a time-out can
-end the script and every process it started.
+One run (``--short``: 60 uploads, 2 worker kills; the harness is tests/chaos/) serves every test
+of this module; it starts its own Redis, API and workers on loopback in a temporary folder, and
+stops them all before the tests look at its outcome. ``python -m scripts.chaos`` runs it by hand.
 """
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-from pathlib import Path
+import shutil
 
-ROOT = Path(__file__).resolve().parents[1]
-TIMEOUT_S = 240
+import pytest
 
+from chaos.run import parse_args, run_chaos
 
-def _end_group(proc: subprocess.Popen) -> None:
-    for sig, wait_s in ((signal.SIGTERM, 15), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(wait_s)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+pytestmark = pytest.mark.slow
 
 
-def test_short_chaos_run_loses_nothing():
-    proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "chaos_test.py"), "--short"], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        _end_group(proc)
-        out, err = proc.communicate()
-        raise AssertionError(f"chaos run still going after {TIMEOUT_S}s\n{out}\n{err[-6000:]}") from None
-    finally:
-        if proc.poll() is None:
-            _end_group(proc)
-    summary = [line for line in out.splitlines() if line.startswith("chaos:")]
-    assert len(summary) == 1, f"no summary line\nstdout:\n{out}\nstderr:\n{err[-6000:]}"
-    line = summary[0]
-    assert proc.returncode == 0 and line.endswith(" OK"), f"{line}\nstderr:\n{err[-6000:]}"
-    fields = dict(f.split("=", 1) for f in line.split() if "=" in f)
-    assert fields["lost"] == "0" and fields["missing_points"] == "0" and fields["duplicates"] == "0"
-    assert fields["stale_points"] == "0" and fields["products"] == fields["points"]
-    deletes = sum(int(v) for k, v in fields.items() if k.startswith("race_delete_"))
-    assert int(fields["deleted"]) >= 1 and deletes >= 1, line
-    assert fields["redis_kill"] == "friendly" and fields["points_of_lost"] == "0"
-    assert fields["worker_kills"] == "2" and fields["redis_restarts"] == "1"
-    assert fields["sigterm_exit"] == "0" and fields["final_exit"] == "0"
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory):
+    out = run_chaos(parse_args(["--short"]), tmp_path_factory.mktemp("chaos"))
+    print(out.line())
+    yield out
+    if out.ok:
+        shutil.rmtree(out.directory, ignore_errors=True)
+
+
+def test_the_short_run_passes_every_check(short_run):
+    """Each check of the harness (tests/chaos/checks.py, events.py) adds a failure when it does not hold."""
+    assert short_run.ok, "\n".join([short_run.line(), *short_run.failures])
+    assert short_run.line().endswith(" OK")
+
+
+def test_no_accepted_job_is_lost(short_run):
+    f = short_run.fields
+    assert f["lost"] == 0 and f["redis_kill"] == "friendly" and f["points_of_lost"] == 0, short_run.line()
+
+
+def test_one_point_per_product(short_run):
+    f = short_run.fields
+    assert f["missing_points"] == 0 and f["duplicates"] == 0, short_run.line()
+    assert f["products"] == f["points"], short_run.line()
+
+
+def test_the_last_upload_wins_and_a_delete_sticks(short_run):
+    f = short_run.fields
+    assert f["stale_points"] == 0, short_run.line()
+    deletes = sum(int(v) for k, v in f.items() if k.startswith("race_delete_"))
+    assert int(f["deleted"]) >= 1 and deletes >= 1, short_run.line()
+
+
+def test_workers_and_redis_were_killed_and_the_sigtermed_workers_exited_cleanly(short_run):
+    f = short_run.fields
+    assert f["worker_kills"] == 2 and f["redis_restarts"] == 1, short_run.line()
+    assert f["sigterm_exit"] == 0 and f["final_exit"] == 0, short_run.line()

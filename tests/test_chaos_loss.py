@@ -1,8 +1,8 @@
-"""The chaos run's rule for lost jobs (scripts/chaos_loss.py): which losses a Redis SIGKILL may
+"""The chaos run's rule for lost jobs (tests/chaos/loss.py): which losses a Redis SIGKILL may
 explain, and which fail the run."""
 from __future__ import annotations
 
-from chaos_loss import kill_window, loss_failures, split_lost  # scripts/ is on sys.path (conftest)
+from chaos.loss import kill_window, loss_failures, split_lost
 
 
 def test_the_window_reaches_back_past_everysecs_postponed_write_and_ends_at_the_restart():

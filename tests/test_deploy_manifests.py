@@ -431,7 +431,7 @@ def test_worker_probes_hit_the_workers_probe_endpoints():
     from prometheus_client import CollectorRegistry
 
     from batcher.probes import Health, serve_probes
-    from local_redis import free_port
+    from scripts.lib.procs import free_port
 
     probes = k8s_probes(k8s_one("Deployment", "clipq-worker"))
     assert probes["livenessProbe"]["path"] == "/livez" and probes["readinessProbe"]["path"] == "/readyz"
@@ -501,7 +501,7 @@ def test_the_api_is_served_with_uvloop_and_httptools():
 
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     assert {"uvloop", "httptools"} <= {re.split(r"[<>=!~;\[ ]", req)[0].lower() for req in extras["api"]}
-    for launcher in (DOCKERFILE_API, ROOT / "scripts" / "run_local.py"):
+    for launcher in (DOCKERFILE_API, ROOT / "scripts" / "run_local.py", ROOT / "scripts" / "lib" / "procs.py"):
         assert not re.search(r"--(loop|http)\b", launcher.read_text()), launcher.name
     assert AutoHTTPProtocol.__name__ == "HttpToolsProtocol"
     loop = auto_loop_factory()()

@@ -45,7 +45,7 @@ def test_every_index_photo_is_completed_with_one_point(client, run_burst, encode
 
 def test_the_whole_pipeline_runs_on_redis_cluster(tmp_path, make_client, run_burst, namespace):
     """A one-node Redis Cluster: the same scripts, routed by the cluster clients."""
-    from local_redis import LocalRedis
+    from scripts.lib.redis_server import LocalRedis
 
     cluster = LocalRedis(tmp_path / "cluster", aof=False, cluster=True).start()
     try:

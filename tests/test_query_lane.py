@@ -167,7 +167,7 @@ def test_a_worker_whose_lane_is_down_is_not_counted(make_client, r, namespace):
 
 def test_a_lane_that_cannot_run_takes_readiness_down(client, lane, r, namespace):
     from batcher.probes import serve_probes
-    from local_redis import free_port
+    from scripts.lib.procs import free_port
 
     port = free_port()
     server = serve_probes(port, lane.metrics.registry, lane.health, host="127.0.0.1")

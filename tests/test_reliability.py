@@ -236,7 +236,7 @@ def test_a_restarted_worker_recovers_its_own_list(client, run_burst, worker_sett
 
 def test_the_api_survives_a_redis_restart_without_late_503s(tmp_path, make_client):
     """Pooled connections opened before the restart must not fail later requests."""
-    from local_redis import LocalRedis
+    from scripts.lib.redis_server import LocalRedis
 
     server = LocalRedis(tmp_path / "r", aof=True).start()
     try:

@@ -16,7 +16,8 @@ import httpx
 import pytest
 
 from conftest import ROOT
-from local_redis import free_port  # scripts/ is on sys.path (conftest)
+from scripts.lib.photos import SAMPLES
+from scripts.lib.procs import free_port
 
 GRACE_S = 5.0   # WORKER_SHUTDOWN_GRACE for these runs
 SLACK_S = 10.0  # "the worker's grace period plus a few seconds"
@@ -91,7 +92,7 @@ def test_ctrl_c_after_a_client_used_the_api_stops_everything_within_the_grace(tm
         run.wait_for("==> serving", 180)
         # the hang seen once: a client that used the API and keeps its connection open
         client = httpx.Client(base_url=run.api, timeout=10)
-        photo = ROOT / "samples" / "tabby_cat.jpg"
+        photo = SAMPLES / "tabby_cat.jpg"
         resp = client.post("/api/v1/index-product-with-image", data={"product_id": "p1", "name": "cat"},
                            files={"image_file": (photo.name, photo.read_bytes())})
         assert resp.status_code == 202, resp.text

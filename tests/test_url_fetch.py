@@ -133,7 +133,7 @@ def test_an_endless_body_is_dropped_once_over_the_limit(server):
 
 
 def test_a_closed_port_is_transient():
-    from local_redis import free_port
+    from scripts.lib.procs import free_port
 
     fails(fetcher(), f"http://127.0.0.1:{free_port()}/a.jpg", "connection failed", transient=True)
 

@@ -1,4 +1,4 @@
-"""LitServe around clipq's encoder: ``python -m peers.litserve_server --port P`` (PYTHONPATH=scripts).
+"""LitServe around clipq's encoder: ``python -m scripts.peers.litserve_server --port P``.
 
 POST /predict with the multipart upload of clipq's API (``image_file``); answers ``{"vector":
 [...]}``. LitServe batches up to ``--batch-size`` requests, waiting at most ``--window-ms`` for
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import litserve as ls
 
-from peers.model import PeerModel, server_args
+from scripts.peers.model import PeerModel, server_args
 
 
 class EmbedAPI(ls.LitAPI):

@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 import time
 
-from bench_worker import ForeignLoad
-from peers import client, systems
+from scripts.lib.worker_bench import ForeignLoad
+from scripts.peers import client, systems
 
 
 def descendants(root: int) -> list[int]:

@@ -1,4 +1,4 @@
-"""Ray Serve around clipq's encoder: ``python -m peers.ray_server --port P`` (PYTHONPATH=scripts).
+"""Ray Serve around clipq's encoder: ``python -m scripts.peers.ray_server --port P``.
 
 POST /embed with the multipart upload of clipq's API (``image_file``); answers ``{"vector":
 [...]}``; GET /embed answers once the deployment is up. One replica; ``@serve.batch`` gathers up
@@ -15,7 +15,7 @@ import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from peers.model import PeerModel, server_args
+from scripts.peers.model import PeerModel, server_args
 
 
 def build(args):

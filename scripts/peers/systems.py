@@ -2,9 +2,9 @@
 
 - clipq as a user runs it: a local Redis (``LocalRedis``), the API under uvicorn and one worker
   (``python -m batcher``), with Qdrant in memory (``QDRANT_PATH=:memory:``);
-- LitServe and Ray Serve: the small servers of ``peers.litserve_server`` and ``peers.ray_server``.
+- LitServe and Ray Serve: the small servers of ``scripts.peers.litserve_server`` and ``scripts.peers.ray_server``.
 
-Every process logs to ``<logs>/<name>.log``; ``scripts/run_local.py``'s ``Child`` starts and stops them.
+Every process logs to ``<logs>/<name>.log``; ``scripts.lib.procs.Child`` starts and stops them.
 """
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from local_redis import LocalRedis, free_port
-from run_local import Child
+from scripts.lib.procs import Child, api_args, free_port
+from scripts.lib.redis_server import LocalRedis
 
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
@@ -103,17 +103,15 @@ def _start_clipq(cfg: Config) -> Running:
                WORKER_MAX_WAIT_MS=str(cfg.window_ms), WORKER_METRICS_PORT="0")
     port = free_port()
     running = Running("clipq", f"http://127.0.0.1:{port}", "/api/v1/index-product-with-image", redis=redis)
-    running.children.append(Child.start("clipq-api", [PY, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1",
-                                                      "--port", str(port), "--log-level", "warning"],
-                                        cfg.logs, 5, env=env))
+    running.children.append(Child.start("clipq-api", api_args(port), cfg.logs, 5, env=env))
     running.children.append(Child.start("clipq-worker", [PY, "-m", "batcher"], cfg.logs, 35, env=env))
     return running
 
 
 def _start_peer(name: str, cfg: Config) -> Running:
     port = free_port()
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "scripts"), str(ROOT)]))
-    args = [PY, "-m", f"peers.{name}_server", "--port", str(port), "--model", cfg.model, "--device", cfg.device,
+    env = dict(os.environ)
+    args = [PY, "-m", f"scripts.peers.{name}_server", "--port", str(port), "--model", cfg.model, "--device", cfg.device,
             "--batch-size", str(cfg.batch_size), "--window-ms", str(cfg.window_ms), "--threads", str(cfg.threads),
             "--decode-threads", str(cfg.decode_threads), "--max-in-flight", str(max(64, 2 * cfg.clients))]
     running = Running(name, f"http://127.0.0.1:{port}", "/predict" if name == "litserve" else "/embed")
