@@ -79,9 +79,9 @@ def open_shard(folder: Path, config: StoreConfig, dim: int, model: str) -> EdgeS
     except Exception as exc:  # Edge raises plain Exceptions
         if "WouldBlock" in str(exc):
             raise StoreLocked(
-                f"the embedded store {folder} is already opened by another process. One process owns an embedded "
-                "folder: stop it (or `clipq-store` runs on a stopped worker's folder), or run a Qdrant server "
-                "and set QDRANT_URL for every worker.") from None
+                f"the embedded store {folder} is already opened by another worker or process: one process owns "
+                "an embedded folder (stop the worker before `clipq-store`). To run several workers, run a Qdrant "
+                "server and set QDRANT_URL for all of them.") from None
         raise StoreError(f"cannot open the embedded store {folder}: {exc}. The folder may be corrupt or "
                          "half-written; the worker does not create an empty store over it.") from None
     if not (folder / MARKER).exists():

@@ -108,27 +108,26 @@ class Checks:
         at_risk = sum(window.holds(t) for t in c.accepted_at.values()) if window else 0
         return {"lost": len(lost_at), "lost_at_redis_kill": len(at_kill), "at_risk": at_risk}
 
+    def stored_payloads(self) -> dict[str, dict]:
+        """Point id -> payload of every stored point, read through the worker's own store once
+        the last worker has exited (the embedded folder has one owner)."""
+        from batcher.store import StoreConfig, open_store
+        from batcher.store.cli import records
+
+        store = open_store(StoreConfig(path=str(self.qdrant_path)), None)
+        try:
+            return {i: payload for page, _ in records(store, 1000) for i, _, payload in page}
+        finally:
+            store.close()
+
     def check_points(self, products: set[str], maybe: set[str]) -> tuple[int, int, int, int]:
         """(points, products without a point, duplicate or unknown points, points of ``maybe``)."""
-        from qdrant_client import QdrantClient
-
         from batcher.store import point_id
 
-        client = QdrantClient(path=str(self.qdrant_path))
-        try:
-            count = client.count("products", exact=True).count
-            seen: list[tuple[str, str | None]] = []
-            offset = None
-            for _ in range(10_000):
-                page, offset = client.scroll("products", limit=1000, offset=offset, with_payload=True,
-                                             with_vectors=False)
-                seen += [(str(p.id), (p.payload or {}).get("product_id")) for p in page]
-                if offset is None:
-                    break
-            ids = sorted(point_id(p) for p in products | maybe)
-            found = {str(p.id) for p in client.retrieve("products", ids, with_payload=False)}
-        finally:
-            client.close()
+        stored = self.stored_payloads()
+        count = len(stored)
+        seen = [(i, payload.get("product_id")) for i, payload in stored.items()]
+        found = set(stored) & {point_id(p) for p in products | maybe}
         missing = [p for p in products if point_id(p) not in found]
         of_lost = sum(point_id(p) in found for p in maybe)
         in_points = [pid for _, pid in seen]
@@ -149,18 +148,9 @@ class Checks:
         """Every product's point is its newest upload's (version, sha, job id); a product whose
         newest event is a delete has no point. Products of a lost job are not judged. Returns
         the number of products whose point is not what their newest event says."""
-        from qdrant_client import QdrantClient
-
-        from batcher.store import point_id
-
         newest = self.newest()
         judged = {pid: e for pid, e in newest.items() if pid not in lost}
-        client = QdrantClient(path=str(self.qdrant_path))
-        try:
-            found = client.retrieve("products", [point_id(p) for p in judged], with_payload=True)
-        finally:
-            client.close()
-        points = {p.payload["product_id"]: p.payload for p in found}
+        points = {p["product_id"]: p for p in self.stored_payloads().values() if p.get("product_id") in judged}
         wrong = []
         for pid, (version, job_id) in judged.items():
             p = points.get(pid)
