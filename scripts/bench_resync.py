@@ -149,19 +149,16 @@ def run_pass(url: str, catalog: list[dict], concurrency: int, timeout_s: float) 
 
 
 def stored_vectors(qdrant_dir: Path) -> dict[str, np.ndarray]:
-    from qdrant_client import QdrantClient
+    """Each product's stored vector, read through the worker's own store once it has stopped."""
+    from batcher.store import StoreConfig, open_store
+    from batcher.store.cli import records
 
-    client = QdrantClient(path=str(qdrant_dir))
+    store = open_store(StoreConfig(path=str(qdrant_dir)), None)
     try:
-        vectors, offset = {}, None
-        while True:
-            points, offset = client.scroll("products", limit=512, offset=offset, with_payload=["product_id"],
-                                           with_vectors=True)
-            vectors.update({p.payload["product_id"]: np.asarray(p.vector, np.float32) for p in points})
-            if offset is None:
-                return vectors
+        return {payload["product_id"]: np.asarray(vector, np.float32)
+                for page, _ in records(store, 512) for _, vector, payload in page}
     finally:
-        client.close()
+        store.close()
 
 
 def compare(resynced: dict[str, np.ndarray], reference: dict[str, np.ndarray], products: list[str]) -> dict:
