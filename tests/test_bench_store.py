@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-KEYS = ("upsert_points_per_s", "index_build_s", "search_p50_ms", "search_p99_ms", "filtered_p50_ms",
+KEYS = ("upsert_points_per_s", "upsert_points_per_s_without_builds", "index_build_s", "search_p50_ms", "search_p99_ms", "filtered_p50_ms",
         "filtered_p99_ms", "recall_at_10", "open_s", "longest_stall_s")
 
 
