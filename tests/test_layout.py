@@ -11,10 +11,12 @@ from conftest import ROOT
 PACKAGES = ("api", "batcher", "models")
 
 
-def modules() -> dict[str, Path]:
+def modules(packages: tuple[str, ...] = PACKAGES) -> dict[str, Path]:
     found = {}
-    for package in PACKAGES:
+    for package in packages:
         for path in sorted((ROOT / package).rglob("*.py")):
+            if "samples" in path.parts:
+                continue
             parts = path.relative_to(ROOT).with_suffix("").parts
             found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
     return found
@@ -38,8 +40,8 @@ def imports(name: str, path: Path, known: set[str]) -> set[str]:
     return out
 
 
-def graph() -> dict[str, set[str]]:
-    mods = modules()
+def graph(packages: tuple[str, ...] = PACKAGES) -> dict[str, set[str]]:
+    mods = modules(packages)
     return {name: imports(name, path, set(mods)) for name, path in mods.items()}
 
 
