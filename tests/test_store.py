@@ -227,7 +227,7 @@ def test_clipq_store_info_export_and_import_round_trip(tmp_path):
     info = clipq_store(["info"], tmp_path / "a")
     assert info.returncode == 0, info.stderr
     facts = json.loads(info.stdout)
-    assert facts["points"] == 40 and facts["size_bytes"] > 0 and "Edge" in facts["engine"]
+    assert facts["points"] == 40 and facts["disk_bytes"] > 0 and "Edge" in facts["engine"]
     dump = clipq_store(["export"], tmp_path / "a")
     lines = dump.stdout.splitlines()
     assert len(lines) == 40 and set(json.loads(lines[0])) == {"id", "vector", "payload"}
