@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import logging
 
-import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from api.queue import Unavailable
 
 log = logging.getLogger("clipq.api")
 
@@ -56,7 +57,7 @@ async def on_http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse
                           headers=getattr(exc, "headers", None))
 
 
-async def on_redis_error(_: Request, exc: redis.RedisError) -> JSONResponse:
+async def on_redis_error(_: Request, exc: Unavailable) -> JSONResponse:
     log.warning("redis unavailable: %s", exc)
     return error_response(503, "redis_unavailable", "the job store (Redis) is unavailable; try again shortly",
                           headers={"Retry-After": "5"})
@@ -71,5 +72,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, on_api_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
-    app.add_exception_handler(redis.RedisError, on_redis_error)
+    app.add_exception_handler(Unavailable, on_redis_error)
     app.add_exception_handler(Exception, on_unexpected)

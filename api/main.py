@@ -1,17 +1,13 @@
 """Build the FastAPI app. ``uvicorn api.main:app``.
 
 Settings are read when the app is built; Redis clients are created in ``lifespan`` (at
-start-up), never at import of a route module.
+start-up, by ``api.queue``, the one module that touches them), never at import of a route module.
 """
 from __future__ import annotations
 
 import logging
 from contextlib import asynccontextmanager
 
-import redis
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
@@ -19,44 +15,13 @@ from api import docs, errors
 from api.lane import DirectRoute
 from api.limits import BodyLimits
 from api.metrics import ApiMetrics
-from api.queue import JobQueue
+from api.queue import Connections, JobQueue
 from api.waiter import JobWaiter
 from api.routes import dashboard, failures, health, jobs, search, uploads, workers
 from api.security import require_api_key
 from api.settings import ApiSettings
-from batcher.queue.connect import async_client
 
 log = logging.getLogger("clipq.api")
-
-
-def _bounded_client(settings: ApiSettings, size: int, wait_s: float | None, **options) -> aioredis.Redis:
-    """Up to ``size`` connections; a call beyond them waits for a free one, at most ``wait_s``
-    (None: as long as the caller's own time-out lets it).
-    redis-py's default pool (100) fails such a call at once ("Too many connections", a 503):
-    1,000 status long-polls re-reading together did that, and so did 101 waiting searches."""
-    if settings.redis_cluster:
-        return async_client(settings.redis_url, True, **options)
-    pool = aioredis.BlockingConnectionPool.from_url(settings.redis_url, max_connections=size, timeout=wait_s, **options)
-    client = aioredis.Redis(connection_pool=pool)
-    client.auto_close_connection_pool = True  # aclose() closes the pool too, as from_url's clients do
-    return client
-
-
-def _clients(settings: ApiSettings) -> tuple[aioredis.Redis, aioredis.Redis]:
-    """Short calls share ``REDIS_MAX_CONNECTIONS``. A search holds a connection of its own while
-    it waits for its answer (BLPOP): up to ``MAX_PENDING_QUERIES`` of them, the lane's own bound
-    on searches not yet taken by a worker; one beyond them (the lane full of searches the workers
-    are answering) waits for a free connection, within its ``SEARCH_TIMEOUT`` (then 504).
-
-    A pooled connection opened before a Redis restart fails once: retry such a call once,
-    at once (every write the API makes is idempotent: enqueue, retry, query)."""
-    t = settings.redis_timeout
-    options = {"socket_connect_timeout": t,
-               "retry": Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))}
-    fast = _bounded_client(settings, settings.redis_max_connections, t, socket_timeout=t, **options)
-    blocking = _bounded_client(settings, settings.max_pending_queries, None,  # JobQueue.ask bounds each wait
-                               socket_timeout=settings.search_timeout + t, **options)
-    return fast, blocking
 
 
 @asynccontextmanager
@@ -67,20 +32,18 @@ async def lifespan(app: FastAPI):
         raise RuntimeError(f"refusing to start: {refusal}")
     if not settings.api_keys:
         log.warning("ALLOW_ANONYMOUS=true: anyone who reaches this API can upload, search and delete")
-    fast, blocking = _clients(settings)
-    app.state.queue = JobQueue(fast, blocking, settings.queue_namespace, settings.max_queue_depth,
-                               max_bytes=settings.max_queue_bytes, failed_image_ttl=settings.failed_image_ttl,
-                               max_pending_queries=settings.max_pending_queries)
-    # the listener blocks for as long as no job finishes: a client with no read time-out
-    listener = async_client(settings.redis_url, settings.redis_cluster, socket_connect_timeout=settings.redis_timeout)
-    app.state.waiter = JobWaiter(listener, app.state.queue.keys.finished, app.state.queue.settled)
+    connections = Connections.open(settings)
+    app.state.queue = queue = JobQueue(connections, settings.queue_namespace, settings.max_queue_depth,
+                                       max_bytes=settings.max_queue_bytes, failed_image_ttl=settings.failed_image_ttl,
+                                       max_pending_queries=settings.max_pending_queries)
+    finished = (lambda: connections.announcements(queue.keys.finished)) if connections.can_subscribe else None
+    app.state.waiter = JobWaiter(finished, queue.settled)
     app.state.waiter.start()
     try:
         yield
     finally:
         await app.state.waiter.stop()
-        for client in (fast, blocking, listener):
-            await client.aclose()
+        await connections.aclose()
 
 
 def create_app(settings: ApiSettings | None = None) -> FastAPI:

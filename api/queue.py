@@ -1,22 +1,29 @@
-"""The API's side of the queue protocol (redis.asyncio): enqueue, read, retry, ask workers."""
+"""The API's one Redis gateway (redis.asyncio): it makes the clients and owns them; enqueue,
+read, retry, ask workers, and every read of the dashboard and the probes. Nothing else in api/
+touches a Redis client (tests/test_layout.py)."""
 from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
+from typing import Any, AsyncIterator
 
+import redis
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from api.reasons import short_reason
-from batcher.queue import calls
+from api.settings import ApiSettings
+from batcher.queue import calls, history
 from batcher.queue.config import DAY
+from batcher.queue.connect import async_client
 from batcher.queue.jobs import STATUSES, TERMINAL, JobSpec, new_job_id, public_status
 from batcher.queue.keys import Keys
+from batcher.queue.lane import REPLY_GRACE_S, Lane
 from batcher.queue.messages import QueryReply, QueryRequest
 from batcher.queue.scripts import Scripts
 
-
-REPLY_GRACE_S = 0.5  # past a search's time-out, for the BLPOP's own answer to come back
+Unavailable = redis.RedisError  # what a call raises when Redis fails: the API answers 503
 
 
 class QueueFull(Exception):
@@ -41,18 +48,101 @@ class LaneFull(Exception):
         self.pending = pending
 
 
+class Connections:
+    """The API's Redis clients, made from its settings and closed together, with the probe and
+    the pub/sub subscription, which need no queue.
+
+    Short calls share ``REDIS_MAX_CONNECTIONS``. A search holds a connection of its own while
+    it waits for its answer (BLPOP): up to ``MAX_PENDING_QUERIES`` of them, the lane's own bound
+    on searches not yet taken by a worker; one beyond them (the lane full of searches the workers
+    are answering) waits for a free connection, within its ``SEARCH_TIMEOUT`` (then 504). The
+    listener blocks for as long as no job finishes: a client with no read time-out.
+
+    A pooled connection opened before a Redis restart fails once: retry such a call once,
+    at once (every write the API makes is idempotent: enqueue, retry, query)."""
+
+    def __init__(self, fast: aioredis.Redis, blocking: aioredis.Redis, listener: aioredis.Redis) -> None:
+        self.fast = fast          # short socket timeout: fail fast when Redis is down
+        self.blocking = blocking  # for waits on worker replies
+        self.listener = listener  # for the announcements of finished jobs
+
+    @classmethod
+    def open(cls, settings: ApiSettings) -> "Connections":
+        t = settings.redis_timeout
+        options = {"socket_connect_timeout": t,
+                   "retry": Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))}
+        fast = _bounded_client(settings, settings.redis_max_connections, t, socket_timeout=t, **options)
+        blocking = _bounded_client(settings, settings.max_pending_queries, None,  # JobQueue.ask bounds each wait
+                                   socket_timeout=settings.search_timeout + t, **options)
+        return cls(fast, blocking, async_client(settings.redis_url, settings.redis_cluster, socket_connect_timeout=t))
+
+    async def aclose(self) -> None:
+        for client in (self.fast, self.blocking, self.listener):
+            await client.aclose()
+
+    async def ping(self, timeout_s: float) -> bool:
+        try:
+            return bool(await asyncio.wait_for(self.fast.ping(), timeout_s))
+        except Exception:
+            return False
+
+    @property
+    def can_subscribe(self) -> bool:
+        return hasattr(self.listener, "pubsub")  # redis-py's asyncio cluster client has none
+
+    async def announcements(self, channel: str) -> AsyncIterator[list[str]]:
+        """The ids whose outcome a worker has just recorded, announced on ``channel``
+        (``Keys.finished``): ``[]`` once subscribed, then one list per announcement. Raises
+        when Redis fails."""
+        # not ``async with``: on cancel, its clean-up would talk to Redis; ``aclose`` closes
+        # the listener's client, and with it this connection
+        pubsub = self.listener.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(channel)
+            yield []
+            async for message in pubsub.listen():
+                data = message["data"]
+                yield (data.decode() if isinstance(data, bytes) else data).split()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            await pubsub.aclose()
+            raise
+
+
+
+def _bounded_client(settings: ApiSettings, size: int, wait_s: float | None, **options) -> aioredis.Redis:
+    """Up to ``size`` connections; a call beyond them waits for a free one, at most ``wait_s``
+    (None: as long as the caller's own time-out lets it).
+    redis-py's default pool (100) fails such a call at once ("Too many connections", a 503):
+    1,000 status long-polls re-reading together did that, and so did 101 waiting searches."""
+    if settings.redis_cluster:
+        return async_client(settings.redis_url, True, **options)
+    pool = aioredis.BlockingConnectionPool.from_url(settings.redis_url, max_connections=size, timeout=wait_s, **options)
+    client = aioredis.Redis(connection_pool=pool)
+    client.auto_close_connection_pool = True  # aclose() closes the pool too, as from_url's clients do
+    return client
+
+
 class JobQueue:
-    def __init__(self, client: aioredis.Redis, blocking: aioredis.Redis, namespace: str,
-                 max_depth: int, max_bytes: int = calls.UNBOUNDED, failed_image_ttl: int = DAY,
+    def __init__(self, connections: Connections, namespace: str, max_depth: int,
+                 max_bytes: int = calls.UNBOUNDED, failed_image_ttl: int = DAY,
                  max_pending_queries: int = 1000) -> None:
-        self.redis = client          # short socket timeout: fail fast when Redis is down
-        self.blocking = blocking     # for waits on worker replies
+        self.connections = connections
+        self.redis = connections.fast
+        self.blocking = connections.blocking
         self.keys = Keys(namespace)
-        self.scripts = Scripts(client)
+        self.lane = Lane(self.keys)
+        self.scripts = Scripts(self.redis)
         self.max_depth = max_depth
         self.max_bytes = max_bytes
         self.failed_image_ttl = failed_image_ttl
         self.max_pending_queries = max_pending_queries
+
+    async def now_ms(self) -> int:
+        """Redis time, in ms: the clock every score and deadline of the queue is written in."""
+        sec, usec = await self.redis.time()
+        return int(sec) * 1000 + int(usec) // 1000
 
     async def enqueue(self, spec: JobSpec, image: bytes) -> tuple[str, int]:
         """(job id, version): the version makes this upload its product's newest."""
@@ -102,44 +192,78 @@ class JobQueue:
         return {"queue_name": self.keys.queue, "pending_in_queue": pending, "delayed_retries": delayed,
                 "image_bytes": int(image_bytes or 0), "jobs": jobs, "completed_without_model": skipped}
 
+    async def history(self) -> list[bytes]:
+        """The queue's samples (``batcher.queue.history``), newest first."""
+        return await self.redis.lrange(self.keys.history, 0, history.MAX_SAMPLES - 1)
+
     async def retry(self, job_id: str) -> tuple[int, str]:
         code, status = await self.scripts.run(calls.retry(self.keys, job_id))
         return int(code), status.decode() if isinstance(status, bytes) else status
 
+    async def retry_each(self, job_ids: list[str]) -> list[int]:
+        """``retry``'s code of each job, in one pipeline; ids whose record expired (code 0)
+        leave the failed set."""
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            await self.scripts.run(calls.retry(self.keys, job_id), client=pipe)
+        codes = [int(code) for code, _ in await pipe.execute()]
+        if gone := [j for j, c in zip(job_ids, codes) if c == 0]:
+            await self.redis.zrem(self.keys.failed, *gone)
+        return codes
+
+    async def failed_ids(self, limit: int) -> list[str]:
+        """The ids of the most recently failed jobs, newest first."""
+        return [m.decode() for m in await self.redis.zrevrange(self.keys.failed, 0, limit - 1)]
+
+    async def failed_count(self) -> int:
+        return int(await self.redis.zcard(self.keys.failed))
+
     async def failed(self, limit: int) -> list[dict[str, Any]]:
         """The most recently failed jobs, newest first (their records may have expired since)."""
-        ids = await self.redis.zrevrange(self.keys.failed, 0, limit - 1)
         pipe = self.redis.pipeline(transaction=False)
-        for job_id in ids:
-            pipe.hgetall(self.keys.job(job_id.decode()))
+        for job_id in await self.failed_ids(limit):
+            pipe.hgetall(self.keys.job(job_id))
         records = await pipe.execute()
         return [_public(h) for h in records if h]
 
+    async def failures_since(self, since_ms: int, limit: int) -> list[tuple[str, int, str | None]]:
+        """(job id, failure time in ms, error or None when its record expired) of the newest
+        ``limit`` failures since ``since_ms``, newest first."""
+        found = await self.redis.zrevrangebyscore(self.keys.failed, "+inf", since_ms, start=0, num=limit,
+                                                  withscores=True)
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id, _ in found:
+            pipe.hget(self.keys.job(job_id.decode()), "error_message")
+        return [(job_id.decode(), int(score), None if e is None else e.decode())
+                for (job_id, score), e in zip(found, await pipe.execute())]
+
+    async def heartbeats(self) -> list[tuple[str, bytes | None, int]]:
+        """(worker id, its status document or None, the document's TTL in ms) of every worker
+        registered, by id."""
+        ids = sorted(m.decode() for m in await self.redis.smembers(self.keys.workers))
+        pipe = self.redis.pipeline(transaction=False)
+        for worker_id in ids:
+            pipe.get(self.keys.heartbeat(worker_id))
+            pipe.pttl(self.keys.heartbeat(worker_id))
+        replies = await pipe.execute()
+        return list(zip(ids, replies[::2], replies[1::2]))
+
     async def live_workers(self) -> int:
         """Workers alive whose query lane answers (their heartbeat says so)."""
-        members = await self.redis.smembers(self.keys.workers)
-        if not members:
-            return 0
-        pipe = self.redis.pipeline(transaction=False)
-        for m in members:
-            pipe.get(self.keys.heartbeat(m.decode()))
-        return sum(1 for doc in await pipe.execute() if doc is not None and _lane_alive(doc))
+        return sum(1 for _, doc, _ in await self.heartbeats() if doc is not None and _lane_alive(doc))
 
     async def ask(self, request: QueryRequest, timeout_s: float) -> QueryReply | None:
         """Put a query on the workers' lane and wait for its answer; None on time-out.
         ``LaneFull`` when the lane already holds ``max_pending_queries`` requests."""
-        call = calls.ask(self.keys, request.to_json(), self.max_pending_queries, int(timeout_s * 1000))
-        queued, pending = await self.scripts.run(call)
+        queued, pending = self.lane.queued(await self.scripts.run(
+            self.lane.ask(request, self.max_pending_queries, timeout_s)))
         if not queued:
-            raise LaneFull(int(pending))
+            raise LaneFull(pending)
         try:  # the whole wait, for a free connection too, within timeout_s (and a round trip)
-            reply = await asyncio.wait_for(self.blocking.blpop([self.keys.reply(request.id)], timeout=timeout_s),
-                                           timeout_s + REPLY_GRACE_S)
+            return self.lane.reply_of(await asyncio.wait_for(
+                self.lane.wait_reply(self.blocking, request, timeout_s), timeout_s + REPLY_GRACE_S))
         except asyncio.TimeoutError:
             return None
-        if reply is None:
-            return None
-        return QueryReply.from_json(reply[1])
 
 
 def _lane_alive(heartbeat: bytes) -> bool:
@@ -153,10 +277,3 @@ def _lane_alive(heartbeat: bytes) -> bool:
 def _public(h: dict[bytes, bytes]) -> dict[str, Any]:
     status = public_status({k.decode(): v.decode() for k, v in h.items()})
     return status | {"error_message": short_reason(status["error_message"])}
-
-
-async def ping(client: aioredis.Redis, timeout_s: float) -> bool:
-    try:
-        return bool(await asyncio.wait_for(client.ping(), timeout_s))
-    except Exception:
-        return False

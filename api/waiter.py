@@ -14,27 +14,28 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from typing import Any, Awaitable, Callable, Iterable
-
-import redis.asyncio as aioredis
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterable
 
 from batcher.queue.jobs import TERMINAL
 
 log = logging.getLogger("clipq.api")
 Status = dict[str, Any] | None
 Settled = Callable[[list[str]], Awaitable[set[str]]]  # the ids among these that are over (or gone)
+# the ids announced as finished: [] once subscribed, then each announcement (JobQueue's gateway)
+Announcements = Callable[[], AsyncIterator[list[str]]]
 
 
 class JobWaiter:
-    def __init__(self, client: aioredis.Redis, channel: str, settled: Settled, poll_s: float = 1.0) -> None:
-        self.client, self.channel, self.settled, self.poll_s = client, channel, settled, poll_s
+    def __init__(self, announcements: Announcements | None, settled: Settled, poll_s: float = 1.0) -> None:
+        """``announcements`` None: no pub/sub (redis-py's asyncio cluster client has none)."""
+        self.announcements, self.settled, self.poll_s = announcements, settled, poll_s
         self._waiting: dict[str, set[asyncio.Event]] = defaultdict(set)
         self._tasks: list[asyncio.Task] = []
         self._stopping = False
 
     def start(self) -> None:
         self._tasks.append(asyncio.create_task(self._sweep(), name="job-waiter-sweep"))
-        if not hasattr(self.client, "pubsub"):  # redis-py's asyncio cluster client has none
+        if self.announcements is None:
             log.info("no pub/sub on this Redis client: status long-polls answer within %.1fs", self.poll_s)
             return
         self._tasks.append(asyncio.create_task(self._listen(), name="job-waiter"))
@@ -88,19 +89,13 @@ class JobWaiter:
     async def _listen(self) -> None:
         delay = 0.5
         while not self._stopping:
-            # not ``async with``: on cancel, its clean-up would talk to Redis; the lifespan
-            # closes the listener's client, and with it this connection
-            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(self.channel)
-                delay = 0.5
-                async for message in pubsub.listen():
-                    data = message["data"]
-                    self._wake((data.decode() if isinstance(data, bytes) else data).split())
+                async for job_ids in self.announcements():
+                    delay = 0.5  # subscribed
+                    self._wake(job_ids)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Redis down or restarted: the polls carry on meanwhile
                 log.debug("status long-poll listener: %s; again in %.1fs", exc, delay)
-                await pubsub.aclose()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)

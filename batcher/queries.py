@@ -7,6 +7,7 @@ embeds all texts in one pass and all images in one, searches Qdrant in one call 
 its own. The lane never dies: a request that makes the model or the store raise gets an error
 reply (a failed batched search is answered again one request at a time), the loop survives any
 exception with backoff, and requests past their deadline (Redis time) are dropped unanswered.
+The wire protocol, both sides of it, is ``batcher/queue/lane.py``.
 """
 from __future__ import annotations
 
@@ -25,12 +26,12 @@ from batcher.metrics import WorkerMetrics
 from batcher.pause import pause_after
 from batcher.policy import Backoff
 from batcher.queue.keys import Keys
+from batcher.queue.lane import Lane
 from batcher.queue.messages import SEARCHES, QueryReply, QueryRequest
 from batcher.store import VectorStore
 from models.clip import ClipEncoder
 
 log = logging.getLogger("clipq.queries")
-REPLY_TTL_MS = 60_000
 FAILING_ROUNDS = 3  # rounds failing in a row after which the lane is reported unhealthy
 KINDS = (*SEARCHES, "get", "delete")  # metric labels: anything else counts as "other"
 
@@ -49,10 +50,10 @@ class QueryServer(threading.Thread):
                  fetcher: UrlFetcher, max_batch: int = 64, poll_s: float = 1.0,
                  budget: DecodeBudget | None = None, fetch_threads: int = 8) -> None:
         super().__init__(name="queries", daemon=True)
-        self.redis, self.keys, self.encoder, self.store = client, keys, encoder, store
+        self.redis, self.lane, self.encoder, self.store = client, Lane(keys), encoder, store
         self.metrics, self.max_image_pixels, self.stop_event = metrics, max_image_pixels, stop
         self.max_batch, self.poll_s, self.budget, self.fetcher = max_batch, poll_s, budget, fetcher
-        self.wake_key, self.failing_rounds = keys.wake(worker_id), 0
+        self.worker_id, self.failing_rounds = worker_id, 0
         self._by_url = ThreadPoolExecutor(fetch_threads, "query-fetch")  # a slow URL holds up no other query
 
     def healthy(self) -> bool:
@@ -63,8 +64,7 @@ class QueryServer(threading.Thread):
         """Stop after the queries in hand: wake the lane if it is waiting for more."""
         self.stop_event.set()
         try:
-            self.redis.lpush(self.wake_key, 1)
-            self.redis.expire(self.wake_key, 60)
+            self.lane.wake(self.redis, self.worker_id)
         except redis.RedisError:
             pass  # it wakes by itself within poll_s
         self.join(timeout=10)
@@ -82,28 +82,16 @@ class QueryServer(threading.Thread):
                 pause_after(exc, "query lane round", backoff, self.stop_event, log)
 
     def serve_round(self) -> None:
-        first = self.redis.blpop([self.keys.requests, self.wake_key], timeout=self.poll_s)
-        if first is None or first[0].decode() == self.wake_key:
+        first = self.lane.first(self.lane.wait_request(self.redis, self.worker_id, self.poll_s))
+        if first is None:
             return
-        self.answer_all([first[1], *(self.redis.lpop(self.keys.requests, self.max_batch - 1) or [])])
+        self.answer_all([first, *(self.lane.more_requests(self.redis, self.max_batch - 1) or [])])
 
     def answer_all(self, raw: list[bytes]) -> None:
-        requests = []
-        for item in raw:
-            try:
-                requests.append(QueryRequest.from_json(item))
-            except (ValueError, TypeError):
-                log.warning("query lane: dropped a request that is not a query")
-        requests = self._in_time(requests)
-        self._send(self.answer(requests))
-
-    def _send(self, replies: dict[str, QueryReply]) -> None:
-        pipe = self.redis.pipeline(transaction=False)
-        for request_id, reply in replies.items():
-            key = self.keys.reply(request_id)
-            pipe.lpush(key, reply.to_json())
-            pipe.pexpire(key, REPLY_TTL_MS)
-        pipe.execute()
+        requests, bad = self.lane.requests(raw)
+        for _ in range(bad):
+            log.warning("query lane: dropped a request that is not a query")
+        self.lane.reply(self.redis, self.answer(self._in_time(requests)))
 
     def _in_time(self, requests: list[QueryRequest]) -> list[QueryRequest]:
         """Drop the requests whose client has already given up (deadline past, Redis time)."""
@@ -111,7 +99,7 @@ class QueryServer(threading.Thread):
             return requests
         sec, usec = self.redis.time()
         now_ms = sec * 1000 + usec // 1000
-        live = [r for r in requests if not r.deadline_ms or r.deadline_ms > now_ms]
+        live = self.lane.in_time(requests, now_ms)
         if dropped := len(requests) - len(live):
             self.metrics.queries_expired.inc(dropped)
             log.info("query lane: dropped %d requests whose client has given up", dropped)
@@ -160,7 +148,7 @@ class QueryServer(threading.Thread):
             log.exception("query lane: search by image_url failed")
             reply = _failed()
         try:
-            self._send({r.id: reply})
+            self.lane.reply(self.redis, {r.id: reply})
         except redis.RedisError as exc:
             log.warning("query lane: cannot reply (%s); the API times out", exc)
 

@@ -59,6 +59,28 @@ def test_the_protocol_package_imports_nothing_of_the_worker():
             assert all(d.startswith("batcher.queue") for d in deps), f"{name} imports {sorted(deps)}"
 
 
+API_GATEWAY = "api.queue"  # the API's one owner of its Redis clients
+
+
+def redis_uses(path: Path) -> list[str]:
+    """Where ``path`` imports redis (or the clients' factory) or reaches for a ``.redis`` client."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                 else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+        found += [f"line {node.lineno}: import {n}" for n in names
+                  if n.split(".")[0] == "redis" or n == "batcher.queue.connect"]
+        if isinstance(node, ast.Attribute) and node.attr == "redis":
+            found.append(f"line {node.lineno}: .redis")
+    return found
+
+
+def test_only_the_gateway_touches_the_apis_redis_clients():
+    uses = {name: redis_uses(path) for name, path in modules(("api",)).items() if name != API_GATEWAY}
+    assert not {name: u for name, u in uses.items() if u}
+    assert redis_uses(modules(("api",))[API_GATEWAY]), "the gateway moved: update API_GATEWAY"
+
+
 def test_no_import_circles():
     g = graph()
     state: dict[str, int] = {}  # 1: on the current path, 2: done

@@ -45,5 +45,5 @@ async def retry_group(group_id: str, queue: Queue, window_s: WindowS = 24 * 3600
 async def retry_all(queue: Queue, limit: MaxJobs = 10_000) -> dict:
     """Retry the newest ``limit`` failed jobs (all of them, when fewer); ``remaining`` says how
     many failed jobs are left, those whose image expired included."""
-    counts = await monitor.retry_many(queue, await monitor.failed_ids(queue, limit))
-    return {**counts, "remaining": int(await queue.redis.zcard(queue.keys.failed))}
+    counts = await monitor.retry_many(queue, await queue.failed_ids(limit))
+    return {**counts, "remaining": await queue.failed_count()}

@@ -5,8 +5,6 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from api.queue import ping
-
 router = APIRouter(tags=["operations"])
 
 
@@ -17,7 +15,7 @@ async def healthz() -> dict:
 
 @router.get("/readyz", responses={503: {}})
 async def readyz(request: Request):
-    if await ping(request.app.state.queue.redis, request.app.state.settings.redis_timeout):
+    if await request.app.state.queue.connections.ping(request.app.state.settings.redis_timeout):
         return {"status": "ready", "redis": True}
     return JSONResponse({"status": "unavailable", "redis": False,
                          "error": {"code": "redis_unavailable", "message": "Redis does not answer",

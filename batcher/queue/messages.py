@@ -1,5 +1,6 @@
 """The query lane's messages: what the API puts on ``{clipq}:requests`` and what a worker
-pushes back on the request's reply key. Both sides build and read them here only."""
+pushes back on the request's reply key. Both sides build them here; ``lane.py`` alone puts them
+on Redis and reads them back."""
 from __future__ import annotations
 
 import base64
