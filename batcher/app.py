@@ -112,7 +112,7 @@ class WorkerApp:
 
     def run(self, burst: bool = False, max_jobs: int | None = None) -> Totals:
         s = self.settings
-        consumer = JobConsumer(self.redis, s, s.worker_id)
+        consumer = JobConsumer(self.redis, s.queue, s.worker_id)
         heartbeat: Heartbeat | None = None
 
         def on_stall(stage: str, seconds: float) -> None:

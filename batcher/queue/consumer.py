@@ -13,7 +13,7 @@ import redis
 
 from . import calls
 from .calls import AckResult, Outcome
-from .config import QueueSettings
+from .config import QueueConfig
 from .jobs import PROCESSING, Job
 from .presence import Presence
 
@@ -21,7 +21,7 @@ from .presence import Presence
 class JobConsumer(Presence):
     """Claims, reads, acknowledges and recovers jobs for one worker id."""
 
-    def __init__(self, client: redis.Redis, config: QueueSettings, worker_id: str) -> None:
+    def __init__(self, client: redis.Redis, config: QueueConfig, worker_id: str) -> None:
         super().__init__(client, config, worker_id)
         self._unmarked: list[str] = []  # moved here by BLMOVE, not yet marked by the claim script
         self._held: set[str] = set()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import redis
 
 from . import calls, history
-from .config import QueueSettings
+from .config import QueueConfig
 from .keys import Keys
 from .scripts import Scripts
 
@@ -18,11 +18,11 @@ from .scripts import Scripts
 class Presence:
     """One worker id on the queue: its heartbeat, the housekeeping it does, what it reads."""
 
-    def __init__(self, client: redis.Redis, config: QueueSettings, worker_id: str) -> None:
+    def __init__(self, client: redis.Redis, config: QueueConfig, worker_id: str) -> None:
         self._redis = client
         self.config = config
         self.worker_id = worker_id
-        self.keys = Keys(config.queue_namespace)
+        self.keys = Keys(config.namespace)
         self._scripts = Scripts(client)
         self._processing = self.keys.processing(worker_id)
 
