@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import redis
 from prometheus_client import CollectorRegistry
 
-from batcher.fetch import UrlFetcher
+from batcher.config import ModelConfig
 from batcher.gpu_decode import UnsupportedDecodeDevice, check_decode_device
 from batcher.heartbeat import Heartbeat
 from batcher.metrics import WorkerMetrics
@@ -61,14 +61,13 @@ def connect_redis(url: str, cluster: bool = False, timeout_s: float | None = Non
     return client
 
 
-def _load_encoder(s: WorkerSettings) -> ClipEncoder:
+def _load_encoder(clip: ModelConfig, max_batch: int) -> ClipEncoder:
     try:
-        encoder = load_encoder(s.clip_model, s.clip_pretrained, s.clip_device, s.clip_seed, s.clip_cache_dir,
-                               s.clip_precision, pin_memory=s.clip_pin_memory, compile=s.clip_compile,
-                               max_batch=s.worker_batch_size)
+        encoder = load_encoder(clip.model, clip.pretrained, clip.device, clip.seed, clip.cache_dir, clip.precision,
+                               pin_memory=clip.pin_memory, compile=clip.compile, max_batch=max_batch)
     except (WeightsUnavailable, UnsupportedPrecision, UnsupportedAcceleration) as exc:
         raise StartupError(str(exc)) from None
-    encoder.warm_up(s.worker_batch_size if encoder.device.type == "cuda" else 1)
+    encoder.warm_up(max_batch if encoder.device.type == "cuda" else 1)
     return encoder
 
 
@@ -92,7 +91,7 @@ class WorkerApp:
             raise StartupError(str(exc)) from None
         client = connect_redis(settings.redis_url, settings.redis_cluster,
                                settings.worker_redis_timeout + settings.worker_poll_interval)
-        encoder = encoder or _load_encoder(settings)
+        encoder = encoder or _load_encoder(settings.clip, settings.worker_batch_size)
         try:
             store = open_store(settings.store, encoder.dim, encoder.name, encoder.fingerprint)
         except StoreError as exc:
@@ -111,23 +110,26 @@ class WorkerApp:
         return cls(settings, client, encoder, store, metrics, stop or threading.Event(), health)
 
     def run(self, burst: bool = False, max_jobs: int | None = None) -> Totals:
-        s = self.settings
-        consumer = JobConsumer(self.redis, s, s.worker_id)
+        s = self.settings  # the start-up's settings: each part below gets its own group
+        consumer = JobConsumer(self.redis, s.queue, s.worker_id)
         heartbeat: Heartbeat | None = None
 
         def on_stall(stage: str, seconds: float) -> None:
             heartbeat.stop()  # no more beats: the reaper of another worker takes our jobs back
             self.exit(STALL_EXIT_CODE)
 
-        watchdog = Watchdog(s.worker_stall_timeout, on_stall)
-        worker = Worker(s, consumer, self.encoder, self.store, self.metrics, burst=burst,
-                        max_jobs=max_jobs, stop=self.stop, watchdog=watchdog)
+        liveness, fetching = s.liveness, s.fetch
+        watchdog = Watchdog(liveness.stall_timeout_s, on_stall)
+        worker = Worker(consumer, self.encoder, self.store, self.metrics, batching=s.batching, decoding=s.decode,
+                        fetching=fetching, retries=s.retries, liveness=liveness,
+                        max_metadata_depth=s.max_metadata_depth, reuse_vectors=s.worker_reuse_vectors,
+                        burst=burst, max_jobs=max_jobs, stop=self.stop, watchdog=watchdog)
         queries = QueryServer(self.redis, consumer.keys, self.encoder, self.store, self.metrics,
-                              s.max_image_pixels, self.stop, s.worker_id, poll_s=s.worker_poll_interval,
-                              budget=worker.claim.budget, fetcher=UrlFetcher(s.fetch_limits),
-                              fetch_threads=s.image_url_fetch_threads)
+                              s.max_image_pixels, self.stop, s.worker_id, fetching, poll_s=s.worker_poll_interval,
+                              budget=worker.claim.budget)
         queries.start()
-        heartbeat = Heartbeat(consumer, s.worker_heartbeat_ttl, WorkerStatus(s, self.encoder, worker, queries))
+        status = WorkerStatus(s.worker_id, s.worker_batch_size, liveness.heartbeat_ttl_s, self.encoder, worker, queries)
+        heartbeat = Heartbeat(consumer, liveness.heartbeat_ttl_s, status)
         heartbeat.beat_now()
         heartbeat.start()
         self.health.stalled = lambda: watchdog.tripped

@@ -20,9 +20,9 @@ from collections.abc import Iterator
 import torch
 from torch.nn import functional as F
 
+from batcher.config import DecodeConfig
 from batcher.decode import DecodeBudget, ImageDecoder
 from batcher.queue.images import probe
-from batcher.settings import WorkerSettings
 from models.preprocessing import Preprocessing
 
 log = logging.getLogger("clipq.decode")
@@ -39,11 +39,10 @@ def check_decode_device(device: str) -> None:
                                       "none here: set WORKER_DECODE_DEVICE=cpu (Pillow in the decode threads)")
 
 
-def make_decoder(s: WorkerSettings, prep: Preprocessing, budget: DecodeBudget) -> ImageDecoder | JpegBatchDecoder:
+def make_decoder(d: DecodeConfig, prep: Preprocessing, budget: DecodeBudget) -> ImageDecoder | JpegBatchDecoder:
     """The decoder ``WORKER_DECODE_DEVICE`` asks for."""
-    cpu = ImageDecoder(prep, s.max_image_pixels, budget, s.worker_decode_threads)
-    return cpu if s.worker_decode_device == "cpu" else JpegBatchDecoder(cpu, s.worker_decode_device,
-                                                                       s.worker_decode_memory)
+    cpu = ImageDecoder(prep, d.max_pixels, budget, d.threads)
+    return cpu if d.device == "cpu" else JpegBatchDecoder(cpu, d.device, d.memory)
 
 
 class JpegBatchDecoder:

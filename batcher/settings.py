@@ -1,4 +1,7 @@
-"""Worker settings: environment variables, overridden by command-line flags."""
+"""Worker settings: environment variables, overridden by command-line flags.
+
+Read once at start-up; each property builds one stage's group (batcher/config.py), and the
+stages take their groups, never this class."""
 from __future__ import annotations
 
 import os
@@ -8,9 +11,9 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from batcher.queue.addresses import parse_networks
+from batcher.config import BatchConfig, DecodeConfig, FetchConfig, LivenessConfig, ModelConfig, RetryConfig
 from batcher.fetch import FetchLimits
-
+from batcher.queue.addresses import parse_networks
 from batcher.queue.config import QueueSettings
 from batcher.store.config import StoreConfig
 
@@ -140,9 +143,35 @@ class WorkerSettings(QueueSettings):
         return value
 
     @property
-    def fetch_limits(self) -> FetchLimits:
-        return FetchLimits(self.max_upload_bytes, self.image_url_connect_timeout, self.image_url_read_timeout,
-                           self.image_url_total_timeout, parse_networks(self.image_url_allowed_networks))
+    def batching(self) -> BatchConfig:
+        return BatchConfig(self.worker_batch_size, self.worker_max_wait_ms, self.worker_poll_interval,
+                           self.worker_oom_cooldown)
+
+    @property
+    def decode(self) -> DecodeConfig:
+        return DecodeConfig(self.worker_decode_threads, self.worker_decode_device, self.worker_decode_memory,
+                            self.max_image_pixels)
+
+    @property
+    def fetch(self) -> FetchConfig:
+        return FetchConfig(FetchLimits(self.max_upload_bytes, self.image_url_connect_timeout,
+                                       self.image_url_read_timeout, self.image_url_total_timeout,
+                                       parse_networks(self.image_url_allowed_networks)),
+                           self.image_url_fetch_threads)
+
+    @property
+    def retries(self) -> RetryConfig:
+        return RetryConfig(self.retry_backoff_base_ms, self.retry_backoff_max_ms)
+
+    @property
+    def liveness(self) -> LivenessConfig:
+        return LivenessConfig(self.worker_heartbeat_ttl, self.worker_reaper_interval or self.worker_heartbeat_ttl / 2,
+                              self.worker_stall_timeout, self.worker_shutdown_grace)
+
+    @property
+    def clip(self) -> ModelConfig:
+        return ModelConfig(self.clip_model, self.clip_pretrained, self.clip_seed, self.clip_device,
+                           self.clip_precision, self.clip_pin_memory, self.clip_compile, self.clip_cache_dir)
 
     @property
     def store(self) -> StoreConfig:
@@ -152,7 +181,3 @@ class WorkerSettings(QueueSettings):
             replicas=self.qdrant_replicas, hnsw_m=self.qdrant_hnsw_m, hnsw_ef_construct=self.qdrant_hnsw_ef_construct,
             hnsw_ef=self.qdrant_hnsw_ef, segment_points=self.qdrant_segment_points,
             vectors_on_disk=self.qdrant_vectors_on_disk, quantization=self.qdrant_quantization)
-
-    @property
-    def reaper_interval(self) -> float:
-        return self.worker_reaper_interval or self.worker_heartbeat_ttl / 2

@@ -30,24 +30,24 @@ class RateWindow:
 class WorkerStatus:
     """Callable that builds the heartbeat's document from the live worker's state."""
 
-    def __init__(self, settings, encoder, worker, queries,
+    def __init__(self, worker_id: str, max_batch: int, heartbeat_ttl_s: float, encoder, worker, queries,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.settings, self.encoder, self.worker, self.queries = settings, encoder, worker, queries
+        self.worker_id, self.max_batch, self.heartbeat_ttl_s = worker_id, max_batch, heartbeat_ttl_s
+        self.encoder, self.worker, self.queries = encoder, worker, queries
         self.clock = clock
         self.rate = RateWindow(60.0)
         self.host = socket.gethostname()
 
     def __call__(self) -> dict:
         now = self.clock()
-        s = self.settings
         totals = self.worker.ledger.snapshot()  # the ledger and the infer stage own these, behind locks
         return {
-            "worker_id": s.worker_id, "host": self.host,
+            "worker_id": self.worker_id, "host": self.host,
             "device": str(self.encoder.device), "model": self.encoder.name,
             "precision": str(self.encoder.dtype).removeprefix("torch."),
-            "batch_ceiling": self.worker.infer.room(), "max_batch_size": s.worker_batch_size,
+            "batch_ceiling": self.worker.infer.room(), "max_batch_size": self.max_batch,
             "jobs_per_s": self.rate.add(now, totals.completed),
             "completed": totals.completed, "failed": totals.failed,
             "query_lane_alive": self.queries.healthy(),
-            "heartbeat_ttl_s": s.worker_heartbeat_ttl,
+            "heartbeat_ttl_s": self.heartbeat_ttl_s,
         }

@@ -16,9 +16,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import redis
 
+from batcher.config import BatchConfig, DecodeConfig, FetchConfig, LivenessConfig, RetryConfig
 from batcher.metrics import WorkerMetrics
 from batcher.queue.consumer import JobConsumer
-from batcher.settings import WorkerSettings
 from batcher.stages.batch import Batch, Embedded
 from batcher.stages.claim import ClaimStage
 from batcher.stages.finish import FinishStage
@@ -34,22 +34,25 @@ log = logging.getLogger("clipq.worker")
 
 
 class Worker:
-    def __init__(self, settings: WorkerSettings, consumer: JobConsumer, encoder: ClipEncoder,
-                 store: VectorStore, metrics: WorkerMetrics, *, burst: bool = False,
-                 max_jobs: int | None = None, stop: threading.Event | None = None,
+    """Builds the stages, each with its own settings group, and runs them."""
+
+    def __init__(self, consumer: JobConsumer, encoder: ClipEncoder, store: VectorStore, metrics: WorkerMetrics, *,
+                 batching: BatchConfig, decoding: DecodeConfig, fetching: FetchConfig, retries: RetryConfig,
+                 liveness: LivenessConfig, max_metadata_depth: int, reuse_vectors: bool = True,
+                 burst: bool = False, max_jobs: int | None = None, stop: threading.Event | None = None,
                  watchdog: Watchdog | Unwatched | None = None) -> None:
         self.consumer = consumer
         self.stop = stop or threading.Event()
         self.watchdog = watchdog or Unwatched()
         self.ledger = Ledger(metrics)
-        self.infer = InferStage(encoder, metrics, settings.worker_batch_size, settings.worker_oom_cooldown)
-        housekeeping = Housekeeping(consumer, settings.reaper_interval, self.ledger)
-        self.claim = ClaimStage(settings, consumer, encoder.preprocessing, metrics, housekeeping,
-                                self.infer.room, self.stop, burst=burst, max_jobs=max_jobs,
-                                recall=RecallStage(store, metrics, settings.worker_reuse_vectors),
+        self.infer = InferStage(encoder, metrics, batching)
+        housekeeping = Housekeeping(consumer, liveness.reaper_interval_s, self.ledger)
+        self.claim = ClaimStage(batching, decoding, fetching, consumer, encoder.preprocessing, metrics, housekeeping,
+                                self.infer.room, self.stop, max_metadata_depth=max_metadata_depth,
+                                burst=burst, max_jobs=max_jobs, recall=RecallStage(store, metrics, reuse_vectors),
                                 watch=self.watchdog.watch)
-        self.finish = FinishStage(settings, consumer, store, metrics, self.ledger, self.stop,
-                                  watch=self.watchdog.watch)
+        self.finish = FinishStage(retries, liveness.shutdown_grace_s, consumer, store, metrics, self.ledger,
+                                  self.stop, watch=self.watchdog.watch)
 
     def run(self) -> Totals:
         self.consumer.register()

@@ -93,7 +93,7 @@ def decoder_for(v: dict, prep):
     check_decode_device(v["decode"])
     kw = {"worker_decode_device": v["decode"]} | ({"worker_decode_threads": v["threads"]} if v["threads"] else {})
     s = WorkerSettings(**kw)
-    return make_decoder(s, prep, DecodeBudget(s.worker_decode_memory)), s.worker_decode_threads
+    return make_decoder(s.decode, prep, DecodeBudget(s.worker_decode_memory)), s.worker_decode_threads
 
 
 def decode_only(decoder, images: list[bytes], batch: int) -> dict:

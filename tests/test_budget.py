@@ -77,7 +77,7 @@ def test_queued_processing_delayed_and_failed_images_all_count(make_client, work
     images = [undecodable_png(i, 20_000) for i in range(6)]
     client = make_client(max_queue_bytes=4 * 20_000 + 100)
     ids = [upload(client, None, f"p{i}", data=data).json()["job_id"] for i, data in enumerate(images[:4])]
-    worker = JobConsumer(r, s, "w-dies")
+    worker = JobConsumer(r, s.queue, "w-dies")
     worker.register()
     claimed = worker.take_blocking(1) + worker.take_now(2)
     worker.ack([Outcome(claimed[0], "retry", "store down", delay_ms=600_000),
@@ -97,7 +97,7 @@ def test_queued_processing_delayed_and_failed_images_all_count(make_client, work
     assert upload(client, None, "p5", data=images[5]).status_code == 429
 
     # the reaper moves the dead worker's job back to the queue: its bytes stay counted once
-    assert JobConsumer(r, s, "reaper").reap_dead_workers() == {"w-dies": 1}
+    assert JobConsumer(r, s.queue, "reaper").reap_dead_workers() == {"w-dies": 1}
     assert held(r, k) == (4 * 20_000,) * 2
 
 

@@ -90,7 +90,7 @@ def test_a_serving_worker_writes_history_and_publishes_its_status(client, serve_
 def test_workers_lists_only_live_workers(client, r, namespace, worker_settings):
     from batcher.queue.consumer import JobConsumer
 
-    consumer = JobConsumer(r, worker_settings(), "gone")
+    consumer = JobConsumer(r, worker_settings().queue, "gone")
     consumer.beat(30, json.dumps({"worker_id": "gone", "heartbeat_ttl_s": 30}))
     assert [w["worker_id"] for w in client.get("/api/v1/workers").json()["workers"]] == ["gone"]
     r.delete(Keys(namespace).heartbeat("gone"))  # it died: registered, but its heartbeat expired

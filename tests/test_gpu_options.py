@@ -175,8 +175,8 @@ def test_a_worker_decoding_jpegs_in_batches_fails_only_the_bad_image(client, run
 
     made = []
 
-    def jpeg_decoder_on_cpu(s, prep, budget):
-        made.append(JpegBatchDecoder(gpu_decode.ImageDecoder(prep, s.max_image_pixels, budget, 2), "cpu", 1 << 30))
+    def jpeg_decoder_on_cpu(decoding, prep, budget):
+        made.append(JpegBatchDecoder(gpu_decode.ImageDecoder(prep, decoding.max_pixels, budget, 2), "cpu", 1 << 30))
         return made[-1]
 
     monkeypatch.setattr(claim, "make_decoder", jpeg_decoder_on_cpu)

@@ -18,7 +18,7 @@ from test_worker import jpeg
 def claim_as_dead_worker(settings: WorkerSettings, r, worker_id: str, n: int, started: bool = True) -> list[str]:
     """Claim n jobs into ``worker_id``'s processing list (``started``: and take them to the
     model) and vanish without a heartbeat."""
-    c = JobConsumer(r, settings, worker_id)
+    c = JobConsumer(r, settings.queue, worker_id)
     c.register()
     ids = c.take_blocking(1) + c.take_now(n - 1)
     assert len(ids) == n
@@ -47,19 +47,19 @@ def test_reaper_leaves_a_live_worker_alone(client, worker_settings, r):
     upload(client, None, "p", data=jpeg(1))
     s = worker_settings()
     claim_as_dead_worker(s, r, "alive-worker", 1)
-    alive = JobConsumer(r, s, "alive-worker")
+    alive = JobConsumer(r, s.queue, "alive-worker")
     alive.beat(30, "{}")
-    assert JobConsumer(r, s, "reaper").reap_dead_workers() == {}
+    assert JobConsumer(r, s.queue, "reaper").reap_dead_workers() == {}
     assert r.llen("{%s}:processing:alive-worker" % s.queue_namespace) == 1
     r.pexpire("{%s}:heartbeat:alive-worker" % s.queue_namespace, 1)  # its heartbeat lapses
     time.sleep(0.05)
-    assert JobConsumer(r, s, "reaper").reap_dead_workers() == {"alive-worker": 1}
+    assert JobConsumer(r, s.queue, "reaper").reap_dead_workers() == {"alive-worker": 1}
 
 
 def test_a_job_that_keeps_killing_workers_fails_after_max_attempts(client, worker_settings, r):
     job_id = upload(client, None, "pill", data=jpeg(1)).json()["job_id"]
     s = worker_settings(max_attempts=3)
-    reaper = JobConsumer(r, s, "reaper")
+    reaper = JobConsumer(r, s.queue, "reaper")
     for attempt in range(3):
         claim_as_dead_worker(s, r, f"victim-{attempt}", 1)
         reaper.reap_dead_workers()
@@ -270,7 +270,7 @@ def test_enqueue_is_idempotent_for_a_retried_call(redis_url, r, namespace):
 
 def test_a_reaped_but_living_worker_registers_again_with_its_heartbeat(worker_settings, r):
     s = worker_settings()
-    c = JobConsumer(r, s, "survivor")
+    c = JobConsumer(r, s.queue, "survivor")
     c.beat(30, "{}")
     r.srem("{%s}:workers" % s.queue_namespace, "survivor")  # reaped while Redis was away
     c.beat(30, "{}")
@@ -283,10 +283,10 @@ def test_a_reaped_workers_late_ack_changes_nothing(client, worker_settings, r, r
 
     job_id = upload(client, None, "p", data=jpeg(1)).json()["job_id"]
     s = worker_settings()
-    slow = JobConsumer(r, s, "slow")
+    slow = JobConsumer(r, s.queue, "slow")
     slow.register()
     assert slow.take_blocking(1) + slow.take_now(0) == [job_id]
-    JobConsumer(r, s, "reaper").reap_dead_workers()  # no heartbeat: presumed dead, job requeued
+    JobConsumer(r, s.queue, "reaper").reap_dead_workers()  # no heartbeat: presumed dead, job requeued
     late = slow.ack([Outcome(job_id, "completed")])
     assert (late.completed, late.skipped) == (0, 1)
     assert client.get(f"/api/v1/queue/status/{job_id}").json()["status"] == "queued"
@@ -318,7 +318,7 @@ def test_a_long_batch_never_starves_the_heartbeat(client, serve_worker, encoder,
     for _ in range(25):  # 2.5 s inside the batch
         assert r.exists(key), "the heartbeat lapsed during a long batch"
         time.sleep(0.1)
-    assert JobConsumer(r, app.settings, "reaper").reap_dead_workers() == {}
+    assert JobConsumer(r, app.settings.queue, "reaper").reap_dead_workers() == {}
 
 
 def test_a_claim_whose_reply_was_lost_is_requeued_by_its_living_worker(client, serve_worker, r, namespace):
@@ -370,7 +370,7 @@ def test_a_late_ack_is_not_counted_as_completed(client, start_worker, run_burst,
 
     def reap():
         r.delete("{%s}:heartbeat:%s" % (namespace, app.settings.worker_id))
-        assert JobConsumer(r, app.settings, "other").reap_dead_workers() == {app.settings.worker_id: 1}
+        assert JobConsumer(r, app.settings.queue, "other").reap_dead_workers() == {app.settings.worker_id: 1}
 
     late.reap = reap
     totals = app.run(burst=True, max_jobs=1)
@@ -393,7 +393,7 @@ def test_the_consumer_alone_knows_what_it_holds(client, worker_settings, r):
     from batcher.queue.calls import Outcome
 
     ids = {upload(client, None, f"p{i}", data=jpeg(i)).json()["job_id"] for i in range(3)}
-    c = JobConsumer(r, worker_settings(), "holder")
+    c = JobConsumer(r, worker_settings().queue, "holder")
     taken = c.take_blocking(1) + c.take_now(5)
     assert set(taken) == ids and c.held() == ids and c.in_flight() == 3
     jobs = c.fetch(taken)

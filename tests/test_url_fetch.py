@@ -42,7 +42,7 @@ def test_allowed_networks_let_chosen_addresses_through():
 def test_allowed_networks_is_a_typed_setting(worker_settings):
     from batcher.settings import WorkerSettings
 
-    assert worker_settings(image_url_allowed_networks="127.0.0.1/32").fetch_limits.allowed == LOOPBACK_ONLY
+    assert worker_settings(image_url_allowed_networks="127.0.0.1/32").fetch.limits.allowed == LOOPBACK_ONLY
     with pytest.raises(ValidationError, match="not a network"):
         WorkerSettings(image_url_allowed_networks="127.0.0.1/8")  # host bits set: a typo, not a network
     with pytest.raises(ValidationError, match="not a network"):

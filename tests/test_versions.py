@@ -108,7 +108,7 @@ def test_an_older_job_that_keeps_killing_workers_ends_superseded_not_failed(clie
 
     s = worker_settings(max_attempts=3)
     old = upload(client, None, "p", data=jpeg(1)).json()["job_id"]
-    reaper = JobConsumer(r, s, "reaper")
+    reaper = JobConsumer(r, s.queue, "reaper")
     for attempt in range(2):
         claim_as_dead_worker(s, r, f"victim-{attempt}", 1)
         reaper.reap_dead_workers()

@@ -130,7 +130,7 @@ def test_only_jobs_that_reached_the_model_are_charged_when_a_worker_dies(client,
     claim_as_dead_worker(s, r, "dead-a", 2, started=True)
     waiting = [upload(client, None, f"w{i}", data=jpeg(i)).json()["job_id"] for i in range(2)]
     claim_as_dead_worker(s, r, "dead-b", 2, started=False)
-    assert JobConsumer(r, s, "reaper").reap_dead_workers() == {"dead-a": 2, "dead-b": 2}
+    assert JobConsumer(r, s.queue, "reaper").reap_dead_workers() == {"dead-a": 2, "dead-b": 2}
     assert [job_hash(r, namespace, j)["retry_count"] for j in started] == ["1", "1"]
     assert [job_hash(r, namespace, j).get("retry_count", "0") for j in waiting] == ["0", "0"]
     assert not any("started" in job_hash(r, namespace, j) for j in started)  # cleared on requeue
@@ -148,7 +148,7 @@ def test_the_heartbeat_survives_an_error_that_is_not_a_redis_error(worker_settin
         return {"ok": True}
 
     s = worker_settings()
-    beat = Heartbeat(JobConsumer(r, s, "hb"), 0.3, info)
+    beat = Heartbeat(JobConsumer(r, s.queue, "hb"), 0.3, info)
     beat.start()
     try:
         deadline = time.monotonic() + 10

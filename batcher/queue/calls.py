@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from .config import DAY, QueueSettings
+from .config import DAY, QueueConfig
 from .jobs import JobSpec
 from .keys import Keys
 from .scripts import ScriptCall
@@ -57,7 +57,7 @@ def promote(k: Keys, limit: int) -> ScriptCall:
     return ScriptCall("promote", [k.delayed, k.queue], [limit])
 
 
-def reap(k: Keys, s: QueueSettings, worker_id: str, mode: str, ids: tuple[str, ...] = ()) -> ScriptCall:
+def reap(k: Keys, s: QueueConfig, worker_id: str, mode: str, ids: tuple[str, ...] = ()) -> ScriptCall:
     """``mode``: reap, recover, release or orphans (see reap.lua)."""
     return ScriptCall(
         "reap", [k.processing(worker_id), k.queue, k.stats, k.failed, k.workers, k.heartbeat(worker_id),
@@ -65,7 +65,7 @@ def reap(k: Keys, s: QueueSettings, worker_id: str, mode: str, ids: tuple[str, .
         [k.job(""), k.image(""), mode, worker_id, s.max_attempts, s.failed_job_ttl, s.failed_image_ttl, *ids])
 
 
-def expire_images(k: Keys, s: QueueSettings, limit: int) -> ScriptCall:
+def expire_images(k: Keys, s: QueueConfig, limit: int) -> ScriptCall:
     return ScriptCall("expire_images", [k.image_bytes, k.failed_images], [k.image(""), s.failed_image_ttl, limit])
 
 
@@ -82,7 +82,7 @@ class Outcome:
     kind: str = ""
 
 
-def ack(k: Keys, s: QueueSettings, worker_id: str, outcomes: list[Outcome]) -> ScriptCall:
+def ack(k: Keys, s: QueueConfig, worker_id: str, outcomes: list[Outcome]) -> ScriptCall:
     payload = json.dumps([o.__dict__ | {"id": o.job_id} for o in outcomes])
     return ScriptCall("ack", [k.processing(worker_id), k.stats, k.failed, k.delayed, k.image_bytes,
                               k.failed_images, k.versions],

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -43,6 +44,18 @@ class EnvSettings(BaseModel):
         return {name.upper(): f.description or "" for name, f in cls.model_fields.items()}
 
 
+@dataclass(frozen=True)
+class QueueConfig:
+    """The worker's side of the queue (``JobConsumer`` and its script calls): the key
+    namespace and how long and how often a job lives (``QueueSettings.queue`` builds it)."""
+
+    namespace: str
+    max_attempts: int
+    job_ttl: int
+    failed_job_ttl: int
+    failed_image_ttl: int
+
+
 class QueueSettings(EnvSettings):
     """Settings shared by the API and the worker."""
 
@@ -67,3 +80,8 @@ class QueueSettings(EnvSettings):
                                     "over it; the worker fails a job over it).")
     max_image_pixels: int = Field(40_000_000, ge=1, description="Largest image (width x height) accepted and decoded.")
     log_level: str = Field("INFO", description="Python log level.")
+
+    @property
+    def queue(self) -> QueueConfig:
+        return QueueConfig(self.queue_namespace, self.max_attempts, self.job_ttl, self.failed_job_ttl,
+                           self.failed_image_ttl)

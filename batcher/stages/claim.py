@@ -12,6 +12,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 
+from batcher.config import BatchConfig, DecodeConfig, FetchConfig
 from batcher.decode import DecodeBudget
 from batcher.fetch import FetchError, UrlFetcher
 from batcher.gpu_decode import make_decoder
@@ -20,7 +21,6 @@ from batcher.pause import pause_after
 from batcher.policy import Backoff, BatchPolicy, collect
 from batcher.queue.consumer import JobConsumer
 from batcher.queue.jobs import Job, nesting
-from batcher.settings import WorkerSettings
 from batcher.stages.batch import Batch
 from batcher.stages.housekeeping import Housekeeping
 from batcher.stages.recall import RecallStage
@@ -47,20 +47,22 @@ class _TimedSource:
 
 
 class ClaimStage:
-    def __init__(self, s: WorkerSettings, consumer: JobConsumer, prep: Preprocessing, metrics: WorkerMetrics,
-                 housekeeping: Housekeeping, room: Callable[[], int], stop: threading.Event, *,
-                 recall: RecallStage | None = None, burst: bool = False, max_jobs: int | None = None,
+    def __init__(self, batching: BatchConfig, decoding: DecodeConfig, fetching: FetchConfig, consumer: JobConsumer,
+                 prep: Preprocessing, metrics: WorkerMetrics, housekeeping: Housekeeping, room: Callable[[], int],
+                 stop: threading.Event, *, max_metadata_depth: int, recall: RecallStage | None = None,
+                 burst: bool = False, max_jobs: int | None = None,
                  watch: Callable[[str], AbstractContextManager] = lambda stage: nullcontext()) -> None:
-        self.s, self.consumer, self.prep, self.metrics = s, consumer, prep, metrics
+        self.batching, self.consumer, self.prep, self.metrics = batching, consumer, prep, metrics
+        self.max_metadata_depth = max_metadata_depth  # MAX_METADATA_DEPTH, as the API checks it
         self.watch = watch
         self.housekeeping, self.room, self.stop = housekeeping, room, stop
         self.recall = recall
         self.burst, self.max_jobs = burst, max_jobs
         self._claimed = 0
-        self.budget = DecodeBudget(s.worker_decode_memory)  # shared by the decode threads
-        self.decoder = make_decoder(s, prep, self.budget)  # WORKER_DECODE_DEVICE
-        self.fetcher = UrlFetcher(s.fetch_limits)
-        self._fetchers = ThreadPoolExecutor(s.image_url_fetch_threads, "fetch")
+        self.budget = DecodeBudget(decoding.memory)  # shared by the decode threads
+        self.decoder = make_decoder(decoding, prep, self.budget)  # WORKER_DECODE_DEVICE
+        self.fetcher = UrlFetcher(fetching.limits)
+        self._fetchers = ThreadPoolExecutor(fetching.threads, "fetch")
 
     def close(self) -> None:
         self.decoder.close()
@@ -90,8 +92,8 @@ class ClaimStage:
         if room <= 0:
             return None
         source = _TimedSource(self.consumer)
-        first_timeout = 0.05 if self.burst else self.s.worker_poll_interval
-        ids = collect(source, BatchPolicy(room, self.s.worker_max_wait_ms / 1000), first_timeout)
+        first_timeout = 0.05 if self.burst else self.batching.poll_interval_s
+        ids = collect(source, BatchPolicy(room, self.batching.max_wait_ms / 1000), first_timeout)
         if not ids:
             return None
         with self.watch("decode"):  # from here on the batch is ours: watched for stalls
@@ -123,7 +125,7 @@ class ClaimStage:
     def _malformed(self, jobs: list[Job]) -> list[tuple[Job, str]]:
         """Jobs whose metadata nests deeper than the API allows (pushed into Redis another way):
         they fail alone, whatever the store would make of them."""
-        limit = self.s.max_metadata_depth
+        limit = self.max_metadata_depth
         return [(j, f"metadata nests {depth} levels deep; the limit is {limit}")
                 for j in jobs if (depth := nesting(j.metadata)) > limit]
 
@@ -163,5 +165,5 @@ class ClaimStage:
         due_in = self.consumer.next_delayed_in_s()
         if due_in is None:
             return True
-        self.stop.wait(min(due_in, self.s.worker_poll_interval))
+        self.stop.wait(min(due_in, self.batching.poll_interval_s))
         return False

@@ -20,12 +20,12 @@ import numpy as np
 import redis
 from qdrant_client.http.exceptions import ResponseHandlingException
 
+from batcher.config import RetryConfig
 from batcher.metrics import WorkerMetrics
 from batcher.policy import Backoff, backoff_ms
 from batcher.queue.calls import AckResult, Outcome
 from batcher.queue.consumer import JobConsumer
 from batcher.queue.jobs import Job
-from batcher.settings import WorkerSettings
 from batcher.stages.batch import Batch, Embedded
 from batcher.stages.ledger import Ledger
 from batcher.stages.recall import REUSED
@@ -40,10 +40,11 @@ STORE_REFUSED = "vector store refused this product"
 
 
 class FinishStage:
-    def __init__(self, s: WorkerSettings, consumer: JobConsumer, store: VectorStore, metrics: WorkerMetrics,
-                 ledger: Ledger, stop: threading.Event,
+    def __init__(self, retries: RetryConfig, shutdown_grace_s: float, consumer: JobConsumer, store: VectorStore,
+                 metrics: WorkerMetrics, ledger: Ledger, stop: threading.Event,
                  watch: Callable[[str], AbstractContextManager] = lambda stage: nullcontext()) -> None:
-        self.s, self.consumer, self.store, self.metrics = s, consumer, store, metrics
+        self.retries, self.shutdown_grace_s = retries, shutdown_grace_s  # the ack's retries once stopping
+        self.consumer, self.store, self.metrics = consumer, store, metrics
         self.ledger, self.stop, self.watch = ledger, stop, watch
         self.versioned = VersionedStore(consumer, store)  # last upload wins, a delete sticks
 
@@ -102,7 +103,7 @@ class FinishStage:
             return self._upsert(jobs[:half], vectors[:half]) + self._upsert(jobs[half:], vectors[half:])
 
     def _retry(self, job: Job, error: str) -> Outcome:
-        delay = backoff_ms(job.retry_count + 1, self.s.retry_backoff_base_ms, self.s.retry_backoff_max_ms)
+        delay = backoff_ms(job.retry_count + 1, self.retries.backoff_base_ms, self.retries.backoff_max_ms)
         return Outcome(job.job_id, "retry", error, delay)
 
     def _ack(self, outcomes: list[Outcome]) -> AckResult | None:
@@ -113,7 +114,7 @@ class FinishStage:
                 result = self.consumer.ack(outcomes)
                 break
             except redis.RedisError as exc:
-                deadline = deadline or time.monotonic() + self.s.worker_shutdown_grace
+                deadline = deadline or time.monotonic() + self.shutdown_grace_s
                 if self.stop.is_set() and time.monotonic() > deadline:
                     log.error("cannot acknowledge %d jobs (%s): leaving them to the reaper", len(outcomes), exc)
                     return None

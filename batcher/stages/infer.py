@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from batcher.config import BatchConfig
 from batcher.metrics import WorkerMetrics
 from batcher.policy import BatchCeiling
 from batcher.stages.batch import Batch, Embedded
@@ -21,12 +22,12 @@ log = logging.getLogger("clipq.worker")
 
 
 class InferStage:
-    def __init__(self, encoder: ClipEncoder, metrics: WorkerMetrics, max_batch: int, oom_cooldown_s: float,
+    def __init__(self, encoder: ClipEncoder, metrics: WorkerMetrics, batching: BatchConfig,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.encoder = encoder
         self.metrics = metrics
         self.clock = clock
-        self._ceiling = BatchCeiling(max_batch, oom_cooldown_s)
+        self._ceiling = BatchCeiling(batching.max_batch, batching.oom_cooldown_s)
         self._lock = threading.Lock()
 
     def room(self) -> int:
