@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 import redis
 from prometheus_client import CollectorRegistry
 
-from batcher.fetch import UrlFetcher
 from batcher.gpu_decode import UnsupportedDecodeDevice, check_decode_device
 from batcher.heartbeat import Heartbeat
 from batcher.metrics import WorkerMetrics
@@ -124,7 +123,7 @@ class WorkerApp:
                         max_jobs=max_jobs, stop=self.stop, watchdog=watchdog)
         queries = QueryServer(self.redis, consumer.keys, self.encoder, self.store, self.metrics,
                               s.max_image_pixels, self.stop, s.worker_id, poll_s=s.worker_poll_interval,
-                              budget=worker.claim.budget, fetcher=UrlFetcher(s.fetch_limits),
+                              budget=worker.claim.budget, fetcher=worker.claim.fetcher,
                               fetch_threads=s.image_url_fetch_threads)
         queries.start()
         heartbeat = Heartbeat(consumer, s.worker_heartbeat_ttl, WorkerStatus(s, self.encoder, worker, queries))

@@ -59,7 +59,7 @@ class ClaimStage:
         self._claimed = 0
         self.budget = DecodeBudget(s.worker_decode_memory)  # shared by the decode threads
         self.decoder = make_decoder(s, prep, self.budget)  # WORKER_DECODE_DEVICE
-        self.fetcher = UrlFetcher(s.fetch_limits)
+        self.fetcher = UrlFetcher(s.fetch_limits)  # the worker's one fetcher: the query lane's too
         self._fetchers = ThreadPoolExecutor(s.image_url_fetch_threads, "fetch")
 
     def close(self) -> None:
