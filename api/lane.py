@@ -6,22 +6,32 @@ cost about a fifth of an upload's CPU (``scripts/bench_api_cpu.py``). ``DirectRo
 ``method path`` itself: it runs the guards (the API-key check), then the endpoint, and turns an
 exception into an answer with the app's own handlers, found as Starlette finds them. What no
 handler takes (a bug) propagates to Starlette's error middleware, which answers 500 as for any
-route. Every other request goes on to FastAPI. The route stays declared on its router too, for
-the OpenAPI document; both ways run the same endpoint function.
+route. Every other request goes on to FastAPI. ``declare`` is the route's one declaration: it
+puts the route on its router too, its guards as dependencies, for the OpenAPI document (FastAPI
+never serves it), and returns the arguments of the ``DirectRoute`` that serves it.
 
 Added first, it is the innermost of the app's middleware: inside the body limits, the metrics
 and CORS, which so apply to it as to any route.
 """
 from __future__ import annotations
 
-from typing import Awaitable, Callable, Sequence
+from typing import Any, Awaitable, Callable, Sequence
 
+from fastapi import APIRouter, Depends
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 Guard = Callable[[Request], Awaitable[None]]
+
+
+def declare(router: APIRouter, method: str, path: str, endpoint: Endpoint, *, guards: Sequence[Guard] = (),
+            **route: Any) -> dict[str, Any]:
+    """``endpoint`` at ``method path``: on ``router`` for the OpenAPI document (``route``: the rest
+    of ``add_api_route``'s arguments), and the keyword arguments of its ``DirectRoute``."""
+    router.add_api_route(path, endpoint, methods=[method], dependencies=[Depends(g) for g in guards], **route)
+    return {"method": method, "path": path, "endpoint": endpoint, "guards": guards}
 
 
 class DirectRoute:

@@ -18,7 +18,6 @@ from api.metrics import ApiMetrics
 from api.queue import Connections, JobQueue
 from api.waiter import JobWaiter
 from api.routes import dashboard, failures, health, jobs, search, uploads, workers
-from api.security import require_api_key
 from api.settings import ApiSettings
 
 log = logging.getLogger("clipq.api")
@@ -59,8 +58,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     docs.install(app)
     dashboard.install(app)
     # added first: the innermost layer, inside CORS, the body limits and the metrics
-    app.add_middleware(DirectRoute, method="POST", path=uploads.PATH, endpoint=uploads.index_product,
-                       guards=[require_api_key])
+    app.add_middleware(DirectRoute, **uploads.LANE)
     if settings.cors_origin_list:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origin_list,
                            allow_methods=["GET", "POST", "DELETE"], allow_headers=["X-API-Key", "Content-Type"])

@@ -15,8 +15,8 @@ from batcher.queue.addresses import UrlRefused, parse_url
 from batcher.queue.jobs import nesting
 from batcher.queue.images import ImageRejected, probe, sniff
 
-PRODUCT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-MAX_NAME, MAX_DESCRIPTION = 512, 8192
+MAX_PRODUCT_ID = 128
+PRODUCT_ID = re.compile(rf"^[A-Za-z0-9._:-]{{1,{MAX_PRODUCT_ID}}}$")
 
 
 def check_image(data: bytes, max_pixels: int, field: str = "image_file") -> str:
@@ -38,13 +38,7 @@ def check_image(data: bytes, max_pixels: int, field: str = "image_file") -> str:
 def check_product_id(value: str, field: str = "product_id") -> str:
     if not PRODUCT_ID.fullmatch(value):
         raise ApiError(422, "invalid_field",
-                       "product_id must be 1 to 128 characters of letters, digits and . _ : -", field)
-    return value
-
-
-def check_text(value: str, field: str, limit: int) -> str:
-    if len(value) > limit:
-        raise ApiError(422, "invalid_field", f"{field} is {len(value)} characters; the limit is {limit}", field)
+                       f"product_id must be 1 to {MAX_PRODUCT_ID} characters of letters, digits and . _ : -", field)
     return value
 
 

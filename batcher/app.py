@@ -125,8 +125,8 @@ class WorkerApp:
                         max_metadata_depth=s.max_metadata_depth, reuse_vectors=s.worker_reuse_vectors,
                         burst=burst, max_jobs=max_jobs, stop=self.stop, watchdog=watchdog)
         queries = QueryServer(self.redis, consumer.keys, self.encoder, self.store, self.metrics,
-                              s.max_image_pixels, self.stop, s.worker_id, fetching, poll_s=s.worker_poll_interval,
-                              budget=worker.claim.budget)
+                              s.max_image_pixels, self.stop, s.worker_id, worker.claim.fetcher, fetching.threads,
+                              poll_s=s.worker_poll_interval, budget=worker.claim.budget)
         queries.start()
         status = WorkerStatus(s.worker_id, s.worker_batch_size, liveness.heartbeat_ttl_s, self.encoder, worker, queries)
         heartbeat = Heartbeat(consumer, liveness.heartbeat_ttl_s, status)

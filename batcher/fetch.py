@@ -1,4 +1,5 @@
-"""Fetch an ``image_url`` for the decode stage and the query lane (standard library only).
+"""Fetch an ``image_url`` for the decode stage and the query lane (standard library only): the
+claim stage makes a worker's one ``UrlFetcher``, and the query lane uses it too.
 
 ``http.client`` rather than httpx: the fetcher must connect to the exact address the address
 policy checked (``batcher.queue.addresses``) while the request still carries the URL's host (the

@@ -20,7 +20,6 @@ from dataclasses import replace
 import numpy as np
 import redis
 
-from batcher.config import FetchConfig
 from batcher.decode import DecodeBudget, DecodeError, decode
 from batcher.fetch import FetchError, UrlFetcher
 from batcher.metrics import WorkerMetrics
@@ -48,14 +47,14 @@ def _failed() -> QueryReply:
 class QueryServer(threading.Thread):
     def __init__(self, client: redis.Redis, keys: Keys, encoder: ClipEncoder, store: VectorStore,
                  metrics: WorkerMetrics, max_image_pixels: int, stop: threading.Event, worker_id: str,
-                 fetching: FetchConfig, max_batch: int = 64, poll_s: float = 1.0,
+                 fetcher: UrlFetcher, fetch_threads: int, max_batch: int = 64, poll_s: float = 1.0,
                  budget: DecodeBudget | None = None) -> None:
         super().__init__(name="queries", daemon=True)
         self.redis, self.lane, self.encoder, self.store = client, Lane(keys), encoder, store
         self.metrics, self.max_image_pixels, self.stop_event = metrics, max_image_pixels, stop
         self.max_batch, self.poll_s, self.budget = max_batch, poll_s, budget
-        self.fetcher, self.worker_id, self.failing_rounds = UrlFetcher(fetching.limits), worker_id, 0
-        self._by_url = ThreadPoolExecutor(fetching.threads, "query-fetch")  # a slow URL holds up no other query
+        self.fetcher, self.worker_id, self.failing_rounds = fetcher, worker_id, 0  # the claim stage's fetcher
+        self._by_url = ThreadPoolExecutor(fetch_threads, "query-fetch")  # a slow URL holds up no other query
 
     def healthy(self) -> bool:
         """The lane runs and its rounds succeed: what the heartbeat and the readiness probe say."""

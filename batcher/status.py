@@ -44,7 +44,7 @@ class WorkerStatus:
         return {
             "worker_id": self.worker_id, "host": self.host,
             "device": str(self.encoder.device), "model": self.encoder.name,
-            "precision": str(self.encoder.dtype).removeprefix("torch."),
+            "precision": self.encoder.precision,  # int8 runs float32 activations: not its dtype
             "batch_ceiling": self.worker.infer.room(), "max_batch_size": self.max_batch,
             "jobs_per_s": self.rate.add(now, totals.completed),
             "completed": totals.completed, "failed": totals.failed,

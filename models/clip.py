@@ -64,16 +64,17 @@ def _create(model_name: str, pretrained: str, seed: int, cache_dir: str | None):
 
 
 class ClipEncoder:
-    def __init__(self, model, tokenizer, device: torch.device, name: str, precision: str = "auto", *,
+    def __init__(self, model, tokenizer, device: torch.device, name: str, precision: str = "fp32", *,
                  pin_memory: bool = True, compile: str = "off", max_batch: int = 32) -> None:
+        """``precision`` and ``compile`` as ``load_encoder`` checked them (``resolve_precision``,
+        ``check_mode``): this takes them as they are."""
         import open_clip
 
         self.name = name
         self.weights = ""  # set by load_encoder: the checkpoint, or the seed of random weights
         self.device = device
         self.pin_memory = pin_memory and device.type == "cuda"  # CLIP_PIN_MEMORY: a no-op on a CPU
-        self.precision = resolve_precision(precision, str(device))
-        check_mode(compile, device.type, self.precision)
+        self.precision = precision  # fp32, bf16, fp16 or int8: what the model really runs
         self.dtype = input_dtype(self.precision)  # of the pixels fed to the model
         self.model = prepare_model(model, self.precision, device)
         self.tokenizer = tokenizer
@@ -154,7 +155,8 @@ def load_encoder(model_name: str, pretrained: str, device: str = "auto", seed: i
     """
     import open_clip
 
-    check_mode(compile, device_type(device), resolve_precision(precision, device))  # before loading anything
+    precision = resolve_precision(precision, device)  # checked once, before loading anything
+    check_mode(compile, device_type(device), precision)
     open_clip.add_model_config(CONFIG_DIR)
     if model_name not in open_clip.list_models():
         raise WeightsUnavailable(f"unknown CLIP_MODEL {model_name!r}; known: clipq-tiny, ViT-B-32, ...")

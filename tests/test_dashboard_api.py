@@ -81,7 +81,7 @@ def test_a_serving_worker_writes_history_and_publishes_its_status(client, serve_
     assert samples and {"pending", "delayed", "processing", "completed", "failed"} <= samples[-1].keys()
     (w,) = client.get("/api/v1/workers").json()["workers"]
     assert w["worker_id"] == app.settings.worker_id
-    assert (w["device"], w["model"], w["precision"]) == ("cpu", "clipq-tiny", "float32")
+    assert (w["device"], w["model"], w["precision"]) == ("cpu", "clipq-tiny", "fp32")
     assert w["batch_ceiling"] == w["max_batch_size"] == 16
     assert w["query_lane_alive"] is True and 0 <= w["heartbeat_age_s"] < 30
     assert w["jobs_per_s"] >= 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from prometheus_client import CollectorRegistry
 from torch import nn
 
 from batcher.decode import decode
+from batcher.status import WorkerStatus
 from conftest import ROOT, corpus_files, upload
 from models.clip import load_encoder
 from models.precision import UnsupportedPrecision, cpu_half_support, resolve_precision
@@ -102,3 +104,7 @@ def test_an_int8_worker_indexes_and_says_so_in_its_metrics(client, worker_settin
     labels = {"worker_id": app.settings.worker_id, "device": "cpu", "model": "clipq-tiny", "precision": "int8"}
     assert app.encoder.precision == "int8"
     assert app.metrics.registry.get_sample_value("clipq_worker_info", labels) == 1
+    totals = SimpleNamespace(completed=0, failed=0)
+    worker = SimpleNamespace(ledger=SimpleNamespace(snapshot=lambda: totals), infer=SimpleNamespace(room=lambda: 8))
+    status = WorkerStatus(app.settings, app.encoder, worker, SimpleNamespace(healthy=lambda: True))()
+    assert status["precision"] == "int8"  # what the dashboard shows; its activations stay float32

@@ -7,34 +7,36 @@ import time
 from fastapi import APIRouter, Request, UploadFile
 from fastapi.responses import JSONResponse
 
-from api.deps import KEY_REQUIRED
 from api.errors import ApiError
-from api.form_fields import file_field, text_field
+from api.form_fields import FormField, FormSpec
 from api.forms import read_form
+from api.lane import declare
 from api.metrics import UPLOAD_ROUTE
 from api.queue import OverBudget, QueueFull
-from api.validation import (MAX_DESCRIPTION, MAX_NAME, check_image, check_nesting, check_product_id, check_text,
-                            one_image_source, parse_object)
+from api.security import api_key
+from api.validation import MAX_PRODUCT_ID, check_image, check_nesting, check_product_id, one_image_source, parse_object
 from batcher.queue.jobs import JobSpec
 
 router = APIRouter(tags=["indexing"])
-PATH = UPLOAD_ROUTE  # served by api.lane.DirectRoute (see api/main.py); declared here for OpenAPI too
 
 
-def _text(title: str, nullable: bool = False, binary: bool = False) -> dict:
-    kind = {"type": "string", **({"contentMediaType": "application/octet-stream"} if binary else {})}
-    return {"anyOf": [kind, {"type": "null"}], "title": title} if nullable else {**kind, "title": title}
+def _metadata(raw: str | None, settings) -> dict:
+    return check_nesting(parse_object(raw, "metadata", settings.max_metadata_bytes), "metadata",
+                         settings.max_metadata_depth)
 
 
-# The form, for the OpenAPI document: the route reads it itself (api/forms.py), not FastAPI.
-FORM = {"title": "Body_index_product_api_v1_index_product_with_image_post", "type": "object",
-        "required": ["product_id", "name"],
-        "properties": {"product_id": _text("Product Id"), "name": _text("Name"),
-                       "image_file": _text("Image File", nullable=True, binary=True),
-                       "image_url": _text("Image Url", nullable=True),
-                       "description": _text("Description") | {"default": ""},
-                       "metadata": _text("Metadata", nullable=True)}}
-OPENAPI = {"requestBody": {"content": {"multipart/form-data": {"schema": FORM}}, "required": True}}
+# The form, read by the route itself (api/forms.py), not by FastAPI: its one declaration.
+FORM = FormSpec("Body_index_product_api_v1_index_product_with_image_post", (
+    FormField("product_id", f"1 to {MAX_PRODUCT_ID} letters, digits and . _ : - (uploading one again replaces it).",
+              required=True, max_length=MAX_PRODUCT_ID, check=lambda value, _: check_product_id(value)),
+    FormField("name", "The product's name.", required=True, max_length=512),
+    FormField("image_file", "The photo: JPEG, PNG or WebP, judged by its content. Give it or image_url.",
+              file=True),
+    FormField("image_url", "An http(s) URL the worker fetches the photo from, instead of image_file."),
+    FormField("description", "Free text, indexed with the product.", default="", max_length=8192),
+    FormField("metadata", "A JSON object, kept with the product and matched by search filters.",
+              check=_metadata),
+))
 
 
 def check_size(data: bytes, max_bytes: int) -> bytes:
@@ -49,17 +51,12 @@ async def read_upload(upload: UploadFile, max_bytes: int, max_pixels: int) -> tu
     return data, check_image(data, max_pixels)
 
 
-@router.post(PATH, status_code=202, dependencies=KEY_REQUIRED, response_model=dict,
-             responses={413: {}, 415: {}, 422: {}, 429: {}, 503: {}}, openapi_extra=OPENAPI)
 async def index_product(request: Request) -> JSONResponse:
     """The answer is a ``JSONResponse`` made here: FastAPI then skips validating and encoding a dict."""
     settings, queue, metrics = request.app.state.settings, request.app.state.queue, request.app.state.metrics
-    form = await read_form(request)
-    product_id, name = text_field(form, "product_id"), text_field(form, "name")
-    image_file, image_url = file_field(form, "image_file"), text_field(form, "image_url", None)
-    description, metadata = text_field(form, "description", ""), text_field(form, "metadata", None)
-    url = one_image_source(image_file is not None, image_url)
-    spec, image = _validate(settings, product_id, name, description, metadata, image_file, url)
+    form = FORM.read(await read_form(request))
+    url = one_image_source(form["image_file"] is not None, form["image_url"])
+    spec, image = _validate(settings, FORM.checked(form, settings), url)
     start = time.perf_counter()
     try:
         job_id, version = await queue.enqueue(spec, image)
@@ -71,22 +68,20 @@ async def index_product(request: Request) -> JSONResponse:
                        f"({exc.size} bytes) would pass MAX_QUEUE_BYTES ({exc.max_bytes}); retry later",
                        headers={"Retry-After": "30"}) from None
     metrics.enqueue.observe(time.perf_counter() - start)
-    return JSONResponse({"status": "queued", "job_id": job_id, "product_id": product_id,
+    return JSONResponse({"status": "queued", "job_id": job_id, "product_id": spec.product_id,
                          "message": "Product queued for indexing", "processing_mode": "async",
                          "status_url": f"/api/v1/queue/status/{job_id}", "version": version}, status_code=202)
 
 
-def _validate(settings, product_id, name, description, metadata, image_file,
-              image_url: str | None) -> tuple[JobSpec, bytes]:
-    check_product_id(product_id)
-    check_text(name, "name", MAX_NAME)
-    check_text(description, "description", MAX_DESCRIPTION)
-    meta = check_nesting(parse_object(metadata, "metadata", settings.max_metadata_bytes), "metadata",
-                         settings.max_metadata_depth)
+# served by api.lane.DirectRoute (see api/main.py), on the router for the OpenAPI document
+LANE = declare(router, "POST", UPLOAD_ROUTE, index_product, guards=[api_key], status_code=202, response_model=dict,
+               responses={413: {}, 415: {}, 422: {}, 429: {}, 503: {}}, openapi_extra=FORM.openapi())
+
+
+def _validate(settings, form: dict, image_url: str | None) -> tuple[JobSpec, bytes]:
+    text = form["product_id"], form["name"], form["description"], form["metadata"]
     if image_url:  # fetched by the worker: no bytes in Redis, the sha256 comes once fetched
-        return JobSpec(product_id, name, description, meta, "", "", image_url=image_url), b""
-    image = check_size(image_file, settings.max_upload_bytes)
+        return JobSpec(*text, "", "", image_url=image_url), b""
+    image = check_size(form["image_file"], settings.max_upload_bytes)
     content_type = check_image(image, settings.max_image_pixels)
-    spec = JobSpec(product_id=product_id, name=name, description=description, metadata=meta,
-                   image_sha256=hashlib.sha256(image).hexdigest(), content_type=content_type)
-    return spec, image
+    return JobSpec(*text, image_sha256=hashlib.sha256(image).hexdigest(), content_type=content_type), image

@@ -16,7 +16,7 @@ class WorkerInfo(BaseModel):
     host: str | None = None
     device: str | None = Field(None, description="`cpu`, `cuda:0`, ...")
     model: str | None = Field(None, description="The open_clip model name.")
-    precision: str | None = Field(None, description="`float16` or `float32`.")
+    precision: str | None = Field(None, description="What its model runs: `fp32`, `fp16`, `bf16` or `int8`.")
     batch_ceiling: int | None = Field(None, description="Largest batch now (lowered for a while after an OOM).")
     max_batch_size: int | None = None
     jobs_per_s: float | None = Field(None, description="Jobs completed per second over the last minute.")

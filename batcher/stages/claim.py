@@ -61,7 +61,7 @@ class ClaimStage:
         self._claimed = 0
         self.budget = DecodeBudget(decoding.memory)  # shared by the decode threads
         self.decoder = make_decoder(decoding, prep, self.budget)  # WORKER_DECODE_DEVICE
-        self.fetcher = UrlFetcher(fetching.limits)
+        self.fetcher = UrlFetcher(fetching.limits)  # the worker's one fetcher: the query lane's too
         self._fetchers = ThreadPoolExecutor(fetching.threads, "fetch")
 
     def close(self) -> None:
