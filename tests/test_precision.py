@@ -106,5 +106,7 @@ def test_an_int8_worker_indexes_and_says_so_in_its_metrics(client, worker_settin
     assert app.metrics.registry.get_sample_value("clipq_worker_info", labels) == 1
     totals = SimpleNamespace(completed=0, failed=0)
     worker = SimpleNamespace(ledger=SimpleNamespace(snapshot=lambda: totals), infer=SimpleNamespace(room=lambda: 8))
-    status = WorkerStatus(app.settings, app.encoder, worker, SimpleNamespace(healthy=lambda: True))()
+    s = app.settings
+    status = WorkerStatus(s.worker_id, s.worker_batch_size, s.worker_heartbeat_ttl, app.encoder, worker,
+                          SimpleNamespace(healthy=lambda: True))()
     assert status["precision"] == "int8"  # what the dashboard shows; its activations stay float32

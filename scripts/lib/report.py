@@ -45,5 +45,5 @@ def machine_info(encoder=None) -> dict:
 
         gpu = torch.cuda.get_device_name(encoder.device) if encoder.device.type == "cuda" else None
         info |= {"gpu": gpu, "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-                 "device": str(encoder.device), "dtype": str(encoder.dtype).removeprefix("torch.")}
+                 "device": str(encoder.device), "precision": encoder.precision}
     return info
