@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
             if len(cluster.alive_ports()) < len(cluster.ports):
                 print("a node exited; see its server.log", file=sys.stderr, flush=True)
                 return 1
-    except ClusterError as exc:
+    except (ClusterError, RuntimeError) as exc:  # RuntimeError: a node that did not start (LocalRedis)
         print(f"FAILED: {exc}", file=sys.stderr, flush=True)
         return 1
     except KeyboardInterrupt:

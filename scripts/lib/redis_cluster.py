@@ -15,6 +15,7 @@ replaced by its replica within a few seconds (``wait_failover``).
 """
 from __future__ import annotations
 
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,7 +138,20 @@ class LocalCluster:
             raise
         return self
 
+    def _check_ports_free(self) -> None:
+        """A clear error naming a port (or bus port) already in use, before starting anything."""
+        for port in self.ports:
+            for p in (port, port + 10000):
+                with socket.socket() as s:
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds
+                    try:
+                        s.bind(("127.0.0.1", p))
+                    except OSError:
+                        raise ClusterError(f"port {p} is in use ({'node' if p == port else 'cluster bus of'} "
+                                           f"{port}); choose another first port") from None
+
     def _start_nodes(self) -> None:
+        self._check_ports_free()
         extra = ["--cluster-node-timeout", str(self.node_timeout_ms),
                  # a replica whose master is gone takes over even if its link was down a while
                  "--cluster-replica-validity-factor", "0",
