@@ -10,6 +10,7 @@ import redis
 from redis.cluster import RedisCluster
 
 from conftest import corpus_files, upload
+from test_query_lane import register_silent_worker, searches_over_http
 from scripts.lib.redis_cluster import SLOTS, LocalCluster, node_ports, parse_nodes, slot_ranges
 
 pytestmark = pytest.mark.slow
@@ -64,6 +65,38 @@ def test_the_whole_pipeline_runs_on_the_cluster(cluster, make_client, run_burst,
         owner = rc.get_node_from_key("{" + namespace + "}")
         held = {n.port: len(rc.keys(f"{{{namespace}}}*", target_nodes=n)) for n in rc.get_primaries()}
     assert held[owner.port] > 0 and sum(held.values()) == held[owner.port], held
+
+
+def test_150_searches_waiting_at_once_on_the_cluster_none_refused(cluster, settings_kw, namespace):
+    """Each waiting search holds a connection (BLPOP on its reply). The cluster client's pool
+    per node (redis-py's default: 100) refused the 101st at once: 503 redis_unavailable."""
+    with RedisCluster.from_url(cluster.url) as rc:
+        register_silent_worker(rc, namespace, "zombie")
+        codes = [code for code, _ in searches_over_http(settings_kw, 150, search_timeout=2)]
+        assert codes == [504] * 150, {code: codes.count(code) for code in set(codes)}
+        assert rc.llen("{%s}:requests" % namespace) == 150  # every one reached the lane
+
+
+def test_each_503_is_logged_with_its_cause_at_most_one_line_per_period(caplog):
+    import asyncio
+
+    from redis.exceptions import MaxConnectionsError
+
+    from api.errors import RefusalLog
+
+    async def burst() -> None:
+        refusals = RefusalLog(every_s=0.2)
+        for _ in range(3):
+            refusals.note(MaxConnectionsError(), "POST /api/v1/search")
+        refusals.note(redis.TimeoutError("Timeout reading from 127.0.0.1:7000"), "GET /api/v1/queue/stats")
+        await asyncio.sleep(0.3)
+
+    with caplog.at_level("WARNING", logger="clipq.api"):
+        asyncio.run(burst())
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == ["503 redis_unavailable (POST /api/v1/search): MaxConnectionsError",
+                     "503 redis_unavailable x3 in the last 0.2s: 2 x POST /api/v1/search: MaxConnectionsError; "
+                     "1 x GET /api/v1/queue/stats: TimeoutError: Timeout reading from 127.0.0.1:7000"]
 
 
 def test_a_sigkilled_master_is_replaced_by_its_replica(cluster):
