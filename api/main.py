@@ -84,6 +84,7 @@ async def lifespan(app: FastAPI):
         yield
     finally:
         await app.state.waiter.stop()
+        errors.refusals.flush()  # the 503s not logged yet
         for client in (fast, blocking, listener):
             await client.aclose()
 
