@@ -1,7 +1,10 @@
 """One error shape everywhere: ``{"error": {"code", "message", "field"}}``. Never a stack trace."""
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
+from collections import Counter
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -57,8 +60,46 @@ async def on_http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse
                           headers=getattr(exc, "headers", None))
 
 
-async def on_redis_error(_: Request, exc: Unavailable) -> JSONResponse:
-    log.warning("redis unavailable: %s", exc)
+def cause(exc: BaseException) -> str:
+    """An error's class, message and node: ``MaxConnectionsError`` has no message at all."""
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    node = getattr(getattr(exc, "connection", None), "name", None)  # a cluster node, where known
+    return f"{text} (node {node})" if isinstance(node, str) else text
+
+
+class RefusalLog:
+    """Every 503 that a Redis error causes is logged with its cause, at most one line per
+    ``every_s``: the first at once, those within the next ``every_s`` counted by cause in one
+    line at its end."""
+
+    def __init__(self, every_s: float = 5.0) -> None:
+        self.every_s = every_s
+        self.held: Counter[str] = Counter()
+        self.quiet_until = 0.0
+
+    def note(self, exc: BaseException, where: str) -> None:
+        now = time.monotonic()
+        if now >= self.quiet_until and not self.held:
+            log.warning("503 redis_unavailable (%s): %s", where, cause(exc))
+            self.quiet_until = now + self.every_s
+            return
+        if not self.held:
+            asyncio.get_running_loop().call_later(self.quiet_until - now, self.flush)
+        self.held[f"{where}: {cause(exc)}"] += 1
+
+    def flush(self) -> None:
+        if self.held:
+            log.warning("503 redis_unavailable x%d in the last %gs: %s", sum(self.held.values()), self.every_s,
+                        "; ".join(f"{n} x {what}" for what, n in self.held.most_common(5)))
+            self.held.clear()
+            self.quiet_until = time.monotonic() + self.every_s
+
+
+refusals = RefusalLog()
+
+
+async def on_redis_error(request: Request, exc: Unavailable) -> JSONResponse:
+    refusals.note(exc, f"{request.method} {request.url.path}")
     return error_response(503, "redis_unavailable", "the job store (Redis) is unavailable; try again shortly",
                           headers={"Retry-After": "5"})
 

@@ -42,6 +42,7 @@ async def lifespan(app: FastAPI):
         yield
     finally:
         await app.state.waiter.stop()
+        errors.refusals.flush()  # the 503s not logged yet
         await connections.aclose()
 
 

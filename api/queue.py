@@ -110,6 +110,8 @@ class Connections:
             raise
 
 
+CLUSTER_POOL = 100  # redis-py's default pool per cluster node
+
 
 def _bounded_client(settings: ApiSettings, size: int, wait_s: float | None, **options) -> aioredis.Redis:
     """Up to ``size`` connections; a call beyond them waits for a free one, at most ``wait_s``
@@ -117,7 +119,11 @@ def _bounded_client(settings: ApiSettings, size: int, wait_s: float | None, **op
     redis-py's default pool (100) fails such a call at once ("Too many connections", a 503):
     1,000 status long-polls re-reading together did that, and so did 101 waiting searches."""
     if settings.redis_cluster:
-        return async_client(settings.redis_url, True, **options)
+        # The cluster client's pool per node cannot queue: a call beyond it fails at once
+        # (MaxConnectionsError, a 503), at redis-py's default of 100 too: 150 waiting searches
+        # got 50 503s. So ``size`` (searches: MAX_PENDING_QUERIES, bounded by the lane), never
+        # below that default (short calls: REDIS_MAX_CONNECTIONS cannot make them wait here).
+        return async_client(settings.redis_url, True, max_connections=max(size, CLUSTER_POOL), **options)
     pool = aioredis.BlockingConnectionPool.from_url(settings.redis_url, max_connections=size, timeout=wait_s, **options)
     client = aioredis.Redis(connection_pool=pool)
     client.auto_close_connection_pool = True  # aclose() closes the pool too, as from_url's clients do

@@ -25,7 +25,10 @@ import sys
 import time
 from pathlib import Path
 
+import redis
+
 from scripts.lib import ROOT
+from scripts.lib.redis_cluster import LocalCluster
 from scripts.lib.procs import PY, StartFailed, Supervisor, api_args, api_ready, redis_answers
 
 API_GRACE_S = 5.0
@@ -42,10 +45,34 @@ def choose_weights(env: dict) -> None:
         env["CLIP_PRETRAINED"] = "none"
 
 
+def start_cluster(sup: Supervisor, a: argparse.Namespace, env: dict, data: Path) -> None:
+    """3 masters + 3 replicas on ports ``--redis-port`` to ``--redis-port`` + 5; the API and the
+    worker speak the cluster protocol to them."""
+    try:
+        cluster = LocalCluster(data / "cluster", 3, 1, a.redis_port)  # checks the ports, starts nothing
+    except ValueError as exc:
+        raise StartFailed(f"--cluster: {exc}") from None
+    env["REDIS_URL"], env["REDIS_CLUSTER"] = cluster.url, "true"
+    sup.start("redis-cluster", [PY, "-m", "scripts.redis_cluster", "--masters", "3", "--replicas", "1",
+                                "--port", str(a.redis_port), "--dir", str(data / "cluster")],
+              REDIS_GRACE_S + 5, ready=lambda: _cluster_ok(cluster), timeout_s=60)
+
+
+def _cluster_ok(cluster: LocalCluster) -> bool:
+    try:
+        return all(cluster.state_ok(p) for p in cluster.ports) and all(
+            cluster.replica_attached(p) for p in cluster.ports[cluster.masters:])
+    except redis.RedisError:
+        return False
+
+
 def start_services(sup: Supervisor, a: argparse.Namespace, env: dict) -> str:
-    """Redis (unless REDIS_URL is set), the API and a worker; returns the API's URL."""
+    """Redis (unless REDIS_URL is set; a local cluster with ``--cluster``), the API and a worker;
+    returns the API's URL."""
     data = Path(a.data_dir).resolve()
-    if not env.get("REDIS_URL"):
+    if a.cluster:
+        start_cluster(sup, a, env, data)
+    elif not env.get("REDIS_URL"):
         env["REDIS_URL"] = f"redis://127.0.0.1:{a.redis_port}/0"
         sup.start("redis", [PY, "-m", "scripts.local_redis", "--dir", str(data / "redis"), "--port", str(a.redis_port)],
                   REDIS_GRACE_S, ready=lambda: redis_answers(env["REDIS_URL"]), timeout_s=30)
@@ -86,6 +113,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--port", type=int, default=int(os.environ.get("API_PORT", 8000)), help="API port (API_PORT)")
     p.add_argument("--redis-port", type=int, default=int(os.environ.get("REDIS_PORT", 6379)),
                    help="port of the local Redis when REDIS_URL is unset (REDIS_PORT)")
+    p.add_argument("--cluster", action="store_true",
+                   help="a local Redis Cluster (3 masters + 3 replicas, ports REDIS_PORT to REDIS_PORT+5) instead "
+                        "of one Redis; sets REDIS_URL and REDIS_CLUSTER=true for the API and the worker")
     p.add_argument("--data-dir", default=os.environ.get("CLIPQ_DATA_DIR", str(ROOT / "data")),
                    help="Redis AOF, embedded Qdrant and logs (default data/; CLIPQ_DATA_DIR)")
     return p.parse_args(argv)

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow
 
 class RunSh:
     def __init__(self, tmp_path: Path, api_port: int | None = None, redis_port: int | None = None,
-                 **env: str) -> None:
+                 args: tuple[str, ...] = (), **env: str) -> None:
         self.api_port, self.redis_port = api_port or free_port(), redis_port or free_port()
         self.out = tmp_path / "run.out"
         self.env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "API_KEY")} | {
@@ -35,7 +35,7 @@ class RunSh:
             "CLIP_MODEL": "clipq-tiny", "CLIP_PRETRAINED": "none", "WORKER_SHUTDOWN_GRACE": str(GRACE_S),
             "PYTHONUNBUFFERED": "1"} | env
         with open(self.out, "wb") as out:
-            self.proc = subprocess.Popen(["bash", "scripts/run.sh"], cwd=ROOT, env=self.env, stdout=out,
+            self.proc = subprocess.Popen(["bash", "scripts/run.sh", *args], cwd=ROOT, env=self.env, stdout=out,
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                          start_new_session=True)
 
@@ -146,3 +146,29 @@ def test_opened_to_the_network_without_a_key_the_api_refuses_to_start(tmp_path):
         run.kill_leftovers()
     assert run.proc.returncode != 0 and "FAILED: api exited" in run.output(), run.output()
     assert "API_KEY" in run.output(), run.output()  # the API's own reason, from its log
+
+
+def test_smoke_on_a_local_redis_cluster(tmp_path):
+    """``run.sh --smoke --cluster``: 3 masters + 3 replicas, the API and the worker speak the
+    cluster protocol, the demo indexes the samples and searches; everything stops, exit 0."""
+    # 6 node ports and their buses (+10000), below the ephemeral range that clients' sockets use
+    base = next(p for p in range(20000 + os.getpid() % 2000, 22700, 7) if all(
+        port_free(q) and port_free(q + 10000) for q in range(p, p + 6)))
+    run = RunSh(tmp_path, redis_port=base, args=("--smoke", "--cluster"))
+    try:
+        assert run.proc.wait(240) == 0, run.output()
+    finally:
+        run.kill_leftovers()
+    out = run.output()
+    assert "==> starting redis-cluster" in out and "completed" in out
+    assert not any(running(pid) for pid in run.child_pids().values())
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True

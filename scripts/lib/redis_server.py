@@ -50,13 +50,17 @@ def server_args(directory: Path, port: int, aof: bool, appendfsync: str = "every
 
 class LocalRedis:
     def __init__(self, directory: Path, port: int | None = None, aof: bool = True, cluster: bool = False,
-                 appendfsync: str = "everysec", maxmemory: str | None = None) -> None:
+                 appendfsync: str = "everysec", maxmemory: str | None = None, own_slots: bool = True,
+                 extra_args: list[str] | tuple[str, ...] = ()) -> None:
+        """``cluster``: cluster-enabled; with ``own_slots`` a one-node cluster serving every slot,
+        without it a bare node for ``scripts.lib.redis_cluster`` to join. ``extra_args``: more
+        server options (``["--cluster-node-timeout", "2000"]``)."""
         self.directory = Path(directory).resolve()
         self.port = port or free_port(below=55536 if cluster else 65536)  # cluster bus: port + 10000
         self.aof = aof
         self.appendfsync = appendfsync
         self.maxmemory = maxmemory
-        self.cluster = cluster
+        self.cluster, self.own_slots, self.extra_args = cluster, own_slots, list(extra_args)
         self.child: Child | None = None
 
     @property
@@ -72,6 +76,7 @@ class LocalRedis:
         args = server_args(self.directory, self.port, self.aof, self.appendfsync, self.maxmemory)
         if self.cluster:
             args += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+        args += self.extra_args
         # in this process's session: a Ctrl-C at the terminal stops it with the caller
         self.child = Child.start("server", args, self.directory, grace_s=10, session=False)
         deadline = time.monotonic() + timeout_s
@@ -82,7 +87,7 @@ class LocalRedis:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
                     s.sendall(b"PING\r\n")
                     if s.recv(16).startswith(b"+PONG"):
-                        return self._own_all_slots() if self.cluster else self
+                        return self._own_all_slots() if self.cluster and self.own_slots else self
             except OSError:
                 time.sleep(0.05)
         raise RuntimeError(f"redis server did not answer on port {self.port}")
