@@ -142,7 +142,7 @@ def markdown(result: dict, a) -> str:
     m, im = result["machine"], result["images"]
     hw = f"{m['cpu']}, {m['cores']} cores" + (f", {m['gpu']}" if m["gpu"] else "")
     lines = [f"Machine: {hw}; torch {m['torch']} ({m['torch_threads']} threads); {a.model} (seeded random "
-             f"weights) on {m['device']} {m['dtype']}; {m['date']}; load average (1 min) "
+             f"weights) on {m['device']} {m['precision']}; {m['date']}; load average (1 min) "
              f"{result['load_1min'][0]:.1f} at the start, {result['load_1min'][1]:.1f} at the end.",
              f"{im['count']} distinct JPEGs ({im['kb_min']}-{im['kb_max']} KB), {a.clients} concurrent clients, "
              f"batch {a.batch_size}, window {a.window_ms:g} ms, {a.rounds} alternating run(s) each; "

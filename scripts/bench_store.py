@@ -113,12 +113,12 @@ class Ticker:
 class Engine:
     """Opens one engine's store in its own folder, the way the worker does."""
 
-    def __init__(self, name: str, folder: Path, url: str | None, indexed: tuple[str, ...],
-                 segment_points: int) -> None:
+    def __init__(self, name: str, folder: Path, url: str | None, indexed: tuple[str, ...], **knobs) -> None:
+        """``knobs``: the QDRANT_* settings measured (segment_points, hnsw_m, hnsw_ef_construct)."""
         self.name, self.folder = name, folder
         collection = "bench_" + uuid.uuid4().hex[:8] if name == "server" else "products"
         self.config = StoreConfig(path=str(folder), url=url if name == "server" else None, collection=collection,
-                                  indexed_fields=indexed, segment_points=segment_points)
+                                  indexed_fields=indexed, **knobs)
 
     def open(self):
         if self.name == "edge":
@@ -292,6 +292,9 @@ def main() -> None:
     p.add_argument("--indexed-fields", default="shop", help="QDRANT_INDEXED_FIELDS of the stores (default: shop)")
     p.add_argument("--segment-points", type=int, default=StoreConfig().segment_points,
                    help="Edge: points per plain segment before its HNSW build (QDRANT_SEGMENT_POINTS)")
+    p.add_argument("--hnsw-m", type=int, default=StoreConfig().hnsw_m, help="QDRANT_HNSW_M")
+    p.add_argument("--hnsw-ef-construct", type=int, default=StoreConfig().hnsw_ef_construct,
+                   help="QDRANT_HNSW_EF_CONSTRUCT")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
     engines = [e for e in a.engines.split(",") if e]
@@ -306,9 +309,10 @@ def main() -> None:
     vectors, queries = mixture.draw(a.points), mixture.draw(WARMUP + SEARCHES + FILTERED)
     jobs = make_jobs(a.points)
     indexed = tuple(f for f in a.indexed_fields.split(",") if f)
+    knobs = {"segment_points": a.segment_points, "hnsw_m": a.hnsw_m, "hnsw_ef_construct": a.hnsw_ef_construct}
     result: dict = {"points": a.points, "machine": machine(), "commit": commit(),
                     "config": {"batch": BATCH, "dim": DIM, "centres": CENTRES, "noise": NOISE, "shops": SHOPS,
-                               "indexed_fields": list(indexed), "segment_points": a.segment_points,
+                               "indexed_fields": list(indexed), **knobs,
                                "seed": a.seed, "stall_ticker": a.stall}}
     root = Path(a.dir or os.getcwd())
     root.mkdir(parents=True, exist_ok=True)
@@ -317,8 +321,7 @@ def main() -> None:
     try:
         for name in engines:
             print(f"{name}: loading {a.points:,} points into {work / name}", flush=True)
-            result[name] = bench(Engine(name, work / name, a.url, indexed, a.segment_points), jobs, vectors,
-                                 queries, ticker)
+            result[name] = bench(Engine(name, work / name, a.url, indexed, **knobs), jobs, vectors, queries, ticker)
             print(f"{name}: {json.dumps(result[name])}", flush=True)
     finally:
         if ticker:

@@ -56,7 +56,7 @@ def markdown(result: dict) -> str:
     hw = f"{m['cpu']}, {m['cores']} cores" + (f", {m['gpu']}" if m["gpu"] else "")
     lines = [
         f"Machine: {hw}; torch {m['torch']} ({m['torch_threads']} threads), {result['model']} "
-        f"({result['pretrained']} weights) on {m['device']} {m['dtype']}; {m['date']}.",
+        f"({result['pretrained']} weights) on {m['device']} {m['precision']}; {m['date']}.",
         f"Images: {result['images']['count']} distinct JPEGs, long side {result['images']['long_side_px'][0]}-"
         f"{result['images']['long_side_px'][1]} px, q90, {result['images']['kb_min']}-"
         f"{result['images']['kb_max']} KB (median {result['images']['kb_median']} KB).",
