@@ -38,7 +38,7 @@ def cores() -> int:
 
 
 def machine_info(encoder=None) -> dict:
-    """CPU, cores, Python and date; with an encoder also torch, its threads, the GPU, device, dtype."""
+    """CPU, cores, Python and date; with an encoder also torch, its threads, the GPU, device, precision."""
     info = {"cpu": cpu_name(), "cores": cores(), "python": platform.python_version(), "date": utc_now()}
     if encoder is not None:
         import torch
