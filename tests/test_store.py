@@ -244,6 +244,9 @@ def test_clipq_store_refuses_a_running_workers_folder_and_bad_lines(tmp_path):
         assert out.returncode == 2 and "already opened by another worker" in out.stderr
     finally:
         running.close()
+    out = clipq_store(["info"], tmp_path / "none")
+    assert out.returncode == 2 and "there is no embedded store in" in out.stderr
+    assert not (tmp_path / "none").exists()  # looking creates nothing
     out = clipq_store(["import"], tmp_path / "b", stdin='{"id": "x", "vector": [1, 2]}\nnot json\n')
     assert out.returncode == 2 and "line 2 is not a point" in out.stderr
     with pytest.raises(StoreError, match="has a 3-d vector; the store holds 8-d ones"):

@@ -55,6 +55,8 @@ class EdgeStore:
     def open(cls, config: StoreConfig, dim: int | None, model: str = "", embedder: str = "") -> "EdgeStore":
         """``dim`` None: the store already in the folder, whatever its size (``clipq-store``)."""
         temporary = config.path == MEMORY
+        if temporary and dim is None:
+            raise StoreError("QDRANT_PATH=:memory: holds no store to open")
         root = Path(tempfile.mkdtemp(prefix="clipq-edge-")) if temporary else Path(config.path)
         folder = root / config.collection
         dim = dim or stored_dim(folder)
