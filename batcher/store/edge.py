@@ -7,7 +7,7 @@ the GIL while it does, which would pause every thread of the worker (heartbeat, 
 claims) for as long as the build takes. So the store keeps new points in a plain segment,
 searched exactly, and builds the index of one segment at a time, when it has
 ``segment_points`` points: each pause is bounded by one segment's build (measured in
-``scripts/bench_store.py --stall``), whatever the size of the catalog.
+``python -m scripts.bench_store --stall``), whatever the size of the catalog.
 """
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ Starts, on loopback only and in a temporary folder:
   gap short, the next worker is started ahead as a *warm spare*: a process that has already
   imported torch/open_clip/qdrant_client and waits for a ``go`` line on stdin before calling
   ``batcher.__main__.main`` with its own, new ``--worker-id``. If the store is still locked
-  the worker exits 2 with a clear message (``batcher/store.py``), and is started again.
+  the worker exits 2 with a clear message (``batcher/store/edge_folder.py``), and is started again.
 
 Then it uploads ``--uploads`` real photos (the ``index`` rows of manifest.tsv in
 tests/data/corpus/, else in ../shared/corpus/, cycled) with ``--concurrency`` concurrent httpx
