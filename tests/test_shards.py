@@ -7,7 +7,6 @@ import threading
 import time
 
 import pytest
-import redis
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
