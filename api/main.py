@@ -34,7 +34,8 @@ async def lifespan(app: FastAPI):
     connections = Connections.open(settings)
     app.state.queue = queue = JobQueue(connections, settings.queue_namespace, settings.max_queue_depth,
                                        max_bytes=settings.max_queue_bytes, failed_image_ttl=settings.failed_image_ttl,
-                                       max_pending_queries=settings.max_pending_queries)
+                                       max_pending_queries=settings.max_pending_queries,
+                                       shards=settings.queue_shards)
     finished = (lambda: connections.announcements(queue.keys.finished)) if connections.can_subscribe else None
     app.state.waiter = JobWaiter(finished, queue.settled)
     app.state.waiter.start()

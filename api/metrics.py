@@ -24,16 +24,22 @@ def upload_outcome(status: int) -> str:
 class _ScrapeTimeGauges:
     """Gauges computed for one scrape: never written to the multiprocess files."""
 
-    def __init__(self, depth: int | None) -> None:
-        self.depth = depth
+    def __init__(self, depths: list[int] | None) -> None:
+        self.depths = depths
 
     def collect(self):
-        depth = GaugeMetricFamily("clipq_queue_depth", "Jobs waiting in the queue (read from Redis at scrape time).")
-        if self.depth is not None:
-            depth.add_metric([], self.depth)
+        depth = GaugeMetricFamily("clipq_queue_depth", "Jobs waiting in the queue, every shard together (read from "
+                                                       "Redis at scrape time): what KEDA scales on.")
+        by_shard = GaugeMetricFamily("clipq_queue_shard_depth", "Jobs waiting in each shard of the queue "
+                                                                "(QUEUE_SHARDS).", labels=["shard"])
+        if self.depths is not None:
+            depth.add_metric([], sum(self.depths))
+            for shard, n in enumerate(self.depths):
+                by_shard.add_metric([str(shard)], n)
         yield depth
+        yield by_shard
         yield GaugeMetricFamily("clipq_redis_up", "1 when Redis answered the scrape.",
-                                value=0 if self.depth is None else 1)
+                                value=0 if self.depths is None else 1)
 
 
 class ApiMetrics:
@@ -45,14 +51,15 @@ class ApiMetrics:
                               ["route", "method", "status"], buckets=BUCKETS, registry=self.registry)
         self.uploads = Counter("clipq_uploads_total", "Uploads by outcome.", ["outcome"], registry=self.registry)
 
-    def exposition(self, depth: int | None) -> bytes:
+    def exposition(self, depths: list[int] | int | None) -> bytes:
+        """``depths``: the pending jobs of each shard (an int: one shard), None when Redis failed."""
         if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
             scrape = CollectorRegistry()
             multiprocess.MultiProcessCollector(scrape)
         else:
             scrape = self.registry
         extra = CollectorRegistry()
-        extra.register(_ScrapeTimeGauges(depth))
+        extra.register(_ScrapeTimeGauges([depths] if isinstance(depths, int) else depths))
         return generate_latest(scrape) + generate_latest(extra)
 
     def record(self, scope: Scope, status: int, seconds: float) -> None:

@@ -18,7 +18,7 @@ from batcher.queue import calls, history
 from batcher.queue.config import DAY
 from batcher.queue.connect import async_client
 from batcher.queue.jobs import STATUSES, TERMINAL, JobSpec, new_job_id, public_status
-from batcher.queue.keys import Keys
+from batcher.queue.keys import Keys, job_shard, product_shard, shard_keys
 from batcher.queue.lane import REPLY_GRACE_S, Lane
 from batcher.queue.messages import QueryReply, QueryRequest
 from batcher.queue.scripts import Scripts
@@ -130,14 +130,127 @@ def _bounded_client(settings: ApiSettings, size: int, wait_s: float | None, **op
     return client
 
 
-class JobQueue:
-    def __init__(self, connections: Connections, namespace: str, max_depth: int,
-                 max_bytes: int = calls.UNBOUNDED, failed_image_ttl: int = DAY,
-                 max_pending_queries: int = 1000) -> None:
+class ShardReads:
+    """What the API reads from every shard (QUEUE_SHARDS), added up: one shard is today's queue.
+    A non-transactional pipeline may span shards: the cluster client splits it by node."""
+
+    def __init__(self, connections: Connections, namespace: str, shards: int = 1) -> None:
         self.connections = connections
         self.redis = connections.fast
+        self.keys = Keys(namespace)  # the shared keys (query lane, ``finished``): shard 0's with one shard
+        self.shards = shard_keys(namespace, shards)
+
+    def shard_of_job(self, job_id: str) -> Keys:
+        return self.shards[job_shard(job_id, len(self.shards))]
+
+    async def now_ms(self) -> int:
+        """Redis time, in ms: the clock every score and deadline of the queue is written in."""
+        sec, usec = await self.redis.time()
+        return int(sec) * 1000 + int(usec) // 1000
+
+    async def depths(self) -> list[int]:
+        """The pending jobs of each shard, shard 0 first."""
+        pipe = self.redis.pipeline(transaction=False)
+        for k in self.shards:
+            pipe.llen(k.queue)
+        return [int(n) for n in await pipe.execute()]
+
+    async def depth(self) -> int:
+        return sum(await self.depths())
+
+    async def stats(self) -> dict[str, Any]:
+        pipe = self.redis.pipeline(transaction=False)
+        for k in self.shards:
+            pipe.llen(k.queue)
+            pipe.zcard(k.delayed)
+            pipe.hgetall(k.stats)
+            pipe.get(k.image_bytes)
+        replies = await pipe.execute()
+        counts: dict[str, int] = {}
+        for counters in replies[2::4]:
+            for name, value in counters.items():
+                counts[name.decode()] = counts.get(name.decode(), 0) + int(value)
+        jobs = {s: max(0, counts.get(s, 0)) for s in STATUSES}
+        jobs["total"] = counts.get("total", 0)
+        # the completed jobs that skipped the model (their image's vector was already stored)
+        skipped = {k: max(0, counts.get(k, 0)) for k in ("unchanged", "reused")}
+        out = {"queue_name": self.shards[0].queue, "pending_in_queue": sum(replies[0::4]),
+               "delayed_retries": sum(replies[1::4]), "image_bytes": sum(int(b or 0) for b in replies[3::4]),
+               "jobs": jobs, "completed_without_model": skipped}
+        return out if len(self.shards) == 1 else out | {"shards": len(self.shards)}
+
+    async def history(self) -> list[bytes]:
+        """The queue's samples (``batcher.queue.history``), newest first: the shards' added up."""
+        pipe = self.redis.pipeline(transaction=False)
+        for k in self.shards:
+            pipe.lrange(k.history, 0, history.MAX_SAMPLES - 1)
+        return history.merge(await pipe.execute())
+
+    async def _failed_scored(self, since_ms: float | str, limit: int) -> list[tuple[str, int]]:
+        """(job id, failure time in ms) of the newest ``limit`` failures since ``since_ms`` of
+        every shard, newest first."""
+        pipe = self.redis.pipeline(transaction=False)
+        for k in self.shards:
+            pipe.zrevrangebyscore(k.failed, "+inf", since_ms, start=0, num=limit, withscores=True)
+        found = [(m.decode(), int(score)) for part in await pipe.execute() for m, score in part]
+        return sorted(found, key=lambda f: f[1], reverse=True)[:limit]
+
+    async def failed_ids(self, limit: int) -> list[str]:
+        """The ids of the most recently failed jobs, newest first."""
+        return [job_id for job_id, _ in await self._failed_scored("-inf", limit)]
+
+    async def failed_count(self) -> int:
+        pipe = self.redis.pipeline(transaction=False)
+        for k in self.shards:
+            pipe.zcard(k.failed)
+        return sum(int(n) for n in await pipe.execute())
+
+    async def failed(self, limit: int) -> list[dict[str, Any]]:
+        """The most recently failed jobs, newest first (their records may have expired since)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in await self.failed_ids(limit):
+            pipe.hgetall(self.shard_of_job(job_id).job(job_id))
+        records = await pipe.execute()
+        return [_public(h) for h in records if h]
+
+    async def failures_since(self, since_ms: int, limit: int) -> list[tuple[str, int, str | None]]:
+        """(job id, failure time in ms, error or None when its record expired) of the newest
+        ``limit`` failures since ``since_ms``, newest first."""
+        found = await self._failed_scored(since_ms, limit)
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id, _ in found:
+            pipe.hget(self.shard_of_job(job_id).job(job_id), "error_message")
+        return [(job_id, score, None if e is None else e.decode())
+                for (job_id, score), e in zip(found, await pipe.execute())]
+
+    async def heartbeats(self) -> list[tuple[str, bytes | None, int]]:
+        """(worker id, its status document or None, the document's TTL in ms) of every worker
+        registered (in any shard: each worker beats in all), by id."""
+        pipe = self.redis.pipeline(transaction=False)
+        for k in self.shards:
+            pipe.smembers(k.workers)
+        where = {}
+        for k, members in zip(self.shards, await pipe.execute()):
+            for m in members:
+                where.setdefault(m.decode(), k)
+        ids = sorted(where)
+        for worker_id in ids:
+            pipe.get(where[worker_id].heartbeat(worker_id))
+            pipe.pttl(where[worker_id].heartbeat(worker_id))
+        replies = await pipe.execute()
+        return list(zip(ids, replies[::2], replies[1::2]))
+
+    async def live_workers(self) -> int:
+        """Workers alive whose query lane answers (their heartbeat says so)."""
+        return sum(1 for _, doc, _ in await self.heartbeats() if doc is not None and _lane_alive(doc))
+
+
+class JobQueue(ShardReads):
+    def __init__(self, connections: Connections, namespace: str, max_depth: int,
+                 max_bytes: int = calls.UNBOUNDED, failed_image_ttl: int = DAY,
+                 max_pending_queries: int = 1000, shards: int = 1) -> None:
+        super().__init__(connections, namespace, shards)
         self.blocking = connections.blocking
-        self.keys = Keys(namespace)
         self.lane = Lane(self.keys)
         self.scripts = Scripts(self.redis)
         self.max_depth = max_depth
@@ -145,29 +258,33 @@ class JobQueue:
         self.failed_image_ttl = failed_image_ttl
         self.max_pending_queries = max_pending_queries
 
-    async def now_ms(self) -> int:
-        """Redis time, in ms: the clock every score and deadline of the queue is written in."""
-        sec, usec = await self.redis.time()
-        return int(sec) * 1000 + int(usec) // 1000
+    @property
+    def shard_budget(self) -> tuple[int, int]:
+        """(depth, bytes) each shard may hold: MAX_QUEUE_DEPTH and MAX_QUEUE_BYTES split evenly."""
+        n = len(self.shards)
+        return max(1, self.max_depth // n), self.max_bytes if self.max_bytes >= calls.UNBOUNDED else self.max_bytes // n
 
     async def enqueue(self, spec: JobSpec, image: bytes) -> tuple[str, int]:
         """(job id, version): the version makes this upload its product's newest."""
-        job_id = new_job_id()
+        shard = product_shard(spec.product_id, len(self.shards))
+        job_id = new_job_id(shard if len(self.shards) > 1 else None)
+        max_depth, max_bytes = self.shard_budget
         ok, value, *version = await self.scripts.run(calls.enqueue(
-            self.keys, job_id, spec, image, self.max_depth, self.max_bytes, self.failed_image_ttl))
+            self.shards[shard], job_id, spec, image, max_depth, max_bytes, self.failed_image_ttl))
         if ok == 0:
             raise QueueFull(int(value))
         if ok == -1:
-            raise OverBudget(int(value), len(image), self.max_bytes)
+            raise OverBudget(int(value), len(image), max_bytes)
         return job_id, int(version[0])
 
     async def tombstone(self, product_id: str) -> tuple[int, bool]:
         """Version a delete of ``product_id``: (its version, whether an upload was pending)."""
-        version, pending = await self.scripts.run(calls.tombstone(self.keys, product_id))
+        keys = self.shards[product_shard(product_id, len(self.shards))]
+        version, pending = await self.scripts.run(calls.tombstone(keys, product_id))
         return int(version), bool(pending)
 
     async def status(self, job_id: str) -> dict[str, Any] | None:
-        h = await self.redis.hgetall(self.keys.job(job_id))
+        h = await self.redis.hgetall(self.shard_of_job(job_id).job(job_id))
         if not h:
             return None
         return _public(h)
@@ -176,34 +293,12 @@ class JobQueue:
         """The ids among ``job_ids`` whose job is over, or gone (unknown, expired): one pipeline."""
         pipe = self.redis.pipeline(transaction=False)
         for job_id in job_ids:
-            pipe.hget(self.keys.job(job_id), "status")
+            pipe.hget(self.shard_of_job(job_id).job(job_id), "status")
         return {job_id for job_id, status in zip(job_ids, await pipe.execute())
                 if status is None or status.decode() in TERMINAL}
 
-    async def depth(self) -> int:
-        return int(await self.redis.llen(self.keys.queue))
-
-    async def stats(self) -> dict[str, Any]:
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.llen(self.keys.queue)
-        pipe.zcard(self.keys.delayed)
-        pipe.hgetall(self.keys.stats)
-        pipe.get(self.keys.image_bytes)
-        pending, delayed, counters, image_bytes = await pipe.execute()
-        counts = {k.decode(): int(v) for k, v in counters.items()}
-        jobs = {s: max(0, counts.get(s, 0)) for s in STATUSES}
-        jobs["total"] = counts.get("total", 0)
-        # the completed jobs that skipped the model (their image's vector was already stored)
-        skipped = {k: max(0, counts.get(k, 0)) for k in ("unchanged", "reused")}
-        return {"queue_name": self.keys.queue, "pending_in_queue": pending, "delayed_retries": delayed,
-                "image_bytes": int(image_bytes or 0), "jobs": jobs, "completed_without_model": skipped}
-
-    async def history(self) -> list[bytes]:
-        """The queue's samples (``batcher.queue.history``), newest first."""
-        return await self.redis.lrange(self.keys.history, 0, history.MAX_SAMPLES - 1)
-
     async def retry(self, job_id: str) -> tuple[int, str]:
-        code, status = await self.scripts.run(calls.retry(self.keys, job_id))
+        code, status = await self.scripts.run(calls.retry(self.shard_of_job(job_id), job_id))
         return int(code), status.decode() if isinstance(status, bytes) else status
 
     async def retry_each(self, job_ids: list[str]) -> list[int]:
@@ -211,52 +306,12 @@ class JobQueue:
         leave the failed set."""
         pipe = self.redis.pipeline(transaction=False)
         for job_id in job_ids:
-            await self.scripts.run(calls.retry(self.keys, job_id), client=pipe)
+            await self.scripts.run(calls.retry(self.shard_of_job(job_id), job_id), client=pipe)
         codes = [int(code) for code, _ in await pipe.execute()]
-        if gone := [j for j, c in zip(job_ids, codes) if c == 0]:
-            await self.redis.zrem(self.keys.failed, *gone)
+        for job_id, code in zip(job_ids, codes):
+            if code == 0:
+                await self.redis.zrem(self.shard_of_job(job_id).failed, job_id)
         return codes
-
-    async def failed_ids(self, limit: int) -> list[str]:
-        """The ids of the most recently failed jobs, newest first."""
-        return [m.decode() for m in await self.redis.zrevrange(self.keys.failed, 0, limit - 1)]
-
-    async def failed_count(self) -> int:
-        return int(await self.redis.zcard(self.keys.failed))
-
-    async def failed(self, limit: int) -> list[dict[str, Any]]:
-        """The most recently failed jobs, newest first (their records may have expired since)."""
-        pipe = self.redis.pipeline(transaction=False)
-        for job_id in await self.failed_ids(limit):
-            pipe.hgetall(self.keys.job(job_id))
-        records = await pipe.execute()
-        return [_public(h) for h in records if h]
-
-    async def failures_since(self, since_ms: int, limit: int) -> list[tuple[str, int, str | None]]:
-        """(job id, failure time in ms, error or None when its record expired) of the newest
-        ``limit`` failures since ``since_ms``, newest first."""
-        found = await self.redis.zrevrangebyscore(self.keys.failed, "+inf", since_ms, start=0, num=limit,
-                                                  withscores=True)
-        pipe = self.redis.pipeline(transaction=False)
-        for job_id, _ in found:
-            pipe.hget(self.keys.job(job_id.decode()), "error_message")
-        return [(job_id.decode(), int(score), None if e is None else e.decode())
-                for (job_id, score), e in zip(found, await pipe.execute())]
-
-    async def heartbeats(self) -> list[tuple[str, bytes | None, int]]:
-        """(worker id, its status document or None, the document's TTL in ms) of every worker
-        registered, by id."""
-        ids = sorted(m.decode() for m in await self.redis.smembers(self.keys.workers))
-        pipe = self.redis.pipeline(transaction=False)
-        for worker_id in ids:
-            pipe.get(self.keys.heartbeat(worker_id))
-            pipe.pttl(self.keys.heartbeat(worker_id))
-        replies = await pipe.execute()
-        return list(zip(ids, replies[::2], replies[1::2]))
-
-    async def live_workers(self) -> int:
-        """Workers alive whose query lane answers (their heartbeat says so)."""
-        return sum(1 for _, doc, _ in await self.heartbeats() if doc is not None and _lane_alive(doc))
 
     async def ask(self, request: QueryRequest, timeout_s: float) -> QueryReply | None:
         """Put a query on the workers' lane and wait for its answer; None on time-out.

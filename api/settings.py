@@ -19,10 +19,12 @@ class ApiSettings(QueueSettings):
     allow_anonymous: bool = Field(
         False, description="Start without API_KEY on purpose: anyone who reaches the API may use it.")
     cors_origins: str | None = Field(None, description="Comma-separated origins allowed by CORS. Unset: CORS off.")
-    max_queue_depth: int = Field(10_000, ge=1, description="Queued jobs beyond which uploads get 429.")
+    max_queue_depth: int = Field(10_000, ge=1, description="Queued jobs beyond which uploads get 429 (with QUEUE_SHARDS=N, "
+                                                                "each shard holds 1/N of it).")
     max_queue_bytes: int = Field(
         1024**3, ge=1, description="Image bytes the queue may hold (queued, processing, delayed and failed) "
-                                   "beyond which uploads get 429; failed images are dropped first, oldest first.")
+                                   "beyond which uploads get 429; failed images are dropped first, oldest first. "
+                                   "With QUEUE_SHARDS=N, each shard holds 1/N of it.")
     max_metadata_bytes: int = Field(16 * 1024, ge=2, description="Largest `metadata` JSON object.")
     upload_read_timeout: float = Field(
         60.0, gt=0, le=3600, description="Seconds a request body may take to arrive; a slower one gets 408.")

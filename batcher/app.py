@@ -22,7 +22,7 @@ from batcher.metrics import WorkerMetrics
 from batcher.probes import Health, serve_probes
 from batcher.queries import QueryServer
 from batcher.queue.connect import sync_client
-from batcher.queue.consumer import JobConsumer
+from batcher.queue.shards import make_consumer
 from batcher.settings import WorkerSettings
 from batcher.stages.ledger import Totals
 from batcher.status import WorkerStatus
@@ -111,7 +111,7 @@ class WorkerApp:
 
     def run(self, burst: bool = False, max_jobs: int | None = None) -> Totals:
         s = self.settings  # the start-up's settings: each part below gets its own group
-        consumer = JobConsumer(self.redis, s.queue, s.worker_id)
+        consumer = make_consumer(self.redis, s.queue, s.worker_id)
         heartbeat: Heartbeat | None = None
 
         def on_stall(stage: str, seconds: float) -> None:

@@ -25,7 +25,7 @@ async def readyz(request: Request):
 @router.get("/metrics", response_class=Response)
 async def metrics(request: Request) -> Response:
     try:
-        depth = await request.app.state.queue.depth()
+        depths = await request.app.state.queue.depths()
     except Exception:
-        depth = None
-    return Response(request.app.state.metrics.exposition(depth), media_type=CONTENT_TYPE_LATEST)
+        depths = None
+    return Response(request.app.state.metrics.exposition(depths), media_type=CONTENT_TYPE_LATEST)

@@ -54,6 +54,7 @@ class QueueConfig:
     job_ttl: int
     failed_job_ttl: int
     failed_image_ttl: int
+    shards: int = 1  # QUEUE_SHARDS
 
 
 class QueueSettings(EnvSettings):
@@ -65,6 +66,10 @@ class QueueSettings(EnvSettings):
         "clipq", pattern=r"^[A-Za-z0-9_.-]+$",
         description="Hash tag of every Redis key: `{clipq}:queue`, `{clipq}:job:<id>`, ...",
     )
+    queue_shards: int = Field(
+        1, ge=1, le=1024,
+        description="Independent queues, each under its own hash tag (spread over the slots of a Redis Cluster); "
+                    "1: the single `{clipq}` queue. Change it only with the queue drained.")
     max_attempts: int = Field(3, ge=1, le=100, description="Attempts before a job with transient failures fails.")
     job_ttl: int = Field(7 * DAY, ge=60, description="Seconds a completed job record is kept.")
     failed_job_ttl: int = Field(30 * DAY, ge=60, description="Seconds a failed job record is kept.")
@@ -84,4 +89,4 @@ class QueueSettings(EnvSettings):
     @property
     def queue(self) -> QueueConfig:
         return QueueConfig(self.queue_namespace, self.max_attempts, self.job_ttl, self.failed_job_ttl,
-                           self.failed_image_ttl)
+                           self.failed_image_ttl, self.queue_shards)

@@ -15,14 +15,15 @@ from . import calls
 from .calls import AckResult, Outcome
 from .config import QueueConfig
 from .jobs import PROCESSING, Job
+from .keys import Keys
 from .presence import Presence
 
 
 class JobConsumer(Presence):
     """Claims, reads, acknowledges and recovers jobs for one worker id."""
 
-    def __init__(self, client: redis.Redis, config: QueueConfig, worker_id: str) -> None:
-        super().__init__(client, config, worker_id)
+    def __init__(self, client: redis.Redis, config: QueueConfig, worker_id: str, keys: Keys | None = None) -> None:
+        super().__init__(client, config, worker_id, keys)
         self._unmarked: list[str] = []  # moved here by BLMOVE, not yet marked by the claim script
         self._held: set[str] = set()
         self._held_lock = threading.Lock()
@@ -33,11 +34,15 @@ class JobConsumer(Presence):
         with self._held_lock:
             return set(self._held) | set(self._unmarked)
 
+    def unmarked(self) -> list[str]:
+        """Ids moved here by BLMOVE that no claim script has marked yet."""
+        return list(self._unmarked)
+
     def _hold(self, ids) -> None:
         with self._held_lock:
             self._held.update(ids)
 
-    def _let_go(self, ids) -> None:
+    def let_go(self, ids) -> None:
         with self._held_lock:
             self._held.difference_update(ids)
 
@@ -75,14 +80,14 @@ class JobConsumer(Presence):
                 pipe.get(self.keys.image(job_id))
             replies = pipe.execute()
         except Exception:
-            self._let_go(job_ids)  # still in our list: the next orphan round requeues them
+            self.let_go(job_ids)  # still in our list: the next orphan round requeues them
             raise
         jobs = []
         for h, image in zip(replies[::2], replies[1::2]):
             job = Job.from_hash(h, image) if h else None
             if job and job.status == PROCESSING:
                 jobs.append(job)
-        self._let_go(set(job_ids) - {j.job_id for j in jobs})
+        self.let_go(set(job_ids) - {j.job_id for j in jobs})
         return jobs
 
     def mark_started(self, job_ids: list[str]) -> None:
@@ -94,7 +99,7 @@ class JobConsumer(Presence):
     def ack(self, outcomes: list[Outcome]) -> AckResult:
         """Record the outcomes; the result says, job by job, what was recorded or skipped."""
         reply = self._scripts.run(calls.ack(self.keys, self.config, self.worker_id, outcomes))
-        self._let_go(o.job_id for o in outcomes)
+        self.let_go(o.job_id for o in outcomes)
         return AckResult.parse(reply)  # ack.lua announced the finished ids on ``keys.finished``
 
     # -- recovery ----------------------------------------------------------------------

@@ -37,3 +37,28 @@ def series(raw: list[bytes], since_ms: int) -> list[dict]:
         if s["t"] >= since_ms:
             out.append(s)
     return out
+
+
+FIELDS = ("pending", "delayed", "processing", "completed", "failed")
+
+
+def merge(shards: list[list[bytes]]) -> list[bytes]:
+    """The samples of every shard added up, newest first like one shard's list: one sample per
+    gap (``SAMPLE_GAP_MS``) in which any shard sampled, each shard counted at its latest sample by
+    then (its counters and depths hold until its next sample); gaps before every shard with a
+    history has sampled are left out."""
+    if len(shards) == 1:
+        return shards[0]
+    series = [s for s in (sorted((json.loads(x) for x in raw), key=lambda s: s["t"]) for raw in shards) if s]
+    buckets = sorted({s["t"] // SAMPLE_GAP_MS for one in series for s in one})
+    out, latest, cursor = [], [None] * len(series), [0] * len(series)
+    for bucket in buckets:
+        t = 0
+        for i, one in enumerate(series):
+            while cursor[i] < len(one) and one[cursor[i]]["t"] // SAMPLE_GAP_MS <= bucket:
+                latest[i] = one[cursor[i]]
+                t = max(t, latest[i]["t"]) if latest[i]["t"] // SAMPLE_GAP_MS == bucket else t
+                cursor[i] += 1
+        if all(s is not None for s in latest):
+            out.append(json.dumps({"t": t, **{f: sum(s.get(f, 0) for s in latest) for f in FIELDS}}).encode())
+    return out[::-1]

@@ -13,9 +13,10 @@ STATUSES = (QUEUED, PROCESSING, COMPLETED, FAILED, SUPERSEDED)
 TERMINAL = frozenset({COMPLETED, FAILED, SUPERSEDED})  # a job in one of these changes no more by itself
 
 
-def new_job_id() -> str:
-    """``job-`` + 128 random bits as 32 hex characters: unguessable, so a job id is a capability."""
-    return "job-" + secrets.token_hex(16)
+def new_job_id(shard: int | None = None) -> str:
+    """``job-`` + 128 random bits as 32 hex characters: unguessable, so a job id is a capability.
+    With QUEUE_SHARDS > 1, ``-<shard>`` follows (``batcher.queue.keys.job_shard`` reads it)."""
+    return "job-" + secrets.token_hex(16) + ("" if shard is None else f"-{shard}")
 
 
 def iso_from_ms(ms: int | str | None) -> str | None:

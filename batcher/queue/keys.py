@@ -1,21 +1,69 @@
 """Every Redis key clipq uses, in one place.
 
-All keys share one hash tag (``{clipq}`` by default) so that every multi-key Lua script
-also runs on Redis Cluster: the whole queue lives in one slot.
+All keys of one queue share one hash tag (``{clipq}`` by default) so that every multi-key Lua
+script also runs on Redis Cluster: a queue lives in one slot. With QUEUE_SHARDS=N > 1 there are
+N queues (shards), each under its own tag (``shard_tag``), chosen so that shard i lands in the
+i-th N-th of the slot space; a product always goes to one shard (``product_shard``) and a job id
+names its shard (``job_shard``). The query lane and the ``finished`` channel keep the namespace's
+own tag: they are shared by every shard.
 """
 from __future__ import annotations
 
+import re
+import zlib
 from dataclasses import dataclass
 
+from redis.crc import key_slot
+
 DEFAULT_NAMESPACE = "clipq"
+SLOTS = 16384
+_SHARD_SUFFIX = re.compile(r"^job-[0-9a-f]+-(\d+)$")
+
+
+def shard_tag(namespace: str, index: int, count: int) -> str:
+    """The hash tag (without braces) of shard ``index`` of ``count``: the namespace itself for a
+    single shard (today's keys), else the first ``<namespace>:<index>:<k>`` (k = 0, 1, ...) whose
+    slot lies in the ``index``-th ``count``-th of the 16,384 slots, so that N shards spread evenly
+    over any equal split of the slots between masters."""
+    if count == 1:
+        return namespace
+    if not 0 <= index < count <= SLOTS:
+        raise ValueError(f"no shard {index} of {count}")
+    low, high = index * SLOTS // count, (index + 1) * SLOTS // count
+    k = 0
+    while not low <= key_slot(f"{namespace}:{index}:{k}".encode()) < high:
+        k += 1
+    return f"{namespace}:{index}:{k}"
+
+
+def shard_keys(namespace: str, count: int) -> list["Keys"]:
+    """The keys of every shard, shard 0 first (one shard: ``[Keys(namespace)]``)."""
+    return [Keys(namespace, shard_tag(namespace, i, count) if count > 1 else "") for i in range(count)]
+
+
+def product_shard(product_id: str, count: int) -> int:
+    """The shard of a product: CRC-32 of its id, modulo the shard count (stable across processes)."""
+    return zlib.crc32(product_id.encode()) % count if count > 1 else 0
+
+
+def job_shard(job_id: str, count: int) -> int:
+    """The shard a job id names (``job-<hex>-<shard>``); an id without one is shard 0's."""
+    found = _SHARD_SUFFIX.match(job_id) if count > 1 else None
+    return int(found.group(1)) % count if found else 0
 
 
 @dataclass(frozen=True)
 class Keys:
     namespace: str = DEFAULT_NAMESPACE
+    hashtag: str = ""  # a shard's own tag (``shard_tag``); "": the namespace's
 
     @property
     def tag(self) -> str:
+        return "{" + (self.hashtag or self.namespace) + "}"
+
+    @property
+    def shared_tag(self) -> str:
+        """The namespace's tag, for what every shard shares: the query lane, ``finished``."""
         return "{" + self.namespace + "}"
 
     # -- the job queue ---------------------------------------------------------------
@@ -67,7 +115,7 @@ class Keys:
     def finished(self) -> str:
         """Pub/sub channel: a worker publishes the ids (space-separated) whose outcome it has
         just recorded, so status long-polls (``?wait=``) answer at once."""
-        return f"{self.tag}:finished"
+        return f"{self.shared_tag}:finished"
 
     # -- versions: the last upload of a product wins, a delete sticks -----------------
     @property
@@ -102,11 +150,11 @@ class Keys:
     @property
     def requests(self) -> str:
         """List of query requests (JSON) that workers answer ahead of bulk indexing."""
-        return f"{self.tag}:requests"
+        return f"{self.shared_tag}:requests"
 
     def reply(self, request_id: str) -> str:
-        return f"{self.tag}:reply:{request_id}"
+        return f"{self.shared_tag}:reply:{request_id}"
 
     def wake(self, worker_id: str) -> str:
         """Pushed to by a worker stopping itself, so its query lane stops waiting at once."""
-        return f"{self.tag}:wake:{worker_id}"
+        return f"{self.shared_tag}:wake:{worker_id}"

@@ -18,11 +18,11 @@ from .scripts import Scripts
 class Presence:
     """One worker id on the queue: its heartbeat, the housekeeping it does, what it reads."""
 
-    def __init__(self, client: redis.Redis, config: QueueConfig, worker_id: str) -> None:
+    def __init__(self, client: redis.Redis, config: QueueConfig, worker_id: str, keys: Keys | None = None) -> None:
         self._redis = client
         self.config = config
         self.worker_id = worker_id
-        self.keys = Keys(config.namespace)
+        self.keys = keys or Keys(config.namespace)  # a shard's keys (batcher/queue/shards.py)
         self._scripts = Scripts(client)
         self._processing = self.keys.processing(worker_id)
 
