@@ -207,19 +207,25 @@ def serve_worker(start_worker):
     started = []
 
     def serve(**overrides):
-        """Start it and wait until its first heartbeat is written: then the API counts it."""
-        from batcher.queue.keys import Keys
+        """Start it and wait until its first heartbeat is written on every shard (QUEUE_SHARDS):
+        then the API counts it."""
+        from batcher.queue.connect import sync_client
+        from batcher.queue.keys import shard_keys
 
         app = start_worker(**overrides)
         t = threading.Thread(target=app.run, daemon=True)
         t.start()
         started.append((app, t))
         s = app.settings
-        with redis.Redis.from_url(s.redis_url) as client:
+        beats = [k.heartbeat(s.worker_id) for k in shard_keys(s.queue_namespace, s.queue_shards)]
+        client = sync_client(s.redis_url, s.redis_cluster)
+        try:
             deadline = time.monotonic() + 30
-            while not client.exists(Keys(s.queue_namespace).heartbeat(s.worker_id)):
+            while sum(client.exists(b) for b in beats) < len(beats):  # one key a call: a cluster's slots differ
                 assert t.is_alive() and time.monotonic() < deadline, "the worker wrote no heartbeat"
                 time.sleep(0.02)
+        finally:
+            client.close()
         return app
 
     yield serve

@@ -3,7 +3,6 @@ single Redis with 3 shards, the API and the worker across them; on a real 3-mast
 6 shards balance the keys over the masters and the pipeline completes every job."""
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
@@ -94,27 +93,19 @@ def test_failed_jobs_retry_and_status_across_shards(make_client, run_burst, name
     assert client.get("/api/v1/queue/stats").json()["pending_in_queue"] == 9
 
 
-def test_a_serving_worker_answers_deletes_and_lists_itself_across_shards(make_client, start_worker, namespace):
+def test_a_serving_worker_answers_deletes_and_lists_itself_across_shards(make_client, serve_worker, namespace):
     client = make_client(queue_shards=3)
-    app = start_worker(queue_shards=3)
-    t = threading.Thread(target=app.run, daemon=True)
-    t.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not client.get("/api/v1/workers").json()["workers"]:
-            assert time.monotonic() < deadline, "the worker never showed up"
-            time.sleep(0.05)
-        jobs = [upload(client, None, f"d{i}", data=jpeg(i)).json()["job_id"] for i in range(6)]
-        while {client.get(f"/api/v1/queue/status/{j}").json()["status"] for j in jobs} != {"completed"}:
-            assert time.monotonic() < deadline + 30, "the serving worker did not finish"
-            time.sleep(0.05)
-        for i in range(6):
-            assert client.delete(f"/api/v1/products/d{i}").status_code == 200
-            assert client.get(f"/api/v1/products/d{i}").status_code == 404
-        assert [w["worker_id"] for w in client.get("/api/v1/workers").json()["workers"]] == [app.settings.worker_id]
-    finally:
-        app.stop.set()
-        t.join(30)
+    app = serve_worker(queue_shards=3)  # back once its heartbeat is on every shard
+    assert [w["worker_id"] for w in client.get("/api/v1/workers").json()["workers"]] == [app.settings.worker_id]
+    jobs = [upload(client, None, f"d{i}", data=jpeg(i)).json()["job_id"] for i in range(6)]
+    deadline = time.monotonic() + 60
+    while {client.get(f"/api/v1/queue/status/{j}").json()["status"] for j in jobs} != {"completed"}:
+        assert time.monotonic() < deadline, "the serving worker did not finish"
+        time.sleep(0.05)
+    for i in range(6):
+        assert client.delete(f"/api/v1/products/d{i}").status_code == 200
+        assert client.get(f"/api/v1/products/d{i}").status_code == 404
+    assert [w["worker_id"] for w in client.get("/api/v1/workers").json()["workers"]] == [app.settings.worker_id]
 
 
 # -- six shards on a real 3-master cluster ----------------------------------------------------
