@@ -197,6 +197,34 @@ def test_keda_scaledobject_watches_the_job_queue():
         assert auth in {d["metadata"]["name"] for d in k8s_kind("TriggerAuthentication")}
 
 
+def commented_trigger(path: Path, kind: str) -> dict:
+    """The trigger commented out in ``path`` that starts ``# - type: <kind>``, parsed."""
+    lines = path.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip() == f"# - type: {kind}")
+    indent = lines[start].index("#")
+    block = []
+    for line in lines[start:]:
+        if not line.strip().startswith("#") or line.index("#") != indent or not line[indent + 1:].startswith(" "):
+            break
+        block.append(line[indent + 2:])
+    (trigger,) = yaml.safe_load("\n".join(block))
+    return trigger
+
+
+def test_keda_has_a_commented_trigger_on_every_shards_depth():
+    """QUEUE_SHARDS > 1: the redis trigger sees shard 0's list alone; the alternative, commented
+    in worker.yaml, scales on the API's depth of every shard, at the same backlog per worker."""
+    from api.metrics import ApiMetrics
+
+    (scaled,) = k8s_kind("ScaledObject")
+    (redis_trigger,) = [t for t in scaled["spec"]["triggers"] if t["type"] in ("redis", "redis-cluster")]
+    trigger = commented_trigger(K8S / "worker.yaml", "prometheus")
+    assert trigger["metadata"]["query"] == "max(clipq_queue_depth)"
+    assert trigger["metadata"]["threshold"] == redis_trigger["metadata"]["listLength"]
+    assert trigger["metadata"]["serverAddress"].startswith("http")
+    assert b"\nclipq_queue_depth 7.0\n" in ApiMetrics().exposition([3, 4])  # the sum, unlabelled
+
+
 def test_azure_worker_scale_rule_watches_the_job_queue():
     app = azure_apps()["clipq-worker"]
     scale = app["properties"]["template"]["scale"]
