@@ -11,6 +11,7 @@ import redis
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import RedisClusterException
 
 from api.reasons import short_reason
 from api.settings import ApiSettings
@@ -25,6 +26,7 @@ from batcher.queue.messages import QueryReply, QueryRequest
 from batcher.queue.scripts import Scripts
 
 Unavailable = redis.RedisError  # what a call raises when Redis fails: the API answers 503
+ClusterUnavailable = RedisClusterException  # the cluster client's own (no node serves a slot): 503 too
 # NotReplicated: an upload's WAIT (REDIS_WAIT_REPLICAS) fell short: the API answers 503 too
 
 
