@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api.queue import Unavailable
+from api.queue import ClusterUnavailable, Unavailable
 
 log = logging.getLogger("clipq.api")
 
@@ -114,4 +114,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(Unavailable, on_redis_error)
+    app.add_exception_handler(ClusterUnavailable, on_redis_error)
     app.add_exception_handler(Exception, on_unexpected)

@@ -16,6 +16,7 @@ from api.lane import DirectRoute
 from api.limits import BodyLimits
 from api.metrics import ApiMetrics
 from api.queue import Connections, JobQueue
+from batcher.queue.durable import Durability
 from api.waiter import JobWaiter
 from api.routes import dashboard, failures, health, jobs, search, uploads, workers
 from api.settings import ApiSettings
@@ -35,7 +36,9 @@ async def lifespan(app: FastAPI):
     app.state.queue = queue = JobQueue(connections, settings.queue_namespace, settings.max_queue_depth,
                                        max_bytes=settings.max_queue_bytes, failed_image_ttl=settings.failed_image_ttl,
                                        max_pending_queries=settings.max_pending_queries,
-                                       shards=settings.queue_shards)
+                                       shards=settings.queue_shards,
+                                       durability=Durability(settings.redis_wait_replicas,
+                                                             settings.redis_wait_timeout_ms))
     finished = (lambda: connections.announcements(queue.keys.finished)) if connections.can_subscribe else None
     app.state.waiter = JobWaiter(finished, queue.settled)
     app.state.waiter.start()

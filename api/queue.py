@@ -11,12 +11,14 @@ import redis
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import RedisClusterException
 
 from api.reasons import short_reason
 from api.settings import ApiSettings
 from batcher.queue import calls, history
 from batcher.queue.config import DAY
 from batcher.queue.connect import async_client
+from batcher.queue.durable import Durability, NotReplicated, run_durable_async
 from batcher.queue.jobs import STATUSES, TERMINAL, JobSpec, new_job_id, public_status
 from batcher.queue.keys import Keys, job_shard, product_shard, shard_keys
 from batcher.queue.lane import REPLY_GRACE_S, Lane
@@ -24,6 +26,8 @@ from batcher.queue.messages import QueryReply, QueryRequest
 from batcher.queue.scripts import Scripts
 
 Unavailable = redis.RedisError  # what a call raises when Redis fails: the API answers 503
+ClusterUnavailable = RedisClusterException  # the cluster client's own (no node serves a slot): 503 too
+# NotReplicated: an upload's WAIT (REDIS_WAIT_REPLICAS) fell short: the API answers 503 too
 
 
 class QueueFull(Exception):
@@ -248,8 +252,9 @@ class ShardReads:
 class JobQueue(ShardReads):
     def __init__(self, connections: Connections, namespace: str, max_depth: int,
                  max_bytes: int = calls.UNBOUNDED, failed_image_ttl: int = DAY,
-                 max_pending_queries: int = 1000, shards: int = 1) -> None:
+                 max_pending_queries: int = 1000, shards: int = 1, durability: Durability = Durability()) -> None:
         super().__init__(connections, namespace, shards)
+        self.durability = durability  # REDIS_WAIT_REPLICAS: the WAIT after each enqueue
         self.blocking = connections.blocking
         self.lane = Lane(self.keys)
         self.scripts = Scripts(self.redis)
@@ -269,8 +274,12 @@ class JobQueue(ShardReads):
         shard = product_shard(spec.product_id, len(self.shards))
         job_id = new_job_id(shard if len(self.shards) > 1 else None)
         max_depth, max_bytes = self.shard_budget
-        ok, value, *version = await self.scripts.run(calls.enqueue(
-            self.shards[shard], job_id, spec, image, max_depth, max_bytes, self.failed_image_ttl))
+        call = calls.enqueue(self.shards[shard], job_id, spec, image, max_depth, max_bytes, self.failed_image_ttl)
+        try:
+            ok, value, *version = await run_durable_async(self.redis, self.scripts, call, self.durability)
+        except NotReplicated as exc:
+            exc.job_id = job_id  # queued on the master, perhaps lost by a failover
+            raise
         if ok == 0:
             raise QueueFull(int(value))
         if ok == -1:

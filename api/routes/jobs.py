@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from api import monitor
 from api.deps import KEY_REQUIRED, Queue, Waiter
 from api.errors import ApiError, error_body, refusals
-from api.queue import Unavailable
+from api.queue import ClusterUnavailable, Unavailable
 
 router = APIRouter(prefix="/api/v1/queue", tags=["jobs"])
 MAX_WAIT_S = 30
@@ -35,7 +35,7 @@ async def queue_stats(queue: Queue):
     now = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     try:
         stats = await queue.stats()
-    except Unavailable as exc:
+    except (Unavailable, ClusterUnavailable) as exc:
         refusals.note(exc, "GET /api/v1/queue/stats")
         body = {"available": False, "timestamp": now,
                 **error_body("redis_unavailable", "the job store (Redis) is unavailable")}

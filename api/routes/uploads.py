@@ -12,7 +12,7 @@ from api.form_fields import FormField, FormSpec
 from api.forms import read_form
 from api.lane import declare
 from api.metrics import UPLOAD_ROUTE
-from api.queue import OverBudget, QueueFull
+from api.queue import NotReplicated, OverBudget, QueueFull
 from api.security import api_key
 from api.validation import MAX_PRODUCT_ID, check_image, check_nesting, check_product_id, one_image_source, parse_object
 from batcher.queue.jobs import JobSpec
@@ -67,6 +67,8 @@ async def index_product(request: Request) -> JSONResponse:
         raise ApiError(429, "queue_bytes_full", f"the queue holds {exc.held} bytes of images; this one "
                        f"({exc.size} bytes) would pass MAX_QUEUE_BYTES ({exc.max_bytes}); retry later",
                        headers={"Retry-After": "30"}) from None
+    except NotReplicated as exc:
+        raise _not_replicated(exc) from None
     metrics.enqueue.observe(time.perf_counter() - start)
     return JSONResponse({"status": "queued", "job_id": job_id, "product_id": spec.product_id,
                          "message": "Product queued for indexing", "processing_mode": "async",
@@ -76,6 +78,15 @@ async def index_product(request: Request) -> JSONResponse:
 # served by api.lane.DirectRoute (see api/main.py), on the router for the OpenAPI document
 LANE = declare(router, "POST", UPLOAD_ROUTE, index_product, guards=[api_key], status_code=202, response_model=dict,
                responses={413: {}, 415: {}, 422: {}, 429: {}, 503: {}}, openapi_extra=FORM.openapi())
+
+
+def _not_replicated(exc: NotReplicated) -> ApiError:
+    """REDIS_WAIT_REPLICAS: the job was queued on the master, but too few replicas confirmed it."""
+    return ApiError(503, "not_replicated", f"the upload was not confirmed by enough Redis replicas ({exc}): it may "
+                    "or may not survive a failover of the Redis master. Upload it again: if both survive, the "
+                    "newest upload wins (its version is higher)", headers={"Retry-After": "1"},
+                    extra={"job_id": getattr(exc, "job_id", None), "replicas_confirmed": exc.confirmed,
+                           "replicas_wanted": exc.wanted})
 
 
 def _validate(settings, form: dict, image_url: str | None) -> tuple[JobSpec, bytes]:

@@ -55,6 +55,8 @@ class QueueConfig:
     failed_job_ttl: int
     failed_image_ttl: int
     shards: int = 1  # QUEUE_SHARDS
+    wait_replicas: int = 0  # REDIS_WAIT_REPLICAS
+    wait_timeout_ms: int = 500  # REDIS_WAIT_TIMEOUT_MS
 
 
 class QueueSettings(EnvSettings):
@@ -70,6 +72,13 @@ class QueueSettings(EnvSettings):
         1, ge=1, le=1024,
         description="Independent queues, each under its own hash tag (spread over the slots of a Redis Cluster); "
                     "1: the single `{clipq}` queue. Change it only with the queue drained.")
+    redis_wait_replicas: int = Field(
+        0, ge=0, le=16,
+        description="Replicas that must confirm an upload (and a worker's ack) before it counts as done "
+                    "(`WAIT k`): an upload they do not confirm within REDIS_WAIT_TIMEOUT_MS gets 503 "
+                    "`not_replicated`; an ack is logged and counted. 0: off (replication stays asynchronous).")
+    redis_wait_timeout_ms: int = Field(
+        500, ge=1, le=60_000, description="Milliseconds the WAIT of REDIS_WAIT_REPLICAS may take.")
     max_attempts: int = Field(3, ge=1, le=100, description="Attempts before a job with transient failures fails.")
     job_ttl: int = Field(7 * DAY, ge=60, description="Seconds a completed job record is kept.")
     failed_job_ttl: int = Field(30 * DAY, ge=60, description="Seconds a failed job record is kept.")
@@ -89,4 +98,5 @@ class QueueSettings(EnvSettings):
     @property
     def queue(self) -> QueueConfig:
         return QueueConfig(self.queue_namespace, self.max_attempts, self.job_ttl, self.failed_job_ttl,
-                           self.failed_image_ttl, self.queue_shards)
+                           self.failed_image_ttl, self.queue_shards, self.redis_wait_replicas,
+                           self.redis_wait_timeout_ms)

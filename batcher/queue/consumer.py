@@ -7,6 +7,7 @@ that set, so it lives behind a lock. What a worker does on the queue without hol
 """
 from __future__ import annotations
 
+import logging
 import threading
 
 import redis
@@ -14,9 +15,12 @@ import redis
 from . import calls
 from .calls import AckResult, Outcome
 from .config import QueueConfig
+from .durable import Durability, NotReplicated, run_durable
 from .jobs import PROCESSING, Job
 from .keys import Keys
 from .presence import Presence
+
+log = logging.getLogger(__name__)
 
 
 class JobConsumer(Presence):
@@ -28,6 +32,8 @@ class JobConsumer(Presence):
         self._held: set[str] = set()
         self._held_lock = threading.Lock()
         self.claimed_at_ms = 0  # Redis time of the last claim script
+        self.durability = Durability(config.wait_replicas, config.wait_timeout_ms)
+        self.unreplicated_acks = 0  # acks that REDIS_WAIT_REPLICAS replicas did not confirm in time
 
     # -- what this worker holds ------------------------------------------------------------
     def held(self) -> set[str]:
@@ -97,8 +103,21 @@ class JobConsumer(Presence):
 
     # -- acknowledging -----------------------------------------------------------------
     def ack(self, outcomes: list[Outcome]) -> AckResult:
-        """Record the outcomes; the result says, job by job, what was recorded or skipped."""
-        reply = self._scripts.run(calls.ack(self.keys, self.config, self.worker_id, outcomes))
+        """Record the outcomes; the result says, job by job, what was recorded or skipped.
+
+        With REDIS_WAIT_REPLICAS=k, a WAIT follows on the same connection. When fewer replicas
+        confirm it, the ack has still run on the master (running it again would find the jobs
+        no longer ours): a warning and ``unreplicated_acks`` say so, and the result stands. A
+        failover before the replica catches up would bring those jobs back as processing by
+        this worker; the reaper requeues them once it stops beating, or ``requeue_orphans``
+        does, and they run again: at least once, as ever."""
+        try:
+            reply = run_durable(self._redis, self._scripts,
+                                calls.ack(self.keys, self.config, self.worker_id, outcomes), self.durability)
+        except NotReplicated as exc:
+            self.unreplicated_acks += 1
+            log.warning("ack of %d jobs not confirmed by replicas: %s", len(outcomes), exc)
+            reply = exc.reply
         self.let_go(o.job_id for o in outcomes)
         return AckResult.parse(reply)  # ack.lua announced the finished ids on ``keys.finished``
 

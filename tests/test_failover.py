@@ -1,0 +1,112 @@
+"""A master SIGKILLed mid-traffic on a real Redis Cluster of 3 masters with 2 replicas each, with
+REDIS_WAIT_REPLICAS=1 (with one replica each, the promoted replica would have none left to
+confirm: that shard would answer 503 not_replicated until one is attached again).
+
+Uploads run from a few threads through a real uvicorn API; the master that holds one shard
+dies mid-way and its replica takes over. The API answers 202 or 503 with Retry-After (never a
+500, never a request over 5 s), uploads to that shard succeed again once the replica serves,
+and every job the API acknowledged (202) is still there afterwards and completes.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+import httpx
+import pytest
+from redis.cluster import RedisCluster
+
+from conftest import corpus_files, served
+from batcher.queue.keys import product_shard, shard_keys
+from scripts.lib.redis_cluster import LocalCluster
+
+pytestmark = pytest.mark.slow
+SHARDS, THREADS = 3, 4
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    c = LocalCluster(tmp_path_factory.mktemp("cluster"), masters=3, replicas=2).start()
+    yield c
+    c.stop(kill=True)
+
+
+@pytest.fixture
+def settings_kw(cluster, namespace) -> dict:
+    return {"redis_url": cluster.url, "redis_cluster": True, "queue_namespace": namespace, "queue_shards": SHARDS,
+            "redis_wait_replicas": 1, "redis_wait_timeout_ms": 1000}
+
+
+class Uploader:
+    """Threads uploading one small photo over HTTP until stopped: (t, code, seconds, body, headers)."""
+
+    def __init__(self, base: str, image: bytes) -> None:
+        self.base, self.image = base, image
+        self.stop = threading.Event()
+        self.seen: list[tuple[float, str, int, float, dict, dict]] = []
+        self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(THREADS)]
+
+    def _run(self, n: int) -> None:
+        with httpx.Client(base_url=self.base, timeout=30) as http:
+            i = 0
+            while not self.stop.is_set():
+                product, i = f"f{n}-{i}", i + 1
+                t0 = time.monotonic()
+                r = http.post("/api/v1/index-product-with-image", data={"product_id": product, "name": product},
+                              files={"image_file": ("x.jpg", self.image, "image/jpeg")})
+                body = r.json() if r.headers.get("content-type", "").startswith("application/json") else {}
+                self.seen.append((t0, product, r.status_code, time.monotonic() - t0, body, dict(r.headers)))
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *_):
+        self.stop.set()
+        for t in self.threads:
+            t.join(30)
+
+
+def test_a_master_killed_mid_upload_loses_no_acknowledged_job(cluster, settings_kw, namespace, run_burst):
+    from api.main import create_app
+    from api.settings import ApiSettings
+
+    shard = 0
+    with RedisCluster.from_url(cluster.url) as rc:
+        victim = rc.get_node_from_key(shard_keys(namespace, SHARDS)[shard].queue).port
+    image = corpus_files("index")[0].read_bytes()
+    with served(create_app(ApiSettings(**settings_kw, allow_anonymous=True))) as base, Uploader(base, image) as up:
+        time.sleep(1.5)
+        killed_at = time.monotonic()
+        cluster.kill(victim)
+        cluster.wait_failover(victim, timeout_s=30)
+        recovered_at = time.monotonic()
+        deadline = recovered_at + 15
+        while not any(t > recovered_at and code == 202 and product_shard(p, SHARDS) == shard
+                      for t, p, code, *_ in list(up.seen)):
+            assert time.monotonic() < deadline, "uploads to the failed-over shard never succeeded again"
+            time.sleep(0.2)
+        time.sleep(0.5)
+    codes = {}
+    for _, _, code, _, _, _ in up.seen:
+        codes[code] = codes.get(code, 0) + 1
+    assert set(codes) <= {202, 503}, codes
+    assert all("retry-after" in h for _, _, code, _, _, h in up.seen if code == 503)
+    assert max(s for _, _, _, s, _, _ in up.seen) < 5, max(s for _, _, _, s, _, _ in up.seen)
+    assert any(t < killed_at and c == 202 for t, _, c, *_ in up.seen)
+    accepted = [body["job_id"] for _, _, code, _, body, _ in up.seen if code == 202]
+    print(f"failover after {recovered_at - killed_at:.1f}s: {codes}")
+
+    live = next(p for p in cluster.alive_ports())
+    _, totals = run_burst(redis_url=f"redis://127.0.0.1:{live}/0")
+    assert totals.completed >= len(accepted)
+    with RedisCluster.from_url(f"redis://127.0.0.1:{live}/0") as rc:
+        pipe = rc.pipeline(transaction=False)
+        keys = shard_keys(namespace, SHARDS)
+        from batcher.queue.keys import job_shard
+        for job_id in accepted:
+            pipe.hget(keys[job_shard(job_id, SHARDS)].job(job_id), "status")
+        statuses = pipe.execute()
+    lost = [j for j, s in zip(accepted, statuses) if s != b"completed"]
+    assert lost == [], f"{len(lost)} of {len(accepted)} acknowledged jobs lost or unfinished"
