@@ -28,7 +28,7 @@ from batcher.queue.jobs import Job
 from batcher.queue.messages import SearchResult
 from batcher.store.base import StoreError
 from batcher.store.config import MEMORY, StoreConfig
-from batcher.store.edge_filters import conditions, has_flags, older, replaceable, same_images
+from batcher.store.edge_filters import conditions, has_flags, older, page_size, replaceable, same_images
 from batcher.store.edge_folder import open_shard, stored_dim
 from batcher.store.points import (IMAGE_FIELDS, INDEXED_INTEGERS, INDEXED_KEYWORDS, StoredImage, by_product_and_sha,
                                   made_by, point_id, point_payload, search_result)
@@ -130,7 +130,7 @@ class EdgeStore:
         it has its ``limit`` of points holding those values (see ``edge_filters.conditions``)."""
         asked = [(v, n, *conditions(f)) for v, n, f in zip(vectors.astype(np.float32).tolist(), limits, filters)]
         with self._lock:
-            found = self.shard.query_batch(QueryBatchRequest([self._query(v, self._page(n, flags), f)
+            found = self.shard.query_batch(QueryBatchRequest([self._query(v, page_size(n, flags), f)
                                                               for v, n, f, flags in asked]))
             found = [self._with_flags(v, n, f, flags, points) if flags else points
                      for (v, n, f, flags), points in zip(asked, found)]
@@ -140,12 +140,8 @@ class EdgeStore:
         return QueryRequest(limit=limit, offset=offset, query=Query.Nearest(vector), filter=flt, with_payload=True,
                             params=self.params)
 
-    @staticmethod
-    def _page(limit: int, flags: dict[str, bool]) -> int:
-        return max(4 * limit, 64) if flags else limit
-
     def _with_flags(self, vector: list[float], limit: int, flt, flags: dict[str, bool], points: list) -> list:
-        page, read, kept = self._page(limit, flags), 0, []
+        page, read, kept = page_size(limit, flags), 0, []
         while True:
             kept += [p for p in points if has_flags(p.payload, flags)]
             read += len(points)

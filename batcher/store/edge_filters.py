@@ -52,3 +52,8 @@ def same_images(shas: list[str], embedder: str) -> Filter:
     """Points holding one of these images (by sha256) whose vector ``embedder`` made."""
     return Filter(must=[FieldCondition(key="image_sha256", match=MatchAny(shas)),
                         FieldCondition(key="embedder", match=MatchValue(embedder))])
+
+
+def page_size(limit: int, flags: dict[str, bool]) -> int:
+    """Points a query reads at a time: more than its limit when the store checks flags itself."""
+    return max(4 * limit, 64) if flags else limit
