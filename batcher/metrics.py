@@ -29,6 +29,10 @@ class WorkerMetrics:
                                   registry=registry)
         self.store_splits = Counter("clipq_store_splits_total",
                                     "Batches split after the vector store refused them.", registry=registry)
+        self.unreplicated_acks = Counter(
+            "clipq_unreplicated_acks_total", "Ack calls that fewer than REDIS_WAIT_REPLICAS replicas confirmed "
+            "within REDIS_WAIT_TIMEOUT_MS: the jobs stand completed on the master, but a failover before its "
+            "replica caught up would run them again.", registry=registry)
         self.queries = Counter("clipq_queries_total", "Query-lane requests answered, by kind.",
                                ["kind"], registry=registry)
         self.queries_expired = Counter("clipq_queries_expired_total",

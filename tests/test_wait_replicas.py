@@ -64,8 +64,10 @@ def test_default_sends_no_wait(make_client, r):
 def test_an_ack_no_replica_confirms_is_logged_and_the_jobs_stay_completed(client, run_burst, caplog):
     jobs = [upload(client, p, f"a{i}").json()["job_id"] for i, p in enumerate(corpus_files("index")[:3])]
     with caplog.at_level("WARNING", logger="batcher.queue.consumer"):
-        _, totals = run_burst(redis_wait_replicas=1, redis_wait_timeout_ms=20)
+        app, totals = run_burst(redis_wait_replicas=1, redis_wait_timeout_ms=20)
     assert totals.completed == 3
+    unconfirmed = app.metrics.registry.get_sample_value("clipq_unreplicated_acks_total")
+    assert unconfirmed is not None and unconfirmed >= 1  # one per ack call (a batch may take all 3)
     assert any("not confirmed by replicas" in rec.getMessage() for rec in caplog.records)
     assert {client.get(f"/api/v1/queue/status/{j}").json()["status"] for j in jobs} == {"completed"}
 
@@ -75,6 +77,15 @@ def test_an_ack_the_replica_confirms_logs_nothing(replicated, make_client, run_b
     client = make_client(redis_url=master.url, redis_wait_replicas=1, redis_wait_timeout_ms=2000)
     assert upload(client, corpus_files("index")[0], "b0").status_code == 202
     with caplog.at_level("WARNING", logger="batcher.queue.consumer"):
-        _, totals = run_burst(redis_url=master.url, redis_wait_replicas=1, redis_wait_timeout_ms=2000)
+        app, totals = run_burst(redis_url=master.url, redis_wait_replicas=1, redis_wait_timeout_ms=2000)
     assert totals.completed == 1
+    assert app.metrics.registry.get_sample_value("clipq_unreplicated_acks_total") == 0
     assert not any("not confirmed" in rec.getMessage() for rec in caplog.records)
+
+
+def test_one_unconfirmed_ack_counts_one(client, run_burst):
+    job = upload(client, corpus_files("index")[0], "c0").json()["job_id"]
+    app, totals = run_burst(redis_wait_replicas=1, redis_wait_timeout_ms=20)
+    assert totals.completed == 1
+    assert app.metrics.registry.get_sample_value("clipq_unreplicated_acks_total") == 1
+    assert client.get(f"/api/v1/queue/status/{job}").json()["status"] == "completed"

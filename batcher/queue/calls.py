@@ -100,11 +100,12 @@ class AckResult:
     now_ms: int
     # completed, unchanged, reused, failed, retried, superseded, or skipped (no longer ours)
     results: tuple[str, ...]
+    unreplicated: int = 0  # ack calls that REDIS_WAIT_REPLICAS replicas did not confirm in time
 
     @classmethod
-    def parse(cls, reply: list) -> "AckResult":
+    def parse(cls, reply: list, unreplicated: int = 0) -> "AckResult":
         results = tuple(r.decode() if isinstance(r, bytes) else str(r) for r in reply[1:])
-        return cls(int(reply[0]), results)
+        return cls(int(reply[0]), results, unreplicated)
 
     def count(self, result: str) -> int:
         return self.results.count(result)

@@ -111,15 +111,17 @@ class JobConsumer(Presence):
         failover before the replica catches up would bring those jobs back as processing by
         this worker; the reaper requeues them once it stops beating, or ``requeue_orphans``
         does, and they run again: at least once, as ever."""
+        unreplicated = 0
         try:
             reply = run_durable(self._redis, self._scripts,
                                 calls.ack(self.keys, self.config, self.worker_id, outcomes), self.durability)
         except NotReplicated as exc:
+            unreplicated = 1
             self.unreplicated_acks += 1
             log.warning("ack of %d jobs not confirmed by replicas: %s", len(outcomes), exc)
             reply = exc.reply
         self.let_go(o.job_id for o in outcomes)
-        return AckResult.parse(reply)  # ack.lua announced the finished ids on ``keys.finished``
+        return AckResult.parse(reply, unreplicated)  # ack.lua announced the finished ids on ``keys.finished``
 
     # -- recovery ----------------------------------------------------------------------
     def recover_own(self) -> int:

@@ -52,7 +52,7 @@ class ShardedConsumer:
         self._next = 0
         self.claimed_at_ms = 0
         self._acked: dict[str, str] = {}  # of an ack that failed on a later shard
-        self._acked_ms = 0
+        self._acked_ms = self._acked_unreplicated = 0
 
     def _rotation(self) -> list[JobConsumer]:
         """Every shard, starting at the next one in turn."""
@@ -110,10 +110,11 @@ class ShardedConsumer:
         for shard, part in self._by_job(todo, lambda o: o.job_id):
             result = shard.ack(part)
             self._acked_ms = max(self._acked_ms, result.now_ms)
+            self._acked_unreplicated += result.unreplicated
             self._acked.update((o.job_id, r) for o, r in zip(part, result.results))
-        result = AckResult(self._acked_ms, tuple(self._acked[o.job_id] for o in outcomes))
+        result = AckResult(self._acked_ms, tuple(self._acked[o.job_id] for o in outcomes), self._acked_unreplicated)
         self._acked.clear()
-        self._acked_ms = 0
+        self._acked_ms = self._acked_unreplicated = 0
         return result
 
     # -- recovery and housekeeping: every shard ----------------------------------------

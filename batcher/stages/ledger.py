@@ -48,6 +48,8 @@ class Ledger:
         self._add("batches")
 
     def record(self, jobs: list[Job], outcomes: list[Outcome], ack: AckResult) -> None:
+        if ack.unreplicated:
+            self.metrics.unreplicated_acks.inc(ack.unreplicated)
         for job, o, recorded in zip(jobs, outcomes, ack.results, strict=True):
             if recorded == "skipped":
                 log.warning("job %s was no longer ours when acknowledged (handed to another worker): "
