@@ -12,9 +12,14 @@ non-transactional pipeline, which redis-py sends on one connection:
   that owns the script's first key (``target_nodes=get_node_from_key(key)``), which is the
   node the script runs on. Every script of the queue touches one slot.
 
-A MOVED or ASK while a slot migrates could send the script elsewhere than its WAIT; that WAIT
-then counts no write of ours and may answer k too early. Only a resharding can do that, not a
-failover (the client's topology refresh follows the new master for both).
+While a slot migrates (a resharding), the script may be answered ASK (its keys have moved on)
+or TRYAGAIN (its keys are split between the two nodes), and once it has moved, MOVED. Followed
+by the client, the script would run elsewhere than its WAIT, which would then count no write of
+ours and could answer k too early. So the cluster pipeline follows no redirection here: the
+error comes back as ``SlotMoving`` (a ConnectionError: the API answers 503 with Retry-After, the
+worker retries with backoff), the slot map is refreshed, and the next call goes to the slot's
+new node. A failover needs none of this: the client's topology refresh follows the new master
+for the script and its WAIT alike.
 
 k = 0 (the default) sends no WAIT: today's single script call, unchanged.
 """
@@ -54,6 +59,38 @@ class NoRoute(redis.ConnectionError):
     """No node serves the script's slot in the client's map (its master died; the replica is not
     yet known to serve): a Redis error like any other (the API answers 503). The map is
     refreshed on the way, so a later call finds the new master."""
+
+
+class SlotMoving(redis.ConnectionError):
+    """The script's slot is being migrated (ASK, TRYAGAIN) or has moved (MOVED): retry shortly."""
+
+
+REDIRECTS = (redis.exceptions.AskError, redis.exceptions.TryAgainError)  # MovedError is an AskError
+
+
+def _execute(pipe, cluster: bool) -> list:
+    """A single Redis: ``execute()``. A cluster: the same, following no MOVED or ASK, so that the
+    script and its WAIT stay on one connection of one node."""
+    if not cluster:
+        return pipe.execute()
+    try:
+        # the queued commands live on the pipeline's execution strategy (redis-py 6+)
+        return pipe.send_cluster_commands(pipe._execution_strategy.command_queue, allow_redirections=False)
+    except REDIRECTS as exc:
+        raise SlotMoving(f"the slot is moving between nodes ({type(exc).__name__}: {exc}); "
+                         "cluster map refreshed") from exc
+    finally:
+        pipe.reset()
+
+
+async def _execute_async(pipe, cluster: bool) -> list:
+    if not cluster:
+        return await pipe.execute()
+    try:
+        return await pipe.execute(allow_redirections=False)
+    except REDIRECTS as exc:
+        raise SlotMoving(f"the slot is moving between nodes ({type(exc).__name__}: {exc}); "
+                         "cluster map refreshed") from exc
 
 
 def _node_of(client, call: ScriptCall):
@@ -104,7 +141,7 @@ def run_durable(client, scripts: Scripts, call: ScriptCall, d: Durability):
     try:
         pipe = _pipeline(client, call)
         pipe.execute_command("WAIT", d.replicas, d.timeout_ms, **_wait_target(_node_of(client, call)))
-        return _checked(pipe.execute(), d)
+        return _checked(_execute(pipe, _is_cluster(client)), d)
     except STALE_MAP:
         if _is_cluster(client):
             try:
@@ -123,7 +160,7 @@ async def run_durable_async(client, scripts: Scripts, call: ScriptCall, d: Durab
             await client.initialize()  # a no-op once done: the asyncio client maps the slots lazily
         pipe = _pipeline(client, call)
         pipe.execute_command("WAIT", d.replicas, d.timeout_ms, **_wait_target(_node_of(client, call)))
-        return _checked(await pipe.execute(), d)
+        return _checked(await _execute_async(pipe, _is_cluster(client)), d)
     except STALE_MAP:
         if _is_cluster(client):
             try:

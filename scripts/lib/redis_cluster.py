@@ -252,6 +252,48 @@ class LocalCluster:
         self._wait(f"a replica of {dead_port} to take over", done, timeout_s)
         return promoted[0]
 
+    # -- resharding --------------------------------------------------------------------
+    def owner_of(self, slot: int) -> int:
+        """The port of the live master that serves ``slot`` now."""
+        c = self.client(self.alive_ports()[0])
+        try:
+            for lo, hi, master, *_ in c.execute_command("CLUSTER", "SLOTS"):
+                if lo <= slot <= hi:
+                    return int(master[1])
+        finally:
+            c.close()
+        raise ClusterError(f"no master serves slot {slot}")
+
+    def migrate_slot(self, slot: int, target: int, batch: int = 10000, timeout_ms: int = 5000,
+                     hold_s: float = 0) -> int:
+        """Move ``slot`` from its master to the master on port ``target`` the standard way (what
+        ``redis-cli --cluster reshard`` does): SETSLOT IMPORTING on the target, MIGRATING on the
+        source, GETKEYSINSLOT + MIGRATE ... KEYS in batches until the source holds none, then
+        SETSLOT NODE on every master. Returns how many keys moved.
+
+        While the keys of one slot are split between two nodes, a multi-key command or script
+        whose keys are on both sides gets TRYAGAIN, and one whose keys all left gets ASK. A
+        batch as large as the slot's key count moves them in one atomic MIGRATE (the source
+        blocks meanwhile), so a script never finds half of them gone. ``hold_s``: a pause once
+        the keys have moved, before the slot changes hands (tests: a window of ASK answers)."""
+        source = self.owner_of(slot)
+        if source == target:
+            return 0
+        self._call(target, "CLUSTER", "SETSLOT", slot, "IMPORTING", self.ids[source])
+        self._call(source, "CLUSTER", "SETSLOT", slot, "MIGRATING", self.ids[target])
+        moved = 0
+        while True:
+            keys = self._call(source, "CLUSTER", "GETKEYSINSLOT", slot, batch)
+            if not keys:
+                break
+            self._call(source, "MIGRATE", "127.0.0.1", target, "", 0, timeout_ms, "REPLACE", "KEYS", *keys)
+            moved += len(keys)
+        time.sleep(hold_s)
+        # the target first: from then on it answers for the slot, whatever the source says
+        for port in [target, source] + [p for p in self.masters_now() if p not in (source, target)]:
+            self._call(port, "CLUSTER", "SETSLOT", slot, "NODE", self.ids[target])
+        return moved
+
     def stop(self, kill: bool = False) -> None:
         for node in reversed(list(self.nodes.values())):
             node.stop(kill=kill)
