@@ -8,6 +8,7 @@ once the slot has moved; every job acknowledged (202) completes, and the keys li
 """
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 
@@ -77,6 +78,18 @@ class Uploader:
             t.join(30)
 
 
+async def run_async(url, call, d):
+    from batcher.queue.connect import async_client
+    from batcher.queue.durable import run_durable_async
+    from batcher.queue.scripts import Scripts
+
+    client = async_client(url, True)
+    try:
+        return await run_durable_async(client, Scripts(client), call, d)
+    finally:
+        await client.aclose()
+
+
 def test_the_wait_pipeline_follows_no_redirection_mid_migration(cluster, namespace):
     """REDIS_WAIT_REPLICAS: a script answered ASK while its slot migrates is not run elsewhere
     than its WAIT: SlotMoving (503 / retry) instead; once the slot has moved, the call works."""
@@ -102,6 +115,8 @@ def test_the_wait_pipeline_follows_no_redirection_mid_migration(cluster, namespa
     cluster._call(source, "MIGRATE", "127.0.0.1", target, "", 0, 5000, "KEYS", *keys)
     with pytest.raises(SlotMoving):  # the keys are on the target: ASK, not followed
         run_durable(client, scripts, call, d)
+    with pytest.raises(SlotMoving):  # the API's asyncio client alike
+        asyncio.run(run_async(cluster.url, call, d))
     for port in cluster.masters_now():
         cluster._call(port, "CLUSTER", "SETSLOT", slot, "NODE", cluster.ids[target])
     with pytest.raises((SlotMoving, NotReplicated)):  # MOVED at most once: the map is refreshed
