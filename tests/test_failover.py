@@ -9,14 +9,13 @@ and every job the API acknowledged (202) is still there afterwards and completes
 """
 from __future__ import annotations
 
-import threading
 import time
 
-import httpx
 import pytest
 from redis.cluster import RedisCluster
 
 from conftest import corpus_files, served
+from uploader import Uploader, numbered
 from batcher.queue.keys import product_shard, shard_keys
 from scripts.lib.redis_cluster import LocalCluster
 
@@ -37,37 +36,6 @@ def settings_kw(cluster, namespace) -> dict:
             "redis_wait_replicas": 1, "redis_wait_timeout_ms": 1000}
 
 
-class Uploader:
-    """Threads uploading one small photo over HTTP until stopped: (t, code, seconds, body, headers)."""
-
-    def __init__(self, base: str, image: bytes) -> None:
-        self.base, self.image = base, image
-        self.stop = threading.Event()
-        self.seen: list[tuple[float, str, int, float, dict, dict]] = []
-        self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(THREADS)]
-
-    def _run(self, n: int) -> None:
-        with httpx.Client(base_url=self.base, timeout=30) as http:
-            i = 0
-            while not self.stop.is_set():
-                product, i = f"f{n}-{i}", i + 1
-                t0 = time.monotonic()
-                r = http.post("/api/v1/index-product-with-image", data={"product_id": product, "name": product},
-                              files={"image_file": ("x.jpg", self.image, "image/jpeg")})
-                body = r.json() if r.headers.get("content-type", "").startswith("application/json") else {}
-                self.seen.append((t0, product, r.status_code, time.monotonic() - t0, body, dict(r.headers)))
-
-    def __enter__(self):
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *_):
-        self.stop.set()
-        for t in self.threads:
-            t.join(30)
-
-
 def test_a_master_killed_mid_upload_loses_no_acknowledged_job(cluster, settings_kw, namespace, run_burst):
     from api.main import create_app
     from api.settings import ApiSettings
@@ -76,7 +44,8 @@ def test_a_master_killed_mid_upload_loses_no_acknowledged_job(cluster, settings_
     with RedisCluster.from_url(cluster.url) as rc:
         victim = rc.get_node_from_key(shard_keys(namespace, SHARDS)[shard].queue).port
     image = corpus_files("index")[0].read_bytes()
-    with served(create_app(ApiSettings(**settings_kw, allow_anonymous=True))) as base, Uploader(base, image) as up:
+    app = create_app(ApiSettings(**settings_kw, allow_anonymous=True))
+    with served(app) as base, Uploader(base, image, THREADS, numbered("f")) as up:
         time.sleep(1.5)
         killed_at = time.monotonic()
         cluster.kill(victim)

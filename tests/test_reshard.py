@@ -9,14 +9,13 @@ once the slot has moved; every job acknowledged (202) completes, and the keys li
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 
-import httpx
 import pytest
 from redis.cluster import RedisCluster, key_slot
 
 from conftest import corpus_files, served
+from uploader import Uploader, numbered
 from batcher.queue.keys import job_shard, product_shard, shard_keys
 from scripts.lib.redis_cluster import LocalCluster
 
@@ -38,44 +37,7 @@ def settings_kw(cluster, namespace) -> dict:
 
 def products(n: int):
     """Product ids of shard SHARD, thread n's own."""
-    i = 0
-    while True:
-        p = f"r{n}-{i}"
-        i += 1
-        if product_shard(p, SHARDS) == SHARD:
-            yield p
-
-
-class Uploader:
-    """Threads uploading one small photo into shard SHARD until stopped: (t, product, code, body, headers)."""
-
-    def __init__(self, base: str, image: bytes) -> None:
-        self.base, self.image = base, image
-        self.stop = threading.Event()
-        self.seen: list[tuple[float, str, int, dict, dict]] = []
-        self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(THREADS)]
-
-    def _run(self, n: int) -> None:
-        with httpx.Client(base_url=self.base, timeout=30) as http:
-            for product in products(n):
-                if self.stop.is_set():
-                    return
-                t0 = time.monotonic()
-                r = http.post("/api/v1/index-product-with-image", data={"product_id": product, "name": product},
-                              files={"image_file": ("x.jpg", self.image, "image/jpeg")})
-                body = r.json() if r.headers.get("content-type", "").startswith("application/json") else {}
-                self.seen.append((t0, product, r.status_code, body, dict(r.headers)))
-                time.sleep(0.02)  # a steady stream that one worker on 2 cores keeps up with (no 429)
-
-    def __enter__(self):
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *_):
-        self.stop.set()
-        for t in self.threads:
-            t.join(30)
+    return (p for p in numbered("r")(n) if product_shard(p, SHARDS) == SHARD)
 
 
 async def run_async(url, call, d):
@@ -135,7 +97,9 @@ def test_a_slot_resharded_mid_traffic_loses_no_acknowledged_job(cluster, setting
     source = cluster.owner_of(slot)
     target = next(p for p in cluster.masters_now() if p != source)
     image = corpus_files("index")[0].read_bytes()
-    with served(create_app(ApiSettings(**settings_kw, allow_anonymous=True))) as base, Uploader(base, image) as up:
+    app = create_app(ApiSettings(**settings_kw, allow_anonymous=True))
+    # a steady stream that one worker on 2 cores keeps up with (no 429)
+    with served(app) as base, Uploader(base, image, THREADS, products, pause_s=0.02) as up:
         serve_worker()
         time.sleep(1.5)
         started = time.monotonic()
@@ -147,13 +111,13 @@ def test_a_slot_resharded_mid_traffic_loses_no_acknowledged_job(cluster, setting
             time.sleep(0.2)
         time.sleep(0.5)
     codes: dict[int, int] = {}
-    for _, _, code, _, _ in up.seen:
+    for _, _, code, *_ in up.seen:
         codes[code] = codes.get(code, 0) + 1
     print(f"resharded slot {slot} ({moved} keys) {source} -> {target} in {done - started:.1f}s: {codes}")
     assert set(codes) <= {202, 503}, codes
-    assert all("retry-after" in h for _, _, code, _, h in up.seen if code == 503)
+    assert all("retry-after" in h for _, _, code, _, _, h in up.seen if code == 503)
     assert any(t < started and c == 202 for t, _, c, *_ in up.seen)
-    accepted = [body["job_id"] for _, _, code, body, _ in up.seen if code == 202]
+    accepted = [body["job_id"] for _, _, code, _, body, _ in up.seen if code == 202]
     assert moved > 0
 
     with RedisCluster.from_url(cluster.url) as rc:
