@@ -12,7 +12,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import CORPUS, ROOT, corpus_files, require_tool, upload
+from scripts.lib.procs import free_port
 
 DEPLOY = ROOT / "deploy"
 ALERTS = DEPLOY / "prometheus" / "alerts.yml"
@@ -410,12 +410,6 @@ def test_metrics_agree_with_a_live_run(client, run_burst):
 
 
 # -- (d) several API processes: one /metrics for all of them ---------------------------------
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def multiprocess_api(redis_url, namespace, tmp_path):
     """``uvicorn api.main:app --workers 2`` with PROMETHEUS_MULTIPROC_DIR, on a free port."""

@@ -6,6 +6,7 @@ start clipq and the chaos tests (tests/chaos/). Each child logs to ``<logs>/<nam
 from __future__ import annotations
 
 import ctypes
+import os
 import signal
 import socket
 import subprocess
@@ -23,14 +24,32 @@ class StartFailed(RuntimeError):
     """A child process died or never became ready."""
 
 
-def free_port(below: int = 65536) -> int:
-    for _ in range(100):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port < below:
+# Servers started here listen on ports below the kernel's range for outgoing connections
+# (32768-60999 on Linux by default), and so do cluster bus ports (port + 10000): a client socket
+# can then never take a server's port, between the pick and the start or across a restart on the
+# same port ("Address already in use", now and then, with ports the kernel handed out).
+PICK_FROM, PICK_BELOW = 12000, 22768
+_cursor = PICK_FROM + (os.getpid() * 37) % (PICK_BELOW - PICK_FROM)
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(bus: bool = False) -> int:
+    """A port free now and not handed out before by this process; ``bus``: port + 10000 too."""
+    global _cursor
+    for _ in range(PICK_BELOW - PICK_FROM):
+        port, _cursor = _cursor, PICK_FROM + (_cursor + 1 - PICK_FROM) % (PICK_BELOW - PICK_FROM)
+        if _bindable(port) and (not bus or _bindable(port + 10000)):
             return port
-    raise RuntimeError(f"no free port below {below}")
+    raise RuntimeError(f"no free port in {PICK_FROM}..{PICK_BELOW - 1}")
 
 
 def _die_with_parent() -> None:

@@ -93,9 +93,7 @@ class LocalCluster:
         self.masters, self.replicas, self.node_timeout_ms = masters, replicas, node_timeout_ms
         count = masters * (1 + replicas)
         # masters first, then the replicas: replica j of master i is node masters + i * replicas + j
-        self.ports = node_ports(port, count) if port else [free_port(below=MAX_PORT + 1) for _ in range(count)]
-        if len(set(self.ports)) != count:
-            raise ClusterError("free_port gave the same port twice; pass a first port instead")
+        self.ports = node_ports(port, count) if port else [free_port(bus=True) for _ in range(count)]
         self.nodes: dict[int, LocalRedis] = {}
         self.ids: dict[int, str] = {}  # port -> node id
 

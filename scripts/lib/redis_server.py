@@ -56,7 +56,7 @@ class LocalRedis:
         without it a bare node for ``scripts.lib.redis_cluster`` to join. ``extra_args``: more
         server options (``["--cluster-node-timeout", "2000"]``)."""
         self.directory = Path(directory).resolve()
-        self.port = port or free_port(below=55536 if cluster else 65536)  # cluster bus: port + 10000
+        self.port = port or free_port(bus=cluster)  # a cluster node's bus listens on port + 10000
         self.aof = aof
         self.appendfsync = appendfsync
         self.maxmemory = maxmemory
