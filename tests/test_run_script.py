@@ -17,7 +17,7 @@ import pytest
 
 from conftest import ROOT
 from scripts.lib.photos import SAMPLES
-from scripts.lib.procs import free_port
+from scripts.lib.procs import free_port, port_free
 
 GRACE_S = 5.0   # WORKER_SHUTDOWN_GRACE for these runs
 SLACK_S = 10.0  # "the worker's grace period plus a few seconds"
@@ -163,12 +163,3 @@ def test_smoke_on_a_local_redis_cluster(tmp_path):
     assert "==> starting redis-cluster" in out and "completed" in out
     assert not any(running(pid) for pid in run.child_pids().values())
 
-
-def port_free(port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True

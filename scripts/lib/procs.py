@@ -32,7 +32,7 @@ PICK_FROM, PICK_BELOW = 12000, 22768
 _cursor = PICK_FROM + (os.getpid() * 37) % (PICK_BELOW - PICK_FROM)
 
 
-def _bindable(port: int) -> bool:
+def port_free(port: int) -> bool:
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -47,7 +47,7 @@ def free_port(bus: bool = False) -> int:
     global _cursor
     for _ in range(PICK_BELOW - PICK_FROM):
         port, _cursor = _cursor, PICK_FROM + (_cursor + 1 - PICK_FROM) % (PICK_BELOW - PICK_FROM)
-        if _bindable(port) and (not bus or _bindable(port + 10000)):
+        if port_free(port) and (not bus or port_free(port + 10000)):
             return port
     raise RuntimeError(f"no free port in {PICK_FROM}..{PICK_BELOW - 1}")
 
