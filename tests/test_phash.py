@@ -1,0 +1,67 @@
+"""The perceptual hash and its banded index (pure: no Redis, no store)."""
+from __future__ import annotations
+
+import io
+import random
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from batcher.duplicates.bands import BANDS, band_keys, probe_keys
+from batcher.duplicates.phash import distance, from_hex, phash, to_hex
+
+REAL = Path(__file__).parent / "data" / "corpus" / "real"
+
+
+def _photo(name: str) -> Image.Image:
+    return Image.open(REAL / name).convert("RGB")
+
+
+def _jpeg(im: Image.Image, quality: int) -> Image.Image:
+    out = io.BytesIO()
+    im.save(out, "JPEG", quality=quality)
+    return Image.open(io.BytesIO(out.getvalue()))
+
+
+@pytest.mark.parametrize("name", ["astronaut.png", "chelsea.png", "flower.jpg"])
+def test_the_same_picture_resized_reencoded_cropped_or_rotated_stays_close(name):
+    im = _photo(name)
+    w, h = im.size
+    h0 = phash(im)
+    assert distance(h0, phash(im.resize((w // 2, h // 2)))) <= 2
+    assert distance(h0, phash(_jpeg(im, 40))) <= 2
+    assert distance(h0, phash(im.crop((w // 40, h // 40, w - w // 40, h - h // 40)))) <= 10
+    assert distance(h0, phash(im.rotate(2, Image.Resampling.BICUBIC, fillcolor=(255, 255, 255)))) <= 10
+
+
+def test_unrelated_photos_are_far_apart():
+    names = ["astronaut.png", "chelsea.png", "coffee.png", "camera.png", "rocket.jpg", "hopper.jpg"]
+    hashes = [phash(_photo(n)) for n in names]
+    assert min(distance(a, b) for i, a in enumerate(hashes) for b in hashes[i + 1:]) >= 20
+
+
+def test_hex_round_trip_and_bad_hex():
+    h = phash(_photo("coffee.png"))
+    assert from_hex(to_hex(h)) == h and len(to_hex(h)) == 16
+    with pytest.raises(ValueError):
+        from_hex("xyz")
+
+
+@pytest.mark.parametrize("max_distance", [3, 7, 10])
+def test_hashes_within_the_distance_always_share_a_probed_band(max_distance):
+    rng = random.Random(max_distance)
+    for _ in range(300):
+        a = rng.getrandbits(64)
+        b = a
+        for bit in rng.sample(range(64), rng.randint(0, max_distance)):
+            b ^= 1 << bit
+        assert set(probe_keys(a, max_distance)) & set(band_keys(b))
+
+
+def test_a_random_far_hash_rarely_shares_a_probed_band():
+    rng = random.Random(1)
+    probes = set(probe_keys(rng.getrandbits(64), 10))
+    shared = sum(bool(probes & set(band_keys(rng.getrandbits(64)))) for _ in range(5000))
+    assert len(band_keys(0)) == BANDS
+    assert shared < 5000 * 0.03  # about 137 of 65,536 values a band, 4 bands: under 1%
