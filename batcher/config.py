@@ -75,3 +75,12 @@ class ModelConfig:
     pin_memory: bool
     compile: str
     cache_dir: str | None
+
+
+@dataclass(frozen=True)
+class DuplicateConfig:
+    """Near-duplicate photos at ingest (batcher/duplicates/): WORKER_DUPLICATE_MAX_DISTANCE,
+    WORKER_DUPLICATE_MAX_LISTED (0: no lookup)."""
+
+    max_distance: int
+    max_listed: int

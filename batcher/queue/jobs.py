@@ -71,6 +71,8 @@ class Job:
     version: int = 0  # given at enqueue time; 0 for a job queued before versions existed
     image: bytes | None = field(default=None, repr=False)
     image_url: str = ""
+    # payload fields the worker adds to the job's point (its photo's hash and near duplicates)
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_hash(cls, h: dict[bytes, bytes], image: bytes | None) -> "Job":
@@ -117,4 +119,6 @@ def public_status(h: dict[str, str]) -> dict[str, Any]:
         "error_message": h.get("error_message") or None,
         # for a completed job, how its vector was found: embedded, unchanged or reused
         "outcome": h.get("outcome") or None,
+        # for a completed job: the other products' photos that are the same picture (batcher.duplicates)
+        "near_duplicates": json.loads(h["near_duplicates"]) if h.get("near_duplicates") else None,
     }

@@ -48,6 +48,17 @@ class VectorStore(Protocol):
         """Delete the product's point if it is older than ``version`` (the delete's own); a
         newer upload stored meanwhile stays. True when there was such a point."""
 
+    def hashed(self, keys: list[str], exclude_products: list[str], limit: int) -> list[dict[str, Any]]:
+        """The payloads (``HASH_FIELDS``) of at most ``limit`` points whose ``phash_bands`` hold
+        one of ``keys``, but of no product of ``exclude_products``: one indexed read."""
+
+    def flagged(self, offset: str | None, limit: int) -> tuple[list[tuple[str, dict[str, Any]]], str | None]:
+        """A page of the points that listed near duplicates, in point id order from ``offset``:
+        (point id, payload of ``PAIR_FIELDS``) each, and the next page's offset (None: the last)."""
+
+    def hashes(self, point_ids: list[str]) -> dict[str, str]:
+        """The ``phash`` of each of these points still stored (and holding one)."""
+
     def info(self) -> dict[str, Any]:
         """Engine, collection, points, payload indexes, size on disk where known."""
 

@@ -57,3 +57,16 @@ def same_images(shas: list[str], embedder: str) -> Filter:
 def page_size(limit: int, flags: dict[str, bool]) -> int:
     """Points a query reads at a time: more than its limit when the store checks flags itself."""
     return max(4 * limit, 64) if flags else limit
+
+
+def banded(keys: list[str], exclude_products: list[str]) -> Filter:
+    """Points holding one of these ``phash_bands`` keywords, except the points of
+    ``exclude_products`` (batcher.duplicates.bands)."""
+    return Filter(must=[FieldCondition(key="phash_bands", match=MatchAny(keys))],
+                  must_not=[FieldCondition(key="product_id", match=MatchAny(exclude_products))] if exclude_products
+                  else None)
+
+
+def with_near_duplicates() -> Filter:
+    """Points that listed near duplicates when they were stored."""
+    return Filter(must=[FieldCondition(key="near_duplicate_count", range=RangeFloat(gte=1))])

@@ -19,8 +19,11 @@ from batcher.queue.messages import SearchResult
 POINT_NAMESPACE = uuid.UUID("6f1c3a52-2b0e-5c39-9f39-3c1f4a6c9e10")
 IMAGE_FIELDS = ["product_id", "image_sha256", "embedder"]
 # payload fields every engine indexes: the version checks, the image lookups, the product filter
-INDEXED_KEYWORDS = ("product_id", "image_sha256", "embedder")
-INDEXED_INTEGERS = ("version",)
+INDEXED_KEYWORDS = ("product_id", "image_sha256", "embedder", "phash_bands")
+INDEXED_INTEGERS = ("version", "near_duplicate_count")
+# what the near-duplicate lookups read of a point (batcher.duplicates): who it is, its hash, its pairs
+HASH_FIELDS = ["product_id", "photo_index", "phash"]
+PAIR_FIELDS = [*HASH_FIELDS, "near_duplicates"]
 
 
 def point_id(product_id: str) -> str:
@@ -32,7 +35,7 @@ def point_payload(job: Job, indexed_at: str, embedder: str = "") -> dict[str, An
     which model made the vector (``embedder``)."""
     return {"product_id": job.product_id, "name": job.name, "description": job.description,
             "metadata": job.metadata, "job_id": job.job_id, "indexed_at": indexed_at,
-            "image_sha256": job.image_sha256, "version": job.version, "embedder": embedder}
+            "image_sha256": job.image_sha256, "version": job.version, "embedder": embedder, **job.extra}
 
 
 def search_result(score: float, payload: dict[str, Any] | None) -> SearchResult:

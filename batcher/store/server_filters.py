@@ -44,3 +44,16 @@ def same_images(shas: list[str], embedder: str) -> models.Filter:
     """Points holding one of these images (by sha256) whose vector ``embedder`` made."""
     return models.Filter(must=[models.FieldCondition(key="image_sha256", match=models.MatchAny(any=shas)),
                                models.FieldCondition(key="embedder", match=models.MatchValue(value=embedder))])
+
+
+def banded(keys: list[str], exclude_products: list[str]) -> models.Filter:
+    """Points holding one of these ``phash_bands`` keywords, except the points of
+    ``exclude_products`` (batcher.duplicates.bands)."""
+    return models.Filter(must=[models.FieldCondition(key="phash_bands", match=models.MatchAny(any=keys))],
+                         must_not=[models.FieldCondition(key="product_id", match=models.MatchAny(any=exclude_products))]
+                         if exclude_products else None)
+
+
+def with_near_duplicates() -> models.Filter:
+    """Points that listed near duplicates when they were stored."""
+    return models.Filter(must=[models.FieldCondition(key="near_duplicate_count", range=models.Range(gte=1))])
