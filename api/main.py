@@ -18,7 +18,7 @@ from api.metrics import ApiMetrics
 from api.queue import Connections, JobQueue
 from batcher.queue.durable import Durability
 from api.waiter import JobWaiter
-from api.routes import dashboard, failures, health, jobs, search, uploads, workers
+from api.routes import dashboard, duplicates, failures, health, jobs, search, uploads, workers
 from api.settings import ApiSettings
 
 log = logging.getLogger("clipq.api")
@@ -58,7 +58,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = ApiMetrics()
     errors.install(app)
-    for module in (uploads, jobs, failures, workers, search, health):
+    for module in (uploads, jobs, failures, workers, search, duplicates, health):
         app.include_router(module.router)
     docs.install(app)
     dashboard.install(app)

@@ -70,3 +70,52 @@ def test_max_listed_zero_looks_nothing_up(client, run_burst):
     job = upload(client, REAL / "camera.png", "sku-x").json()["job_id"]
     run_burst(worker_duplicate_max_listed=0)
     assert status(client, job)["near_duplicates"] is None
+
+
+def all_pairs(client, limit: int) -> list[tuple[str, str, int]]:
+    """Every pair, following next_cursor from the first page."""
+    pairs, cursor = [], ""
+    for _ in range(50):
+        resp = client.get("/api/v1/duplicates", params={"cursor": cursor, "limit": limit})
+        assert resp.status_code == 200, resp.text
+        page = resp.json()
+        pairs += [(p["product_id"], p["duplicate_of"]["product_id"], p["distance"]) for p in page["pairs"]]
+        if page["next_cursor"] is None:
+            return pairs
+        cursor = page["next_cursor"]
+    raise AssertionError("the pages never ended")
+
+
+@pytest.fixture
+def paired(client, serve_worker):
+    """Two pairs (b is a's photo resized, d is c's) and an unrelated product, stored one by one."""
+    from test_search import wait_completed
+
+    serve_worker()
+    for product_id, data in [("a", (REAL / "astronaut.png").read_bytes()), ("b", variant("astronaut.png")),
+                             ("c", (REAL / "chelsea.png").read_bytes()), ("d", variant("chelsea.png", 0.7, 60)),
+                             ("e", (REAL / "coffee.png").read_bytes())]:
+        wait_completed(client, [upload(client, None, product_id, data).json()["job_id"]])
+
+
+def test_the_duplicates_endpoint_pages_through_the_pairs(client, paired):
+    one_by_one = all_pairs(client, limit=1)
+    assert sorted((b, a) for b, a, _ in one_by_one) == [("b", "a"), ("d", "c")]
+    assert sorted(all_pairs(client, limit=100)) == sorted(one_by_one)
+
+
+def test_a_deleted_or_reuploaded_product_leaves_the_pairs(client, paired):
+    from test_search import wait_completed
+
+    assert client.delete("/api/v1/products/a").status_code == 200
+    assert [(b, a) for b, a, _ in all_pairs(client, limit=10)] == [("d", "c")]
+    # c uploaded again with another photo: d's pair named c's old photo, so it goes
+    wait_completed(client, [upload(client, REAL / "coffee.png", "c").json()["job_id"]])
+    assert [(b, a) for b, a, _ in all_pairs(client, limit=10)] == [("c", "e")]
+
+
+@pytest.mark.parametrize("params", [{"cursor": "not-a-cursor"}, {"limit": 0}, {"limit": 101}])
+def test_a_bad_cursor_or_limit_is_a_422_naming_it(client, params):
+    resp = client.get("/api/v1/duplicates", params=params)
+    assert resp.status_code == 422
+    assert "error" in resp.json() and resp.json()["error"]["field"] in ("cursor", "limit"), resp.json()

@@ -14,7 +14,7 @@ SEARCHES = ("text", "image")
 
 @dataclass(frozen=True)
 class QueryRequest:
-    kind: str  # "text" or "image" (SEARCHES), "get" or "delete" (a product)
+    kind: str  # "text" or "image" (SEARCHES), "get" or "delete" (a product), "duplicates" (a page of pairs)
     text: str = ""
     image: bytes = b""
     limit: int = 10
@@ -22,6 +22,7 @@ class QueryRequest:
     product_id: str = ""
     version: int = 0  # of a delete: the product's tombstone (lua/tombstone.lua)
     image_url: str = ""  # instead of image: the worker fetches it (batcher.fetch)
+    cursor: str = ""  # of "duplicates": where the page starts (a point id; "": the first page)
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     # Redis time (ms) after which the client has given up; 0: none. Set by ask.lua on the way
     # in (it prepends the field to the JSON object), so never written by ``to_json``.
@@ -64,6 +65,7 @@ class QueryReply:
     took_ms: float | None = None
     product: dict[str, Any] | None = None
     deleted: str | None = None
+    page: dict[str, Any] | None = None  # of "duplicates": {"pairs": [...], "next_cursor"}
     status: int = 200
     code: str = ""
     message: str = ""

@@ -26,8 +26,9 @@ HASH_FIELDS = ["product_id", "photo_index", "phash"]
 PAIR_FIELDS = [*HASH_FIELDS, "near_duplicates"]
 
 
-def point_id(product_id: str) -> str:
-    return str(uuid.uuid5(POINT_NAMESPACE, product_id))
+def point_id(product_id: str, photo_index: int = 0) -> str:
+    """Photo 0 keeps the product's id of old; photo i > 0 is ``uuid5(NS, "<product_id>#<i>")``."""
+    return str(uuid.uuid5(POINT_NAMESPACE, product_id if photo_index == 0 else f"{product_id}#{photo_index}"))
 
 
 def point_payload(job: Job, indexed_at: str, embedder: str = "") -> dict[str, Any]:
