@@ -1,22 +1,21 @@
 """The banded index of perceptual hashes: how a Hamming search becomes keyword lookups.
 
-A stored hash is cut into ``BANDS`` bands of 16 bits; each band is a keyword of the point's
-payload (``phash_bands``: ``"0:3fa1"``, ``"1:…"``, …), which a keyword index answers at once.
-Pigeonhole: two hashes within Hamming distance ``d`` differ in at most ``d // BANDS`` bits in
-at least one band (else every band would differ in more, and the whole in more than ``d``).
-So a lookup asks, for each band, every value within ``d // BANDS`` bits of its own
-(``probe_keys``): each stored hash within ``d`` holds one of those keywords, and far fewer
-unrelated hashes do than in a scan. The exact distance is then checked on those candidates.
+A stored hash is cut into ``BANDS`` bands of 4 bits; each band is a keyword of the point's
+payload (``phash_bands``: ``"0:3"``, ``"1:f"``, …, ``"15:a"``), which a keyword index answers
+at once. Pigeonhole: a bit that differs spoils one band only, so two hashes within Hamming
+distance ``d`` share at least ``BANDS - d`` bands exactly (``min_shared``). A lookup asks the
+store for the points sharing that many of the photo's 16 band keywords (a ``min_should``
+filter), and checks the exact distance on those candidates. Two unrelated (random) hashes
+share a band with probability 1/16, so at distance 10 (6 bands shared) about 1 point in 4,000
+is a candidate.
 """
 from __future__ import annotations
 
-from functools import lru_cache
-from itertools import combinations
-
 from batcher.duplicates.phash import BITS
 
-BANDS = 4
+BANDS = 16
 BAND_BITS = BITS // BANDS
+MAX_DISTANCE = BANDS - 4  # beyond it, too many unrelated points share the few bands required
 _MASK = (1 << BAND_BITS) - 1
 
 
@@ -25,27 +24,13 @@ def band_values(h: int) -> list[int]:
     return [(h >> (BITS - BAND_BITS * (i + 1))) & _MASK for i in range(BANDS)]
 
 
-def key(band: int, value: int) -> str:
-    return f"{band}:{value:0{BAND_BITS // 4}x}"
-
-
 def band_keys(h: int) -> list[str]:
-    """What a stored point holds in ``phash_bands``: one keyword per band."""
-    return [key(i, v) for i, v in enumerate(band_values(h))]
+    """What a stored point holds in ``phash_bands``, and what a lookup asks for: one keyword a band."""
+    return [f"{i}:{v:x}" for i, v in enumerate(band_values(h))]
 
 
-@lru_cache(maxsize=8)
-def _flips(radius: int) -> tuple[int, ...]:
-    """Every mask of at most ``radius`` bits in a band (0 included)."""
-    return tuple(sum(1 << b for b in bits) for r in range(radius + 1) for bits in combinations(range(BAND_BITS), r))
-
-
-def probe_radius(max_distance: int) -> int:
-    return max_distance // BANDS
-
-
-def probe_keys(h: int, max_distance: int) -> list[str]:
-    """The keywords a lookup for hashes within ``max_distance`` of ``h`` asks for: per band,
-    every value within ``probe_radius`` bits (1 + 16 + 120 a band at radius 2)."""
-    flips = _flips(probe_radius(max_distance))
-    return [key(i, v ^ f) for i, v in enumerate(band_values(h)) for f in flips]
+def min_shared(max_distance: int) -> int:
+    """How many bands a hash within ``max_distance`` shares with the photo's, at least."""
+    if not 0 <= max_distance <= MAX_DISTANCE:
+        raise ValueError(f"the distance must lie between 0 and {MAX_DISTANCE}")
+    return BANDS - max_distance

@@ -2,9 +2,9 @@
 batch, the photos of other products already stored, or earlier in the same batch, whose
 perceptual hash lies within ``max_distance`` bits of its own.
 
-One store read for the whole batch: the points holding one of the probed band keywords of any
-of the batch's photos (``bands.probe_keys``), none of the batch's own products (their points
-are being replaced). The exact distance is then checked here. Run in the store thread, after
+One batched store read for the whole batch: for each photo, the points sharing enough of its
+band keywords to lie within the distance (``bands``), none of the batch's own products (their
+points are being replaced). The exact distance is then checked here. Run in the store thread, after
 every earlier batch is stored, so that no pair between consecutive batches is missed.
 
 What is found goes into the photo's payload (``phash``, ``phash_bands``, ``near_duplicates``,
@@ -18,13 +18,13 @@ import logging
 from dataclasses import asdict, dataclass
 
 from batcher.config import DuplicateConfig
-from batcher.duplicates.bands import band_keys, probe_keys
+from batcher.duplicates.bands import band_keys, min_shared
 from batcher.duplicates.phash import distance, from_hex, to_hex
 from batcher.queue.jobs import Job
 from batcher.store import VectorStore
 
 log = logging.getLogger("clipq.worker")
-CANDIDATES_PER_PHOTO = 64  # of the one read: a photo shared by many products lists the first found
+CANDIDATES_PER_PHOTO = 1024  # read at most: a photo shared by more products lists the first found
 
 
 @dataclass(frozen=True)
@@ -64,9 +64,14 @@ class DuplicateFinder:
         photos = [Photo(j.product_id, 0, hashes[j.job_id]) for j in hashed]  # one photo a job, index 0
         found = self.find(photos)
         for job, photo, near in zip(hashed, photos, found):
-            job.extra = {"phash": to_hex(photo.phash), "phash_bands": band_keys(photo.phash),
-                         "near_duplicates": [asdict(n) for n in near or []], "near_duplicate_count": len(near or [])}
+            self.stamp(job, photo.phash, near or [])
         return {j.job_id: near for j, near in zip(hashed, found)}
+
+    @staticmethod
+    def stamp(job: Job, phash: int, near: list[NearDuplicate]) -> None:
+        """The payload fields of a photo with this hash and these near duplicates."""
+        job.extra = {"phash": to_hex(phash), "phash_bands": band_keys(phash),
+                     "near_duplicates": [asdict(n) for n in near], "near_duplicate_count": len(near)}
 
     def find(self, photos: list[Photo]) -> list[list[NearDuplicate] | None]:
         if not self.config.max_listed:  # WORKER_DUPLICATE_MAX_LISTED=0: no lookup, nothing known
@@ -76,13 +81,13 @@ class DuplicateFinder:
         except Exception as exc:  # the store is checked again by the upsert: only this lookup is lost
             log.warning("near-duplicate lookup failed (%s: %s): the batch lists none", exc.__class__.__name__, exc)
             return [None for _ in photos]
-        return [self._near(p, stored + [q for q in photos[:i] if q.product_id != p.product_id])
+        return [self._near(p, stored[i] + [q for q in photos[:i] if q.product_id != p.product_id])
                 for i, p in enumerate(photos)]
 
-    def _stored(self, photos: list[Photo]) -> list[Photo]:
-        keys = sorted({k for p in photos for k in probe_keys(p.phash, self.config.max_distance)})
-        payloads = self.store.hashed(keys, sorted({p.product_id for p in photos}), CANDIDATES_PER_PHOTO * len(photos))
-        return [p for p in map(stored_photo, payloads) if p is not None]
+    def _stored(self, photos: list[Photo]) -> list[list[Photo]]:
+        found = self.store.hashed([band_keys(p.phash) for p in photos], min_shared(self.config.max_distance),
+                                  sorted({p.product_id for p in photos}), CANDIDATES_PER_PHOTO)
+        return [[p for p in map(stored_photo, payloads) if p is not None] for payloads in found]
 
     def _near(self, photo: Photo, candidates: list[Photo]) -> list[NearDuplicate]:
         near = [NearDuplicate(c.product_id, c.photo_index, distance(photo.phash, c.phash), to_hex(c.phash))

@@ -164,11 +164,13 @@ class EdgeStore:
             self._written(0)
         return True
 
-    def hashed(self, keys: list[str], exclude_products: list[str], limit: int) -> list[dict[str, Any]]:
+    def hashed(self, probes: list[list[str]], min_count: int, exclude_products: list[str], limit: int
+               ) -> list[list[dict[str, Any]]]:
+        requests = [QueryRequest(limit=limit, filter=banded(keys, min_count, exclude_products), with_payload=HASH_FIELDS)
+                    for keys in probes]
         with self._lock:
-            found, _ = self.shard.scroll(ScrollRequest(limit=limit, with_payload=HASH_FIELDS, with_vector=False,
-                                                       filter=banded(keys, exclude_products)))
-        return [p.payload for p in found if p.payload]
+            found = self.shard.query_batch(QueryBatchRequest(requests))
+        return [[p.payload for p in points if p.payload] for points in found]
 
     def flagged(self, offset: str | None, limit: int) -> tuple[list[tuple[str, dict[str, Any]]], str | None]:
         with self._lock:

@@ -129,11 +129,13 @@ class ServerStore:
                                wait=True)
         return True
 
-    def hashed(self, keys: list[str], exclude_products: list[str], limit: int) -> list[dict[str, Any]]:
+    def hashed(self, probes: list[list[str]], min_count: int, exclude_products: list[str], limit: int
+               ) -> list[list[dict[str, Any]]]:
+        requests = [models.QueryRequest(filter=banded(keys, min_count, exclude_products), limit=limit,
+                                        with_payload=HASH_FIELDS) for keys in probes]
         with self._lock:
-            found, _ = self.client.scroll(self.collection, banded(keys, exclude_products), limit=limit,
-                                          with_payload=HASH_FIELDS, with_vectors=False)
-        return [p.payload for p in found if p.payload]
+            responses = self.client.query_batch_points(self.collection, requests=requests)
+        return [[p.payload for p in r.points if p.payload] for r in responses]
 
     def flagged(self, offset: str | None, limit: int) -> tuple[list[tuple[str, dict[str, Any]]], str | None]:
         with self._lock:
