@@ -14,13 +14,13 @@ large images wait for each other rather than decode all at once.
 from __future__ import annotations
 
 import logging
-import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
+from batcher.decode_budget import DecodeBudget
 from batcher.duplicates.phash import SIDE, phash
 from batcher.queue.images import NOT_READABLE, ImageRejected, probe
 from models.preprocessing import Preprocessing
@@ -35,26 +35,6 @@ _RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.B
 
 class DecodeError(ValueError):
     """The bytes are not an image we can use; the message says why."""
-
-
-class DecodeBudget:
-    """Bytes of pixels the decode threads may hold at once: a byte semaphore."""
-
-    def __init__(self, total_bytes: int) -> None:
-        self.total = total_bytes
-        self.used = 0
-        self._cond = threading.Condition()
-
-    def acquire(self, n: int) -> None:
-        """Wait until ``n`` bytes are free (``n`` must not exceed ``total``), then hold them."""
-        with self._cond:
-            self._cond.wait_for(lambda: self.used + n <= self.total)
-            self.used += n
-
-    def release(self, n: int) -> None:
-        with self._cond:
-            self.used -= n
-            self._cond.notify_all()
 
 
 def decode_cost(im: Image.Image) -> int:

@@ -28,17 +28,17 @@ from batcher.queue.jobs import Job
 from batcher.queue.messages import SearchResult
 from batcher.store.base import StoreError
 from batcher.store.config import MEMORY, StoreConfig
-from batcher.store.edge_filters import (banded, conditions, has_flags, older, page_size, replaceable, same_images,
-                                        with_near_duplicates)
+from batcher.store.edge_duplicates import EdgeDuplicates
+from batcher.store.edge_filters import conditions, has_flags, older, page_size, replaceable, same_images
 from batcher.store.edge_folder import open_shard, stored_dim
-from batcher.store.points import (HASH_FIELDS, IMAGE_FIELDS, INDEXED_INTEGERS, INDEXED_KEYWORDS, PAIR_FIELDS,
-                                  StoredImage, by_product_and_sha, made_by, point_id, point_payload, search_result)
+from batcher.store.points import (IMAGE_FIELDS, INDEXED_INTEGERS, INDEXED_KEYWORDS, StoredImage, by_product_and_sha,
+                                  made_by, point_id, point_payload, search_result)
 
 log = logging.getLogger(__name__)
 FLUSH_INTERVAL_S = 1.0
 
 
-class EdgeStore:
+class EdgeStore(EdgeDuplicates):
     engine = "edge"
 
     def __init__(self, shard: EdgeShard, folder: Path, config: StoreConfig, dim: int, embedder: str = "",
@@ -163,25 +163,6 @@ class EdgeStore:
             self.shard.update(UpdateOperation.delete_points_by_filter(stale))
             self._written(0)
         return True
-
-    def hashed(self, probes: list[list[str]], min_count: int, exclude_products: list[str], limit: int
-               ) -> list[list[dict[str, Any]]]:
-        requests = [QueryRequest(limit=limit, filter=banded(keys, min_count, exclude_products), with_payload=HASH_FIELDS)
-                    for keys in probes]
-        with self._lock:
-            found = self.shard.query_batch(QueryBatchRequest(requests))
-        return [[p.payload for p in points if p.payload] for points in found]
-
-    def flagged(self, offset: str | None, limit: int) -> tuple[list[tuple[str, dict[str, Any]]], str | None]:
-        with self._lock:
-            found, after = self.shard.scroll(ScrollRequest(offset=offset, limit=limit, with_payload=PAIR_FIELDS,
-                                                           with_vector=False, filter=with_near_duplicates()))
-        return [(str(p.id), p.payload) for p in found], (None if after is None else str(after))
-
-    def hashes(self, point_ids: list[str]) -> dict[str, str]:
-        with self._lock:
-            found = self.shard.retrieve(point_ids, ["phash"], False)
-        return {str(p.id): p.payload["phash"] for p in found if (p.payload or {}).get("phash")}
 
     def scroll(self, offset: Any = None, limit: int = 256) -> tuple[list[Any], Any]:
         """Points in id order, with vectors and payloads: ``clipq-store export`` and the copy."""

@@ -21,15 +21,15 @@ from batcher.queue.jobs import Job
 from batcher.queue.messages import SearchResult
 from batcher.store.base import StoreError
 from batcher.store.config import StoreConfig
-from batcher.store.points import (HASH_FIELDS, IMAGE_FIELDS, INDEXED_INTEGERS, INDEXED_KEYWORDS, PAIR_FIELDS,
-                                  StoredImage, by_product_and_sha, made_by, point_id, point_payload, search_result)
-from batcher.store.server_filters import (banded, conditions, older, replaceable, same_images,
-                                          with_near_duplicates)
+from batcher.store.points import (IMAGE_FIELDS, INDEXED_INTEGERS, INDEXED_KEYWORDS, StoredImage, by_product_and_sha,
+                                  made_by, point_id, point_payload, search_result)
+from batcher.store.server_duplicates import ServerDuplicates
+from batcher.store.server_filters import conditions, older, replaceable, same_images
 
 log = logging.getLogger(__name__)
 
 
-class ServerStore:
+class ServerStore(ServerDuplicates):
     """One collection of a Qdrant server (or of qdrant-client's in-process modes, in tests)."""
 
     engine = "server"
@@ -128,25 +128,6 @@ class ServerStore:
             self.client.delete(self.collection, points_selector=models.FilterSelector(filter=older(product_id, version)),
                                wait=True)
         return True
-
-    def hashed(self, probes: list[list[str]], min_count: int, exclude_products: list[str], limit: int
-               ) -> list[list[dict[str, Any]]]:
-        requests = [models.QueryRequest(filter=banded(keys, min_count, exclude_products), limit=limit,
-                                        with_payload=HASH_FIELDS) for keys in probes]
-        with self._lock:
-            responses = self.client.query_batch_points(self.collection, requests=requests)
-        return [[p.payload for p in r.points if p.payload] for r in responses]
-
-    def flagged(self, offset: str | None, limit: int) -> tuple[list[tuple[str, dict[str, Any]]], str | None]:
-        with self._lock:
-            found, after = self.client.scroll(self.collection, with_near_duplicates(), offset=offset, limit=limit,
-                                              with_payload=PAIR_FIELDS, with_vectors=False)
-        return [(str(p.id), p.payload) for p in found], (None if after is None else str(after))
-
-    def hashes(self, point_ids: list[str]) -> dict[str, str]:
-        with self._lock:
-            found = self.client.retrieve(self.collection, point_ids, with_payload=["phash"])
-        return {str(p.id): p.payload["phash"] for p in found if (p.payload or {}).get("phash")}
 
     def scroll(self, offset: Any = None, limit: int = 256) -> tuple[list[Any], Any]:
         with self._lock:

@@ -1,0 +1,35 @@
+"""The embedded store's reads for near-duplicate photos (``batcher.duplicates``): the banded
+lookup at ingest, the pairs' pages, the hashes of given points. Mixed into ``EdgeStore``."""
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from qdrant_edge import EdgeShard, QueryBatchRequest, QueryRequest, ScrollRequest
+
+from batcher.store.edge_filters import banded, with_near_duplicates
+from batcher.store.points import HASH_FIELDS, PAIR_FIELDS
+
+
+class EdgeDuplicates:
+    shard: EdgeShard
+    _lock: threading.Lock
+
+    def hashed(self, probes: list[list[str]], min_count: int, exclude_products: list[str], limit: int
+               ) -> list[list[dict[str, Any]]]:
+        requests = [QueryRequest(limit=limit, filter=banded(keys, min_count, exclude_products), with_payload=HASH_FIELDS)
+                    for keys in probes]
+        with self._lock:
+            found = self.shard.query_batch(QueryBatchRequest(requests))
+        return [[p.payload for p in points if p.payload] for points in found]
+
+    def flagged(self, offset: str | None, limit: int) -> tuple[list[tuple[str, dict[str, Any]]], str | None]:
+        with self._lock:
+            found, after = self.shard.scroll(ScrollRequest(offset=offset, limit=limit, with_payload=PAIR_FIELDS,
+                                                           with_vector=False, filter=with_near_duplicates()))
+        return [(str(p.id), p.payload) for p in found], (None if after is None else str(after))
+
+    def hashes(self, point_ids: list[str]) -> dict[str, str]:
+        with self._lock:
+            found = self.shard.retrieve(point_ids, ["phash"], False)
+        return {str(p.id): p.payload["phash"] for p in found if (p.payload or {}).get("phash")}

@@ -1,0 +1,36 @@
+"""A Qdrant server's reads for near-duplicate photos (``batcher.duplicates``): the banded
+lookup at ingest, the pairs' pages, the hashes of given points. Mixed into ``ServerStore``."""
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from qdrant_client import QdrantClient, models
+
+from batcher.store.points import HASH_FIELDS, PAIR_FIELDS
+from batcher.store.server_filters import banded, with_near_duplicates
+
+
+class ServerDuplicates:
+    client: QdrantClient
+    collection: str
+    _lock: threading.Lock
+
+    def hashed(self, probes: list[list[str]], min_count: int, exclude_products: list[str], limit: int
+               ) -> list[list[dict[str, Any]]]:
+        requests = [models.QueryRequest(filter=banded(keys, min_count, exclude_products), limit=limit,
+                                        with_payload=HASH_FIELDS) for keys in probes]
+        with self._lock:
+            responses = self.client.query_batch_points(self.collection, requests=requests)
+        return [[p.payload for p in r.points if p.payload] for r in responses]
+
+    def flagged(self, offset: str | None, limit: int) -> tuple[list[tuple[str, dict[str, Any]]], str | None]:
+        with self._lock:
+            found, after = self.client.scroll(self.collection, with_near_duplicates(), offset=offset, limit=limit,
+                                              with_payload=PAIR_FIELDS, with_vectors=False)
+        return [(str(p.id), p.payload) for p in found], (None if after is None else str(after))
+
+    def hashes(self, point_ids: list[str]) -> dict[str, str]:
+        with self._lock:
+            found = self.client.retrieve(self.collection, point_ids, with_payload=["phash"])
+        return {str(p.id): p.payload["phash"] for p in found if (p.payload or {}).get("phash")}
