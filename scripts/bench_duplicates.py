@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from batcher.config import DuplicateConfig
-from batcher.duplicates.bands import band_keys, min_shared
+from batcher.duplicates.bands import probe_keys
 from batcher.duplicates.finder import DuplicateFinder, Photo
 from batcher.duplicates.phash import distance, phash
 from batcher.queue.jobs import Job
@@ -43,7 +43,7 @@ from scripts.lib.stats import summary_ms
 DIM = 4  # the detector reads no vector: the smallest store will do
 BATCH = 32
 TRANSFORMS = ("resize_50", "jpeg_q40", "crop_5_centre", "crop_5_corner", "rotate_2")
-DISTANCES = (4, 6, 8, 10, 12)  # the banded lookup goes to 12 (bands.MAX_DISTANCE)
+DISTANCES = (4, 6, 8, 10, 12, 14)
 
 
 def _jpeg(im: Image.Image, quality: int) -> Image.Image:
@@ -184,7 +184,7 @@ def latency(n: int, max_distance: int, seed: int, folder: Path) -> dict:
             t0 = time.perf_counter()
             full_scan(store, [p.phash for p in batch], max_distance)
             scans.append(time.perf_counter() - t0)
-        candidates = sum(map(len, store.hashed([band_keys(p.phash) for p in batch], min_shared(max_distance), [], n)))
+        candidates = sum(map(len, store.hashed([probe_keys(p.phash, max_distance) for p in batch], [], n)))
     finally:
         store.close()
     return {"points": n, "batch": BATCH, "load_s": round(load_s, 1), "banded_ms": summary_ms(banded),

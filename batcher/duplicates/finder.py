@@ -18,13 +18,15 @@ import logging
 from dataclasses import asdict, dataclass
 
 from batcher.config import DuplicateConfig
-from batcher.duplicates.bands import band_keys, min_shared
+from batcher.duplicates.bands import band_keys, probe_keys
 from batcher.duplicates.phash import distance, from_hex, to_hex
 from batcher.queue.jobs import Job
 from batcher.store import VectorStore
 
 log = logging.getLogger("clipq.worker")
-CANDIDATES_PER_PHOTO = 1024  # read at most: a photo shared by more products lists the first found
+# read at most a photo (ids and hashes): about 1 point in 120 at distance 10, so the lookup misses
+# nothing up to 2 million points; beyond, or for a photo shared by more products, the first found
+CANDIDATES_PER_PHOTO = 16_384
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,7 @@ class DuplicateFinder:
                 for i, p in enumerate(photos)]
 
     def _stored(self, photos: list[Photo]) -> list[list[Photo]]:
-        found = self.store.hashed([band_keys(p.phash) for p in photos], min_shared(self.config.max_distance),
+        found = self.store.hashed([probe_keys(p.phash, self.config.max_distance) for p in photos],
                                   sorted({p.product_id for p in photos}), CANDIDATES_PER_PHOTO)
         return [[p for p in map(stored_photo, payloads) if p is not None] for payloads in found]
 

@@ -48,11 +48,11 @@ class VectorStore(Protocol):
         """Delete the product's point if it is older than ``version`` (the delete's own); a
         newer upload stored meanwhile stays. True when there was such a point."""
 
-    def hashed(self, probes: list[list[str]], min_count: int, exclude_products: list[str], limit: int
+    def hashed(self, probes: list[list[str]], exclude_products: list[str], limit: int
                ) -> list[list[dict[str, Any]]]:
-        """For each probe (a photo's ``phash_bands`` keywords), the payloads (``HASH_FIELDS``) of
-        at most ``limit`` points holding ``min_count`` of them, of no product of
-        ``exclude_products``: one batched, indexed read."""
+        """For each probe (``phash_bands`` keywords), the payloads (``HASH_FIELDS``) of at most
+        ``limit`` points holding one of them, of no product of ``exclude_products``: one
+        batched read through the keyword index."""
 
     def flagged(self, offset: str | None, limit: int) -> tuple[list[tuple[str, dict[str, Any]]], str | None]:
         """A page of the points that listed near duplicates, in point id order from ``offset``:

@@ -15,9 +15,9 @@ class EdgeDuplicates:
     shard: EdgeShard
     _lock: threading.Lock
 
-    def hashed(self, probes: list[list[str]], min_count: int, exclude_products: list[str], limit: int
+    def hashed(self, probes: list[list[str]], exclude_products: list[str], limit: int
                ) -> list[list[dict[str, Any]]]:
-        requests = [QueryRequest(limit=limit, filter=banded(keys, min_count, exclude_products), with_payload=HASH_FIELDS)
+        requests = [QueryRequest(limit=limit, filter=banded(keys, exclude_products), with_payload=HASH_FIELDS)
                     for keys in probes]
         with self._lock:
             found = self.shard.query_batch(QueryBatchRequest(requests))

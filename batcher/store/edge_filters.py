@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from qdrant_edge import (FieldCondition, Filter, HasIdCondition, IsEmptyCondition, MatchAny, MatchValue, MinShould,
-                         RangeFloat)
+from qdrant_edge import FieldCondition, Filter, HasIdCondition, IsEmptyCondition, MatchAny, MatchValue, RangeFloat
 
 from batcher.queue.jobs import Job
 from batcher.store.points import point_id
@@ -60,11 +59,10 @@ def page_size(limit: int, flags: dict[str, bool]) -> int:
     return max(4 * limit, 64) if flags else limit
 
 
-def banded(keys: list[str], min_count: int, exclude_products: list[str]) -> Filter:
-    """Points holding at least ``min_count`` of these ``phash_bands`` keywords, except the
-    points of ``exclude_products`` (batcher.duplicates.bands)."""
-    return Filter(min_should=MinShould([FieldCondition(key="phash_bands", match=MatchValue(k)) for k in keys],
-                                       min_count),
+def banded(keys: list[str], exclude_products: list[str]) -> Filter:
+    """Points holding one of these ``phash_bands`` keywords, except the points of
+    ``exclude_products`` (batcher.duplicates.bands)."""
+    return Filter(must=[FieldCondition(key="phash_bands", match=MatchAny(keys))],
                   must_not=[FieldCondition(key="product_id", match=MatchAny(exclude_products))] if exclude_products
                   else None)
 

@@ -16,10 +16,10 @@ class ServerDuplicates:
     collection: str
     _lock: threading.Lock
 
-    def hashed(self, probes: list[list[str]], min_count: int, exclude_products: list[str], limit: int
+    def hashed(self, probes: list[list[str]], exclude_products: list[str], limit: int
                ) -> list[list[dict[str, Any]]]:
-        requests = [models.QueryRequest(filter=banded(keys, min_count, exclude_products), limit=limit,
-                                        with_payload=HASH_FIELDS) for keys in probes]
+        requests = [models.QueryRequest(filter=banded(keys, exclude_products), limit=limit, with_payload=HASH_FIELDS)
+                    for keys in probes]
         with self._lock:
             responses = self.client.query_batch_points(self.collection, requests=requests)
         return [[p.payload for p in r.points if p.payload] for r in responses]

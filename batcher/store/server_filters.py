@@ -46,12 +46,11 @@ def same_images(shas: list[str], embedder: str) -> models.Filter:
                                models.FieldCondition(key="embedder", match=models.MatchValue(value=embedder))])
 
 
-def banded(keys: list[str], min_count: int, exclude_products: list[str]) -> models.Filter:
-    """Points holding at least ``min_count`` of these ``phash_bands`` keywords, except the
-    points of ``exclude_products`` (batcher.duplicates.bands)."""
+def banded(keys: list[str], exclude_products: list[str]) -> models.Filter:
+    """Points holding one of these ``phash_bands`` keywords, except the points of
+    ``exclude_products`` (batcher.duplicates.bands)."""
     return models.Filter(
-        min_should=models.MinShould(conditions=[models.FieldCondition(key="phash_bands", match=models.MatchValue(value=k))
-                                                for k in keys], min_count=min_count),
+        must=[models.FieldCondition(key="phash_bands", match=models.MatchAny(any=keys))],
         must_not=[models.FieldCondition(key="product_id", match=models.MatchAny(any=exclude_products))]
         if exclude_products else None)
 
