@@ -60,6 +60,17 @@ def test_photos_of_one_batch_find_each_other_and_the_same_bytes_count(client, ru
     assert {n["product_id"] for n in near[2]} == {"cat-1", "cat-2"}
 
 
+def test_a_photo_whose_vector_is_reused_is_hashed_too(client, run_burst):
+    data = (REAL / "coffee.png").read_bytes()
+    jobs = []
+    for product_id in ("mug-1", "mug-2"):  # the same bytes in a later batch: no decode, the vector reused
+        jobs.append(upload(client, None, product_id, data).json()["job_id"])
+        run_burst()
+    second = status(client, jobs[1])
+    assert second["outcome"] == "reused"
+    assert second["near_duplicates"] == [{"product_id": "mug-1", "photo_index": 0, "distance": 0}]
+
+
 def test_reuploading_a_product_does_not_list_itself(client, run_burst):
     near = index(client, run_burst, {"sku-a": (REAL / "rocket.jpg").read_bytes()})
     near |= index(client, run_burst, {"sku-a": variant("rocket.jpg")})
