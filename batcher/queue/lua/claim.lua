@@ -7,7 +7,13 @@
 local now = tostring(redis_now_ms())
 local ids, out = {}, {now}
 for i = 3, #ARGV do ids[#ids + 1] = ARGV[i] end
-for _ = 1, tonumber(ARGV[2]) do
+-- before the first write, the job of every id claimed here: those given, and the next n_more
+-- that LMOVE RIGHT will take (the list's tail)
+local n_more = tonumber(ARGV[2])
+local next_ids = n_more > 0 and redis.call('LRANGE', KEYS[1], -n_more, -1) or {}
+for _, id in ipairs(ids) do here({ARGV[1] .. id}) end
+for _, id in ipairs(next_ids) do here({ARGV[1] .. id}) end
+for _ = 1, n_more do
   local id = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
   if not id then break end
   ids[#ids + 1] = id
