@@ -1,19 +1,20 @@
 """A worker's side of QUEUE_SHARDS=N > 1: one ``JobConsumer`` per shard, behind the face of one.
 
 Claims rotate over the shards: each claim starts at the next shard and fills the batch from
-the following ones when the first runs short. The blocking wait covers every shard by blocking
-on each in turn for a slice of the wait (at most ``MAX_SLICE_S``): a BLMOVE is single-slot on a
-cluster, and a shared wake-up key would live in a slot of its own, outside the enqueue script.
-An idle worker so sends a few BLMOVEs a second, never a busy loop; a job waits for its shard's
-turn at most one round (the poll interval) when every shard is idle, never when work is queued.
+the following ones when the first runs short. The blocking wait covers every shard at once:
+a BLMOVE is single-slot on a cluster (and a shared wake-up key would live in a slot of its own,
+outside the enqueue script), so each shard has one BLMOVE standing on a thread and a connection
+of its own (``StandingWaits``), renewed as it ends, each blocking at most ``STANDING_S``. A job
+in any shard wakes the worker at once; an idle worker sends N BLMOVEs a second, never a busy
+loop.
 
 Everything per job (fetch, started, ack) goes to the shard its id names, one call per shard;
 the heartbeat, the registration and the housekeeping (reaper, promotions) run on every shard.
 """
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import TypeVar
 
 import redis
@@ -24,7 +25,7 @@ from .consumer import JobConsumer
 from .jobs import Job
 from .keys import Keys, job_shard, product_shard, shard_keys
 
-MAX_SLICE_S = 0.25
+STANDING_S = 1.0  # how long one standing BLMOVE blocks before it is renewed
 T = TypeVar("T")
 
 
@@ -42,6 +43,49 @@ def group(items: Iterable[T], shard_of: Callable[[T], int]) -> dict[int, list[T]
     return out
 
 
+class StandingWaits:
+    """One BLMOVE standing on every shard, each on a thread of its own (so on a connection of its
+    own), kept across calls: ``wait`` returns the ids of those that ended with a job within its
+    time-out and renews them, and the others keep standing.
+
+    An id a BLMOVE has moved is in the worker's processing list before this thread hears of it,
+    so the orphan round (ids listed but not held) must not run while one stands: ``drain`` waits
+    for every standing BLMOVE to end (within ``STANDING_S``) and hands its id to its shard."""
+
+    def __init__(self, shards: list[JobConsumer], standing_s: float = STANDING_S) -> None:
+        self.shards, self.standing_s = shards, standing_s
+        self._pool = ThreadPoolExecutor(len(shards), "shard-wait")
+        self._standing: dict[int, Future] = {}
+
+    def wait(self, timeout_s: float) -> list[str]:
+        for i, shard in enumerate(self.shards):
+            if i not in self._standing:
+                self._standing[i] = self._pool.submit(shard.blmove, self.standing_s)
+        done, _ = wait(list(self._standing.values()), timeout=max(timeout_s, 0), return_when=FIRST_COMPLETED)
+        return self._collect(done)
+
+    def drain(self) -> list[str]:
+        done, _ = wait(list(self._standing.values()))
+        return self._collect(done)
+
+    def _collect(self, done) -> list[str]:
+        """The ids of the ended BLMOVEs, each noted by its shard; a Redis error is raised when no
+        BLMOVE brought an id (it comes back at the next call otherwise)."""
+        got, error = [], None
+        for i in [i for i, f in self._standing.items() if f in done]:
+            try:
+                job_id = self._standing.pop(i).result()
+            except redis.RedisError as exc:
+                error = error or exc
+                continue
+            if job_id is not None:
+                self.shards[i].note_moved(job_id)
+                got.append(job_id)
+        if error is not None and not got:
+            raise error
+        return got
+
+
 class ShardedConsumer:
     """``JobConsumer``'s methods over every shard, for one worker id."""
 
@@ -50,6 +94,7 @@ class ShardedConsumer:
         self.keys = Keys(config.namespace)  # the shared keys: the query lane's
         self.shards = [JobConsumer(client, config, worker_id, k) for k in shard_keys(config.namespace, config.shards)]
         self._next = 0
+        self._waits = StandingWaits(self.shards)
         self.claimed_at_ms = 0
         self._acked: dict[str, str] = {}  # of an ack that failed on a later shard
         self._acked_ms = self._acked_unreplicated = 0
@@ -68,17 +113,10 @@ class ShardedConsumer:
         return set().union(*(s.held() for s in self.shards))
 
     def take_blocking(self, timeout_s: float) -> list[str]:
-        """Block up to ``timeout_s`` for one job id of any shard: each shard in turn, a slice each."""
+        """Block up to ``timeout_s`` for job ids of any shard (the standing BLMOVEs)."""
         if unmarked := [i for s in self.shards for i in s.unmarked()]:
             return unmarked
-        deadline = time.monotonic() + timeout_s
-        slice_s = min(max(timeout_s / len(self.shards), 0.001), MAX_SLICE_S)
-        while True:
-            for shard in self._rotation():
-                if got := shard.take_blocking(min(slice_s, max(deadline - time.monotonic(), 0.001))):
-                    return got
-                if time.monotonic() >= deadline:
-                    return []
+        return self._waits.wait(timeout_s)
 
     def take_now(self, n: int) -> list[str]:
         """Up to ``n`` more ids, from the next shard in turn first, then from the others."""
@@ -122,9 +160,14 @@ class ShardedConsumer:
         return sum(s.recover_own() for s in self.shards)
 
     def requeue_orphans(self) -> int:
+        self._waits.drain()  # ids moved by a standing BLMOVE are ours, not orphans
         return sum(s.requeue_orphans() for s in self.shards)
 
     def release(self) -> int:
+        try:
+            self._waits.drain()
+        except redis.RedisError:
+            pass  # release hands back the whole list, whatever moved into it
         return sum(s.release() for s in self.shards)
 
     def promote_due(self, limit: int = 1000) -> int:
