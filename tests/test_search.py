@@ -69,7 +69,7 @@ def test_text_search_returns_limit_results_best_first(client, indexed):
     scores = [r["score"] for r in body["results"]]
     assert scores == sorted(scores, reverse=True)
     for r in body["results"]:
-        assert set(r) == {"product_id", "score", "name", "description", "metadata"}
+        assert set(r) == {"product_id", "score", "name", "description", "metadata", "photo_index"}
         assert -1 <= r["score"] <= 1
 
 
