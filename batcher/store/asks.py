@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 RRF_K = 60  # reciprocal rank fusion's constant: 1 / (k + rank), as Qdrant's default
+MAX_PHOTOS = 256  # a product's photos read as the positives of a "more like this"
 
 
 @dataclass(frozen=True)

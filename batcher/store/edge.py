@@ -21,28 +21,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from qdrant_edge import (CountRequest, EdgeShard, Fusion, PayloadSchemaType, Point, PointVectors, Prefetch,
-                         QueryBatchRequest, QueryRequest, Query, RecommendQuery, ScrollRequest, SearchParams,
-                         UpdateOperation)
+from qdrant_edge import CountRequest, EdgeShard, PayloadSchemaType, ScrollRequest, SearchParams, UpdateOperation
 
 from batcher.queue.jobs import Job
 from batcher.queue.messages import SearchResult
 from batcher.store.base import StoreError
 from batcher.store.config import MEMORY, StoreConfig
-from batcher.store import keywords
-from batcher.store.asks import RRF_K, Ask
-from batcher.store.edge_filters import (conditions, has_flags, of_product, older, replaceable, same_images,
-                                       with_keywords, without_keywords)
+from batcher.store.edge_queries import add_keywords_page, find_asks, product_photos, with_keywords_point
+from batcher.store.asks import Ask
+from batcher.store.edge_filters import older, replaceable, same_images, with_keywords
 from batcher.store.edge_folder import add_keywords, has_keywords, open_shard, stored_dim
-from batcher.store.grouping import per_product
-from batcher.store.keywords import KEYWORDS
+from batcher.store.keywords import DENSE, backfill
 from batcher.store.points import (IMAGE_FIELDS, INDEXED_INTEGERS, INDEXED_KEYWORDS, StoredImage, by_product_and_sha,
-                                  made_by, point_id, point_payload, search_result)
+                                  made_by, point_id, point_payload)
 
 log = logging.getLogger(__name__)
 FLUSH_INTERVAL_S = 1.0
-DENSE = [""]  # the CLIP vector alone, when a read wants vectors (the keywords are rebuilt from the payload)
-MAX_PHOTOS = 256  # a product's photos read for "more like this"
 
 
 class EdgeStore:
@@ -94,7 +88,7 @@ class EdgeStore:
         """One conditional upsert: Edge replaces a stored point only where ``replaceable`` holds
         (its version is not newer than the job's), and inserts the points not stored yet."""
         now = datetime.now(timezone.utc).isoformat()
-        points = [_point(point_id(j.product_id), v, point_payload(j, now, self.embedder))
+        points = [with_keywords_point(point_id(j.product_id), v, point_payload(j, now, self.embedder))
                   for j, v in zip(jobs, vectors.astype(np.float32).tolist())]
         with self._lock:
             self.shard.update(UpdateOperation.upsert_points(points, condition=replaceable(jobs)))
@@ -143,40 +137,12 @@ class EdgeStore:
         return self.find([Ask(n, f, v) for v, n, f in zip(vectors.astype(np.float32).tolist(), limits, filters)])
 
     def find(self, asks: list[Ask]) -> list[list[SearchResult]]:
-        """One planned batch, then more pages for the queries that need them: ``limit`` distinct
-        products (``grouping``), and points holding a query's true/false filters, which the
-        store checks itself (see ``edge_filters.conditions``)."""
-        planned = [(a, *conditions(a.filter, a.exclude)) for a in asks]
-
-        def run(pages: list[tuple[int, int, int]]) -> list[list]:
-            requests = [self._request(planned[i][0], planned[i][1], n, offset) for i, n, offset in pages]
-            return self.shard.query_batch(QueryBatchRequest(requests))
-
         with self._lock:
-            found = per_product(run, [a.limit for a in asks], lambda i, payload: has_flags(payload, planned[i][2]))
-        return [[search_result(p.score, p.payload) for p in points] for points in found]
-
-    def _request(self, ask: Ask, flt, limit: int, offset: int) -> QueryRequest:
-        prefetches, query = None, None
-        if ask.like:
-            query = Query.RecommendBestScore(RecommendQuery(list(ask.like), []))
-        elif ask.hybrid:  # each list as deep as the fused page: its ranks are the same at every page
-            prefetches = [Prefetch(offset + limit, Query.Nearest(ask.vector), params=self.params),
-                          Prefetch(offset + limit, Query.Nearest(keywords.query(ask.words), using=KEYWORDS))]
-            query = Fusion.Rrf(k=RRF_K)
-        elif ask.words:
-            query = Query.Nearest(keywords.query(ask.words), using=KEYWORDS)
-        else:
-            query = Query.Nearest(ask.vector)
-        return QueryRequest(limit=limit, offset=offset, query=query, prefetches=prefetches, filter=flt,
-                            with_payload=True, params=self.params)
+            return find_asks(self.shard, asks, self.params)
 
     def photos(self, product_id: str) -> list[list[float]]:
-        """The stored vectors of a product's photos (none: no such product)."""
         with self._lock:
-            points, _ = self.shard.scroll(ScrollRequest(limit=MAX_PHOTOS, filter=of_product(product_id),
-                                                        with_payload=False, with_vector=DENSE))
-        return [list(p.vector) for p in points if p.vector is not None]
+            return product_photos(self.shard, product_id)
 
     def get(self, product_id: str) -> dict[str, Any] | None:
         with self._lock:
@@ -198,25 +164,17 @@ class EdgeStore:
             return self.shard.scroll(ScrollRequest(offset=offset, limit=limit, with_payload=True, with_vector=DENSE))
 
     def backfill_keywords(self, batch: int = 256) -> int:
-        """Give the points stored without keywords theirs, made from their payloads; their CLIP
-        vectors stay as they are. Returns how many points got keywords."""
-        offset, done = None, 0
-        while True:
+        def page(offset: Any) -> tuple[int, Any]:
             with self._lock:
-                points, offset = self.shard.scroll(ScrollRequest(offset=offset, limit=batch, with_payload=True,
-                                                                 with_vector=False, filter=without_keywords()))
-                if points:
-                    self.shard.update(UpdateOperation.update_vectors(
-                        [PointVectors(p.id, {KEYWORDS: keywords.document(p.payload)}) for p in points]))
-                    self._written(0)
-            done += len(points)
-            if offset is None:
-                return done
+                done = add_keywords_page(self.shard, offset, batch)
+                self._written(0)
+            return done
+        return backfill(page)
 
     def write(self, points: list[tuple[Any, list[float], dict[str, Any]]]) -> None:
         """Store points as they are (an import or an upgrade): no version check."""
         with self._lock:
-            self.shard.update(UpdateOperation.upsert_points([_point(i, v, p) for i, v, p in points]))
+            self.shard.update(UpdateOperation.upsert_points([with_keywords_point(i, v, p) for i, v, p in points]))
             self._written(len(points))
 
     def count(self) -> int:
@@ -240,7 +198,3 @@ class EdgeStore:
         if self._temporary:
             shutil.rmtree(self.folder.parent, ignore_errors=True)
 
-
-def _point(pid: Any, vector: list[float], payload: dict[str, Any]) -> Point:
-    """A point with its CLIP vector and its keywords, made from its payload."""
-    return Point(pid, {"": vector, KEYWORDS: keywords.document(payload)}, payload)

@@ -9,12 +9,14 @@ with ``embed_query``: each distinct word once.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
 from qdrant_edge import Bm25, SparseVector
 
 KEYWORDS = "keywords"  # the sparse vector's name, in both engines
+DENSE = [""]  # the CLIP vector alone, for reads that want vectors: keywords are rebuilt from payloads
 TEXT_FIELDS = ("name", "description")
 
 
@@ -42,10 +44,21 @@ def _bm25() -> Bm25:
     return Bm25()
 
 
-def document(payload: dict[str, Any] | None) -> SparseVector:
+def document_vector(payload: dict[str, Any] | None) -> SparseVector:
     """The point's keywords vector (empty when it has no words)."""
     return _bm25().embed_document(words(payload))
 
 
-def query(text: str) -> SparseVector:
+def query_vector(text: str) -> SparseVector:
     return _bm25().embed_query(text)
+
+
+def backfill(page: Callable[[Any], tuple[int, Any]]) -> int:
+    """Run ``page`` (keywords for one page of points stored without them, from an offset: how
+    many, and the next offset) to the end; the points that got keywords."""
+    offset, done = None, 0
+    while True:
+        n, offset = page(offset)
+        done += n
+        if offset is None:
+            return done

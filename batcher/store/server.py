@@ -22,16 +22,14 @@ from batcher.queue.messages import SearchResult
 from batcher.store.base import StoreError
 from batcher.store.config import StoreConfig
 from batcher.store.points import (IMAGE_FIELDS, INDEXED_INTEGERS, INDEXED_KEYWORDS, StoredImage, by_product_and_sha,
-                                  made_by, point_id, point_payload, search_result)
-from batcher.store import keywords
-from batcher.store.asks import RRF_K, Ask
-from batcher.store.grouping import per_product
-from batcher.store.keywords import KEYWORDS
-from batcher.store.server_filters import conditions, of_product, older, replaceable, same_images, without_keywords
+                                  made_by, point_id, point_payload)
+from batcher.store.asks import Ask
+from batcher.store.keywords import DENSE, KEYWORDS, backfill
+from batcher.store.server_filters import older, replaceable, same_images
+from batcher.store.server_queries import (KEYWORDS_CONFIG, add_keywords_page, add_keywords_vector, find_asks,
+                                          keywords_of, product_photos)
 
 log = logging.getLogger(__name__)
-DENSE = [""]  # the CLIP vector alone, when a read wants vectors (the keywords are rebuilt from the payload)
-MAX_PHOTOS = 256  # a product's photos read for "more like this"
 
 
 class ServerStore:
@@ -65,7 +63,7 @@ class ServerStore:
                 self.client.create_collection(
                     self.collection, shard_number=config.shards, replication_factor=config.replicas,
                     vectors_config=models.VectorParams(size=self.dim, distance=models.Distance.COSINE),
-                    sparse_vectors_config={KEYWORDS: models.SparseVectorParams(modifier=models.Modifier.IDF)},
+                    sparse_vectors_config=KEYWORDS_CONFIG,
                     hnsw_config=models.HnswConfigDiff(m=config.hnsw_m, ef_construct=config.hnsw_ef_construct),
                     quantization_config=(models.ScalarQuantization(scalar=models.ScalarQuantizationConfig(
                         type=models.ScalarType.INT8, quantile=0.99)) if config.quantization == "int8" else None))
@@ -79,7 +77,9 @@ class ServerStore:
                 raise StoreError(f"collection {self.collection} holds {params.vectors.size}-d vectors but the model "
                                    f"makes {self.dim}-d ones: use another QDRANT_COLLECTION")
             if KEYWORDS not in (params.sparse_vectors or {}):
-                self._add_keywords()
+                add_keywords_vector(self.client, self.collection)
+                log.warning("collection %s had no keyword vectors: added them; run `clipq-store backfill-keywords` "
+                            "so that keyword and hybrid searches find the products stored before", self.collection)
         fields = {**{f: models.PayloadSchemaType.KEYWORD for f in INDEXED_KEYWORDS},
                   **{f: models.PayloadSchemaType.INTEGER for f in INDEXED_INTEGERS},
                   **{f"metadata.{f}": models.PayloadSchemaType.KEYWORD for f in config.indexed_fields}}
@@ -87,27 +87,13 @@ class ServerStore:
             self.client.create_payload_index(self.collection, field, schema)
         self.params = models.SearchParams(hnsw_ef=config.hnsw_ef)
 
-    def _add_keywords(self) -> None:
-        """Give a collection made before keyword search its sparse vector (Qdrant's
-        create-vector-name API); the points already there get theirs from ``clipq-store
-        backfill-keywords``."""
-        try:
-            self.client.create_vector_name(self.collection, KEYWORDS, models.SparseVectorNameConfig(
-                sparse=models.SparseVectorConfig(modifier=models.Modifier.IDF)))
-        except Exception as exc:
-            if KEYWORDS not in (self.client.get_collection(self.collection).config.params.sparse_vectors or {}):
-                raise StoreError(f"cannot add the keywords sparse vector to collection {self.collection} ({exc}): "
-                                 "this Qdrant server may be too old to add a vector to a collection") from None
-        log.warning("collection %s had no keyword vectors: added them; run `clipq-store backfill-keywords` so "
-                    "that keyword and hybrid searches find the products stored before", self.collection)
-
     def upsert(self, jobs: list[Job], vectors: np.ndarray) -> None:
         """One point per job, keyed by its product: the server replaces a stored point only where
         ``replaceable`` holds (``update_filter``, checked against the point already there)."""
         now = datetime.now(timezone.utc).isoformat()
         payloads = [point_payload(j, now, self.embedder) for j in jobs]
         points = models.Batch(ids=[point_id(j.product_id) for j in jobs], payloads=payloads,
-                              vectors={"": vectors.astype(np.float32).tolist(), KEYWORDS: [_keywords(p) for p in payloads]})
+                              vectors={"": vectors.astype(np.float32).tolist(), KEYWORDS: [keywords_of(p) for p in payloads]})
         with self._lock:
             self.client.upsert(self.collection, points=points, wait=True, update_filter=replaceable(jobs))
 
@@ -131,53 +117,18 @@ class ServerStore:
         return self.find([Ask(n, f, v) for v, n, f in zip(vectors.astype(np.float32).tolist(), limits, filters)])
 
     def find(self, asks: list[Ask]) -> list[list[SearchResult]]:
-        """One batched query, then more pages for the queries that need them to reach ``limit``
-        distinct products (``grouping``)."""
-        flts = [conditions(a.filter, a.exclude) for a in asks]
-
-        def run(pages: list[tuple[int, int, int]]) -> list[list]:
-            requests = [self._request(asks[i], flts[i], n, offset) for i, n, offset in pages]
-            return [r.points for r in self.client.query_batch_points(self.collection, requests=requests)]
-
         with self._lock:
-            found = per_product(run, [a.limit for a in asks])
-        return [[search_result(p.score, p.payload) for p in points] for points in found]
-
-    def _request(self, ask: Ask, flt: models.Filter | None, limit: int, offset: int) -> models.QueryRequest:
-        common = {"limit": limit, "offset": offset, "filter": flt, "with_payload": True, "params": self.params}
-        if ask.like:
-            return models.QueryRequest(query=models.RecommendQuery(recommend=models.RecommendInput(
-                positive=list(ask.like), strategy=models.RecommendStrategy.BEST_SCORE)), **common)
-        if ask.hybrid:  # each list as deep as the fused page: its ranks are the same at every page
-            return models.QueryRequest(prefetch=[
-                models.Prefetch(query=ask.vector, limit=offset + limit, params=self.params),
-                models.Prefetch(query=_query_words(ask.words), using=KEYWORDS, limit=offset + limit)],
-                query=models.RrfQuery(rrf=models.Rrf(k=RRF_K)), **common)
-        if ask.words:
-            return models.QueryRequest(query=_query_words(ask.words), using=KEYWORDS, **common)
-        return models.QueryRequest(query=ask.vector, **common)
+            return find_asks(self.client, self.collection, asks, self.params)
 
     def photos(self, product_id: str) -> list[list[float]]:
-        """The stored vectors of a product's photos (none: no such product)."""
         with self._lock:
-            points, _ = self.client.scroll(self.collection, models.Filter(must=[of_product(product_id)]),
-                                           limit=MAX_PHOTOS, with_payload=False, with_vectors=DENSE)
-        return [list(p.vector) for p in points if p.vector is not None]
+            return product_photos(self.client, self.collection, product_id)
 
     def backfill_keywords(self, batch: int = 256) -> int:
-        """Give the points stored without keywords theirs, made from their payloads; their CLIP
-        vectors stay as they are. Returns how many points got keywords."""
-        offset, done = None, 0
-        while True:
+        def page(offset: Any) -> tuple[int, Any]:
             with self._lock:
-                points, offset = self.client.scroll(self.collection, without_keywords(), limit=batch, offset=offset,
-                                                    with_payload=True, with_vectors=False)
-                if points:
-                    self.client.update_vectors(self.collection, wait=True, points=[
-                        models.PointVectors(id=p.id, vector={KEYWORDS: _keywords(p.payload)}) for p in points])
-            done += len(points)
-            if offset is None:
-                return done
+                return add_keywords_page(self.client, self.collection, offset, batch)
+        return backfill(page)
 
     def get(self, product_id: str) -> dict[str, Any] | None:
         with self._lock:
@@ -205,7 +156,7 @@ class ServerStore:
         """Store points as they are (an import or a copy): no version check."""
         with self._lock:
             self.client.upsert(self.collection, wait=True, points=[
-                models.PointStruct(id=str(i), vector={"": v, KEYWORDS: _keywords(p)}, payload=p) for i, v, p in points])
+                models.PointStruct(id=str(i), vector={"": v, KEYWORDS: keywords_of(p)}, payload=p) for i, v, p in points])
 
     def count(self) -> int:
         with self._lock:
@@ -221,13 +172,3 @@ class ServerStore:
     def close(self) -> None:
         self.client.close()
 
-
-def _keywords(payload: dict[str, Any] | None) -> models.SparseVector:
-    """The point's keywords (``keywords.document``, the embedded store's very vectors)."""
-    v = keywords.document(payload)
-    return models.SparseVector(indices=v.indices, values=v.values)
-
-
-def _query_words(text: str) -> models.SparseVector:
-    v = keywords.query(text)
-    return models.SparseVector(indices=v.indices, values=v.values)
