@@ -185,3 +185,33 @@ def test_per_product_stops_at_the_end_and_applies_keep():
     run, asked = pages_of(["a", "b", "a", "c"])
     (found,) = per_product(run, [10], keep=lambda i, payload: payload["product_id"] != "b")
     assert [p.payload["product_id"] for p in found] == ["a", "c"] and len(asked) == 1
+
+
+# -- the query lane's side: a search's mode into an Ask ----------------------------------------------
+class TextCounter:
+    """The real encoder, recording the texts of each CLIP text pass."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.passes = inner, []
+
+    def embed_texts(self, texts):
+        self.passes.append(list(texts))
+        return self.inner.embed_texts(texts)
+
+
+def test_modes_become_asks_in_one_clip_pass_and_keyword_needs_none(encoder):
+    from batcher.queue.messages import QueryRequest
+    from batcher.search_asks import by_words
+
+    counter = TextCounter(encoder)
+    requests = [QueryRequest("text", text="red cup", mode=m, limit=3, filter={"shop": "a"})
+                for m in ("vector", "keyword", "hybrid", "", "fuzzy")]
+    asks, replies = by_words(counter, requests)
+    vector, keyword, hybrid, unset, fuzzy = requests
+    assert counter.passes == [["red cup", "red cup", "red cup"]]  # vector, hybrid and unset: one pass
+    assert asks[keyword.id] == Ask(3, {"shop": "a"}, words="red cup")
+    assert asks[hybrid.id].words == "red cup" and len(asks[hybrid.id].vector) == encoder.dim
+    assert asks[vector.id].words == "" and asks[unset.id].words == "" and asks[unset.id].vector is not None
+    assert fuzzy.id not in asks and (replies[fuzzy.id].status, replies[fuzzy.id].code) == (422, "invalid_mode")
+    alone = TextCounter(encoder)
+    assert list(by_words(alone, [keyword])[0]) == [keyword.id] and alone.passes == []  # no model for keywords
