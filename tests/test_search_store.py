@@ -74,10 +74,14 @@ def test_one_result_per_product_at_its_best_photo(tmp_path, engine):
     store.write(photos + others + exact)
     hits = store.search(query[None], [3], [{}])[0]
     words = store.find([Ask(10, words="cup")])[0]
+    fused, like = store.find([Ask(3, vector=query.tolist(), words="cup"), Ask(3, like=(query.tolist(),))])
     store.close()
     assert ids(hits)[0] == "p0" and hits[0].photo_index == 41 and hits[0].score == pytest.approx(1.0, abs=1e-5)
     assert len(hits) == 3 and len(set(ids(hits))) == 3 and hits[1].score < 0.99
     assert sorted(ids(words)) == ["p0", "p1", "p2", "p3"]
+    for found in (fused, like):  # the fused query and the recommend query read on past p0's photos too
+        assert ids(found)[0] == "p0" and len(found) == 3 and len(set(ids(found))) == 3
+    assert like[0].photo_index == 41  # (BM25 ties p0's photos: the fused best may be any of them)
 
 
 @pytest.mark.parametrize("engine", ENGINES)

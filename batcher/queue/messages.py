@@ -83,5 +83,7 @@ class QueryReply:
     def from_json(cls, raw: bytes | str) -> "QueryReply":
         body = json.loads(raw)
         if body.get("results") is not None:
-            body["results"] = [SearchResult(**r) for r in body["results"]]
+            # fields a newer worker added are dropped: an API may run behind its workers
+            body["results"] = [SearchResult(**{k: v for k, v in r.items() if k in SearchResult.__dataclass_fields__})
+                               for r in body["results"]]
         return cls(**{k: v for k, v in body.items() if k in cls.__dataclass_fields__})
