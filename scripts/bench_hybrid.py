@@ -6,7 +6,9 @@ catalog of --products generated products (names, brands, SKUs, descriptions, met
 the worker's store (random unit vectors: a search's cost does not depend on what the vectors
 hold, and embedding thousands of photos on a CPU would take most of an hour), then sends
 --queries searches in each mode, interleaved (vector, keyword, hybrid, then the next words), and
-reports p50/p95/p99 per mode and the ratio hybrid/vector of the p50s.
+reports p50/p95/p99 per mode and the ratio hybrid/vector of the p50s. Before the worker starts,
+it also times the store's part alone (``find``, no HTTP, Redis or model): what a GPU worker,
+whose CLIP text pass takes a few milliseconds, would add for hybrid.
 
     .venv/bin/python -m scripts.bench_hybrid --products 5000 --queries 200 --json bench_hybrid.json
 """
@@ -75,6 +77,25 @@ def time_searches(client: httpx.Client, texts: list[str], warmup: int) -> dict[s
     return took
 
 
+def time_store(store, texts: list[str], warmup: int, seed: int = 2) -> dict[str, list[float]]:
+    """The store's part alone (``find``, no HTTP, no Redis, no model): a random unit vector stands
+    for the CLIP text vector, so what is left is the dense search, BM25 and the fusion."""
+    from batcher.store.asks import Ask
+
+    rng = np.random.default_rng(seed)
+    took: dict[str, list[float]] = {m: [] for m in MODES}
+    for i, text in enumerate(texts):
+        v = rng.standard_normal(store.dim).astype(np.float32)
+        v = (v / np.linalg.norm(v)).tolist()
+        for mode, ask in (("vector", Ask(10, vector=v)), ("keyword", Ask(10, words=text)),
+                          ("hybrid", Ask(10, vector=v, words=text))):
+            t0 = time.perf_counter()
+            store.find([ask])
+            if i >= warmup:
+                took[mode].append(time.perf_counter() - t0)
+    return took
+
+
 def sku_rank(client: httpx.Client, products: int) -> dict[str, int | None]:
     """Where each mode ranks a product searched by its SKU (1: first; None: not in the top 10)."""
     sku, wanted = f"SK-{products // 2:06d}", f"p{products // 2}"
@@ -105,6 +126,8 @@ def run(a, tmp: Path) -> dict:
         t0 = time.perf_counter()
         load_catalog(app.store, a.products)
         load_s = time.perf_counter() - t0
+        texts = queries(a.queries + a.warmup, a.products)
+        in_store = time_store(app.store, texts, a.warmup)
         worker.start()
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
@@ -113,7 +136,7 @@ def run(a, tmp: Path) -> dict:
                 raise SystemExit("the API did not get ready")
             time.sleep(0.1)
         with httpx.Client(base_url=url, timeout=60) as client:
-            took = time_searches(client, queries(a.queries + a.warmup, a.products), a.warmup)
+            took = time_searches(client, texts, a.warmup)
             ranks = sku_rank(client, a.products)
     finally:
         app.stop.set()
@@ -124,12 +147,13 @@ def run(a, tmp: Path) -> dict:
         api.stop()
         if redis_server:
             redis_server.stop()
-    ms = {m: summary_ms(took[m]) for m in MODES}
+    ms, store_ms = {m: summary_ms(took[m]) for m in MODES}, {m: summary_ms(in_store[m], digits=3) for m in MODES}
     return {"products": a.products, "queries": a.queries, "model": a.model, "pretrained": a.pretrained,
             "machine": machine_info(app.encoder), "commit": commit(), "load_s": round(load_s, 1),
             "ms": ms, "hybrid_over_vector_p50": round(ms["hybrid"]["p50"] / ms["vector"]["p50"], 2),
             "keyword_over_vector_p50": round(ms["keyword"]["p50"] / ms["vector"]["p50"], 2),
-            "sku_rank": ranks,
+            "sku_rank": ranks, "store_ms": store_ms,
+            "store_hybrid_over_vector_p50": round(store_ms["hybrid"]["p50"] / store_ms["vector"]["p50"], 2),
             "command": " ".join(["python -m scripts.bench_hybrid", *sys.argv[1:]])}
 
 
@@ -151,6 +175,8 @@ def main() -> None:
     print("| mode | p50 (ms) | p95 (ms) | p99 (ms) |\n|---|---|---|---|")
     for m in MODES:
         print(f"| {m} | {result['ms'][m]['p50']} | {result['ms'][m]['p95']} | {result['ms'][m]['p99']} |")
+    print("store alone (find, p50 ms): " + ", ".join(f"{m} {result['store_ms'][m]['p50']}" for m in MODES)
+          + f"; hybrid/vector {result['store_hybrid_over_vector_p50']}x")
     print(f"hybrid/vector p50: {result['hybrid_over_vector_p50']}x; keyword/vector: "
           f"{result['keyword_over_vector_p50']}x; a product searched by its SKU ranks {result['sku_rank']}")
     if a.json:

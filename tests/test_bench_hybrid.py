@@ -21,4 +21,6 @@ def test_bench_hybrid_times_the_three_modes_side_by_side(tmp_path):
         assert 0 < result["ms"][mode]["p50"] <= result["ms"][mode]["p99"], result["ms"]
     assert result["hybrid_over_vector_p50"] > 0 and result["keyword_over_vector_p50"] > 0
     assert result["sku_rank"]["keyword"] == 1
+    assert 0 < result["store_ms"]["vector"]["p50"] and result["store_hybrid_over_vector_p50"] > 0
+    assert "store alone" in proc.stdout
     assert "| hybrid |" in proc.stdout and "hybrid/vector p50:" in proc.stdout
