@@ -166,5 +166,5 @@ def test_with_real_weights_words_find_the_right_photo(client, serve_worker):
             for sku, name in (("cat", "chelsea.png"), ("rocket", "rocket.jpg"), ("coffee", "coffee.png"))]
     wait_completed(client, jobs)
     for query, expected in (("a photo of a cat", "cat"), ("a rocket launch", "rocket"), ("a cup of coffee", "coffee")):
-        results = client.post("/api/v1/search", json={"text": query, "limit": 3}).json()["results"]
+        results = client.post("/api/v1/search", json={"text": query, "mode": "vector", "limit": 3}).json()["results"]
         assert results[0]["product_id"] == expected, (query, results)
