@@ -13,11 +13,15 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
-from qdrant_edge import Bm25, SparseVector
+from qdrant_edge import Bm25, Bm25Config, SparseVector
 
 KEYWORDS = "keywords"  # the sparse vector's name, in both engines
 DENSE = [""]  # the CLIP vector alone, for reads that want vectors: keywords are rebuilt from payloads
 TEXT_FIELDS = ("name", "description")
+# BM25's expected words per document: a product's name, description and metadata run to a few
+# dozen, not the 256 of Bm25's default (made for passages), so length normalisation has effect.
+# Stored vectors carry it: a change needs every point's keywords made again.
+AVG_WORDS = 32
 
 
 def words(payload: dict[str, Any] | None) -> str:
@@ -41,7 +45,7 @@ def _values(value: Any):
 
 @lru_cache(maxsize=1)
 def _bm25() -> Bm25:
-    return Bm25()
+    return Bm25(Bm25Config(avg_len=AVG_WORDS))
 
 
 def document_vector(payload: dict[str, Any] | None) -> SparseVector:
