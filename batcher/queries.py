@@ -17,10 +17,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
-import numpy as np
 import redis
 
-from batcher.decode import DecodeBudget, DecodeError, decode
+from batcher import search_asks
+from batcher.decode import DecodeBudget
 from batcher.duplicates import pairs as duplicate_pairs
 from batcher.fetch import FetchError, UrlFetcher
 from batcher.metrics import WorkerMetrics
@@ -155,27 +155,19 @@ class QueryServer(threading.Thread):
 
     def _search(self, requests: list[QueryRequest]) -> dict[str, QueryReply]:
         t0 = time.perf_counter()
-        replies, vectors, asked = {}, [], []
-        texts = [r for r in requests if r.kind == "text"]
-        if texts:
-            vectors.append(self.encoder.embed_texts([r.text for r in texts]))
-            asked += texts
-        images, pixels = [], []
-        for r in (r for r in requests if r.kind == "image"):
-            try:
-                pixels.append(decode(r.image, self.encoder.preprocessing, self.max_image_pixels, self.budget))
-                images.append(r)
-            except DecodeError as exc:
-                replies[r.id] = QueryReply.error(422, "invalid_image", str(exc))
-        if images:
-            vectors.append(self.encoder.embed_images(np.stack(pixels)))
-            asked += images
-        if not asked:
+        of = {kind: [r for r in requests if r.kind == kind] for kind in SEARCHES}
+        asks, replies = {}, {}
+        for planned in (search_asks.by_words(self.encoder, of["text"]),
+                        search_asks.by_photo(self.encoder, of["image"], self.max_image_pixels, self.budget),
+                        search_asks.like(self.store, of["like"])):
+            asks |= planned[0]
+            replies |= planned[1]
+        if not asks:
             return replies
-        hits = self.store.search(np.concatenate(vectors), [int(r.limit) for r in asked], [r.filter for r in asked])
+        hits = self.store.find(list(asks.values()))
         took_ms = round((time.perf_counter() - t0) * 1000, 2)
-        for r, found in zip(asked, hits):
-            replies[r.id] = QueryReply(results=found, took_ms=took_ms)
+        for rid, found in zip(asks, hits):
+            replies[rid] = QueryReply(results=found, took_ms=took_ms)
         return replies
 
     def _product(self, r: QueryRequest) -> QueryReply:

@@ -35,9 +35,8 @@ from batcher.duplicates.phash import distance, phash
 from batcher.queue.jobs import Job
 from batcher.settings import WorkerSettings
 from batcher.store import StoreConfig, open_store
-from scripts.bench_store import commit
 from scripts.lib.bench_images import source_photos
-from scripts.lib.report import machine_info, write_json
+from scripts.lib.report import commit, machine_info, write_json
 from scripts.lib.stats import summary_ms
 
 DIM = 4  # the detector reads no vector: the smallest store will do

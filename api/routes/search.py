@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, File, Form, UploadFile
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from api.deps import KEY_REQUIRED, Queue, Settings
 from api.errors import ApiError
@@ -14,18 +14,43 @@ from api.queue import LaneFull
 from api.reasons import short_reason
 from api.routes.uploads import read_upload
 from api.validation import check_product_id, one_image_source, parse_object
-from batcher.queue.messages import QueryReply, QueryRequest
+from batcher.queue.messages import MODES, QueryReply, QueryRequest
 
 router = APIRouter(tags=["search"], dependencies=KEY_REQUIRED)
 
 
+# words search both ways by default: CLIP's meaning plus exact words (a SKU, a brand), for
+# about the cost of the CLIP pass alone (api/README.md#search-, scripts/bench_hybrid.py)
+DEFAULT_MODE = "hybrid"
+
+
 class TextSearch(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    text: str = Field(min_length=1, max_length=1000)
-    limit: int = Field(10, ge=1, le=100)
+    text: str | None = Field(None, min_length=1, max_length=1000, description="Words to search by.")
+    like: str | None = Field(None, min_length=1, max_length=256, description="Instead of text: a stored "
+                             "product_id; finds the products whose photos look like its photos, leaving it out.")
+    mode: Literal[MODES] | None = Field(None, description="Of a search by text: `vector` (CLIP), `keyword` "
+                                        f"(BM25 over name, description, metadata) or `hybrid` (both, fused); "
+                                        f"default {DEFAULT_MODE}.")
+    limit: int = Field(10, ge=1, le=100, description="Products returned (each once, at its best photo).")
     filter: dict[str, Any] = Field(  # checked by api.filters: a 422 that says what is wrong
         default_factory=dict, description="Exact matches on metadata keys, plus product_id: at most "
         f"{MAX_KEYS} keys; values are strings, 64-bit integers or booleans (no floats).")
+
+    @model_validator(mode="after")
+    def _one_query(self) -> "TextSearch":
+        if (self.text is None) == (self.like is None):
+            raise ValueError("give exactly one of text (words) and like (a product_id)")
+        if self.like is not None and self.mode is not None:
+            raise ValueError("mode is for a search by text; a search by like compares photos")
+        return self
+
+    def request(self) -> QueryRequest:
+        if self.like is not None:
+            return QueryRequest("like", like=check_product_id(self.like, "like"), limit=self.limit,
+                                filter=self.filter)
+        return QueryRequest("text", text=self.text, mode=self.mode or DEFAULT_MODE, limit=self.limit,
+                            filter=self.filter)
 
 
 class SearchResult(BaseModel):
@@ -34,6 +59,7 @@ class SearchResult(BaseModel):
     name: str | None
     description: str | None
     metadata: dict[str, Any]
+    photo_index: int = Field(description="The product's photo that scored best.")
 
 
 class SearchResponse(BaseModel):
@@ -74,10 +100,10 @@ def found(reply: QueryReply) -> dict:
     return {"results": [asdict(r) for r in reply.results or []], "took_ms": reply.took_ms}
 
 
-@router.post("/api/v1/search", response_model=SearchResponse, responses={422: {}, 503: {}, 504: {}})
+@router.post("/api/v1/search", response_model=SearchResponse, responses={404: {}, 422: {}, 503: {}, 504: {}})
 async def search_text(body: TextSearch, queue: Queue, settings: Settings) -> dict:
     check_filter(body.filter)
-    return found(await ask_workers(queue, settings, QueryRequest("text", **body.model_dump())))
+    return found(await ask_workers(queue, settings, body.request()))
 
 
 @router.post("/api/v1/search/image", response_model=SearchResponse,

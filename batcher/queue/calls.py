@@ -49,8 +49,8 @@ def tombstone(k: Keys, product_id: str) -> ScriptCall:
 
 
 def claim(k: Keys, worker_id: str, n_more: int, already_claimed: list[str]) -> ScriptCall:
-    return ScriptCall("claim", [k.queue, k.processing(worker_id), k.stats],
-                      [k.job(""), max(n_more, 0), *already_claimed])
+    return ScriptCall("claim", [k.queue, k.processing(worker_id), k.stats, k.workers],
+                      [k.job(""), max(n_more, 0), worker_id, *already_claimed])
 
 
 def promote(k: Keys, limit: int) -> ScriptCall:

@@ -9,13 +9,16 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-SEARCHES = ("text", "image")
+SEARCHES = ("text", "image", "like")
+MODES = ("vector", "keyword", "hybrid")  # of a search by words; "" (an older API): "vector"
 
 
 @dataclass(frozen=True)
 class QueryRequest:
-    kind: str  # "text" or "image" (SEARCHES), "get" or "delete" (a product), "duplicates" (a page of pairs)
+    kind: str  # "text", "image" or "like" (SEARCHES), "get" or "delete" (a product), "duplicates" (a page of pairs)
     text: str = ""
+    mode: str = ""  # of a "text" search: one of MODES
+    like: str = ""  # of a "like" search: the product whose photos it looks like
     image: bytes = b""
     limit: int = 10
     filter: dict[str, Any] = field(default_factory=dict)
@@ -54,6 +57,7 @@ class SearchResult:
     name: str | None
     description: str | None
     metadata: dict[str, Any]
+    photo_index: int = 0  # the product's photo that scored best (a point without one is photo 0)
 
 
 @dataclass(frozen=True)
@@ -81,5 +85,7 @@ class QueryReply:
     def from_json(cls, raw: bytes | str) -> "QueryReply":
         body = json.loads(raw)
         if body.get("results") is not None:
-            body["results"] = [SearchResult(**r) for r in body["results"]]
+            # fields a newer worker added are dropped: an API may run behind its workers
+            body["results"] = [SearchResult(**{k: v for k, v in r.items() if k in SearchResult.__dataclass_fields__})
+                               for r in body["results"]]
         return cls(**{k: v for k, v in body.items() if k in cls.__dataclass_fields__})

@@ -13,6 +13,7 @@ import numpy as np
 
 from batcher.queue.jobs import Job
 from batcher.queue.messages import SearchResult
+from batcher.store.asks import Ask
 from batcher.store.points import StoredImage
 
 
@@ -40,7 +41,17 @@ class VectorStore(Protocol):
 
     def search(self, vectors: np.ndarray, limits: list[int],
                filters: list[dict[str, Any]]) -> list[list[SearchResult]]:
-        """One batched query for many vectors, each with its own limit and filter."""
+        """Nearest CLIP vectors: ``find`` with one ``Ask(limit, filter, vector)`` each."""
+
+    def find(self, asks: list[Ask]) -> list[list[SearchResult]]:
+        """One batched query for many searches (by vector, keywords, both fused, or like stored
+        photos), each returning up to its ``limit`` of distinct products, at their best photo."""
+
+    def photos(self, product_id: str) -> list[list[float]]:
+        """The stored vectors of the product's photos; none when there is no such product."""
+
+    def backfill_keywords(self, batch: int = 256) -> int:
+        """Keywords for the points stored without them, from their payloads (CLIP vectors untouched)."""
 
     def get(self, product_id: str) -> dict[str, Any] | None: ...
 

@@ -5,20 +5,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from qdrant_edge import FieldCondition, Filter, HasIdCondition, IsEmptyCondition, MatchAny, MatchValue, RangeFloat
+from qdrant_edge import (FieldCondition, Filter, HasIdCondition, HasVectorCondition, IsEmptyCondition, MatchAny,
+                         MatchValue, RangeFloat)
 
 from batcher.queue.jobs import Job
+from batcher.store.keywords import KEYWORDS
 from batcher.store.points import point_id
 
 
-def conditions(filters: dict[str, Any]) -> tuple[Filter | None, dict[str, bool]]:
+def conditions(filters: dict[str, Any], exclude: str = "") -> tuple[Filter | None, dict[str, bool]]:
     """Exact matches on ``product_id`` and ``metadata`` keys, and apart, the ``true``/``false``
     ones: Edge 0.9's Python binding turns a bool into an integer match (Python's bool is an
-    int), which no stored ``true`` matches, so the store checks those itself (``has_flags``)."""
+    int), which no stored ``true`` matches, so the store checks those itself (``has_flags``).
+    ``exclude``: a product left out (a "more like this" search leaves out its own)."""
     must = [FieldCondition(key=key if key == "product_id" else f"metadata.{key}", match=MatchValue(value))
             for key, value in filters.items() if not isinstance(value, bool)]
+    must_not = [FieldCondition(key="product_id", match=MatchValue(exclude))] if exclude else []
     flags = {key: value for key, value in filters.items() if isinstance(value, bool)}
-    return (Filter(must=must) if must else None), flags
+    return (Filter(must=must or None, must_not=must_not or None) if must or must_not else None), flags
 
 
 def has_flags(payload: dict[str, Any] | None, flags: dict[str, bool]) -> bool:
@@ -54,9 +58,17 @@ def same_images(shas: list[str], embedder: str) -> Filter:
                         FieldCondition(key="embedder", match=MatchValue(embedder))])
 
 
-def page_size(limit: int, flags: dict[str, bool]) -> int:
-    """Points a query reads at a time: more than its limit when the store checks flags itself."""
-    return max(4 * limit, 64) if flags else limit
+def of_product(product_id: str) -> Filter:
+    return Filter(must=[FieldCondition(key="product_id", match=MatchValue(product_id))])
+
+
+def with_keywords() -> Filter:
+    return Filter(must=[HasVectorCondition(KEYWORDS)])
+
+
+def without_keywords() -> Filter:
+    """Points stored before keyword search: no keywords vector yet."""
+    return Filter(must_not=[HasVectorCondition(KEYWORDS)])
 
 
 def banded(keys: list[str], exclude_products: list[str]) -> Filter:

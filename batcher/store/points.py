@@ -20,14 +20,15 @@ POINT_NAMESPACE = uuid.UUID("6f1c3a52-2b0e-5c39-9f39-3c1f4a6c9e10")
 IMAGE_FIELDS = ["product_id", "image_sha256", "embedder"]
 # payload fields every engine indexes: the version checks, the image lookups, the product filter
 INDEXED_KEYWORDS = ("product_id", "image_sha256", "embedder", "phash_bands")
-INDEXED_INTEGERS = ("version", "near_duplicate_count")
+INDEXED_INTEGERS = ("version", "photo_index", "near_duplicate_count")
 # what the near-duplicate lookups read of a point (batcher.duplicates): who it is, its hash, its pairs
 HASH_FIELDS = ["product_id", "photo_index", "phash"]
 PAIR_FIELDS = [*HASH_FIELDS, "near_duplicates"]
 
 
 def point_id(product_id: str, photo_index: int = 0) -> str:
-    """Photo 0 keeps the product's id of old; photo i > 0 is ``uuid5(NS, "<product_id>#<i>")``."""
+    """Photo 0 keeps the id of a product's only point (catalogs stored before photos need no
+    migration); photo i > 0 is ``uuid5(NS, "<product_id>#<i>")``."""
     return str(uuid.uuid5(POINT_NAMESPACE, product_id if photo_index == 0 else f"{product_id}#{photo_index}"))
 
 
@@ -42,7 +43,8 @@ def point_payload(job: Job, indexed_at: str, embedder: str = "") -> dict[str, An
 def search_result(score: float, payload: dict[str, Any] | None) -> SearchResult:
     p = payload or {}
     return SearchResult(product_id=p.get("product_id"), score=round(float(score), 6), name=p.get("name"),
-                        description=p.get("description"), metadata=p.get("metadata") or {})
+                        description=p.get("description"), metadata=p.get("metadata") or {},
+                        photo_index=int(p.get("photo_index") or 0))
 
 
 @dataclass(frozen=True)

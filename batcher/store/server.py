@@ -22,9 +22,13 @@ from batcher.queue.messages import SearchResult
 from batcher.store.base import StoreError
 from batcher.store.config import StoreConfig
 from batcher.store.points import (IMAGE_FIELDS, INDEXED_INTEGERS, INDEXED_KEYWORDS, StoredImage, by_product_and_sha,
-                                  made_by, point_id, point_payload, search_result)
+                                  made_by, point_id, point_payload)
+from batcher.store.asks import Ask
+from batcher.store.keywords import DENSE, KEYWORDS, backfill
 from batcher.store.server_duplicates import ServerDuplicates
-from batcher.store.server_filters import conditions, older, replaceable, same_images
+from batcher.store.server_filters import older, replaceable, same_images
+from batcher.store.server_queries import (KEYWORDS_CONFIG, add_keywords_page, add_keywords_vector, find_asks,
+                                          keywords_of, product_photos)
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +64,7 @@ class ServerStore(ServerDuplicates):
                 self.client.create_collection(
                     self.collection, shard_number=config.shards, replication_factor=config.replicas,
                     vectors_config=models.VectorParams(size=self.dim, distance=models.Distance.COSINE),
+                    sparse_vectors_config=KEYWORDS_CONFIG,
                     hnsw_config=models.HnswConfigDiff(m=config.hnsw_m, ef_construct=config.hnsw_ef_construct),
                     quantization_config=(models.ScalarQuantization(scalar=models.ScalarQuantizationConfig(
                         type=models.ScalarType.INT8, quantile=0.99)) if config.quantization == "int8" else None))
@@ -68,10 +73,14 @@ class ServerStore(ServerDuplicates):
                 if not self.client.collection_exists(self.collection):
                     raise  # not a race with another worker creating it: a real failure
         else:
-            size = self.client.get_collection(self.collection).config.params.vectors.size
-            if size != self.dim:
-                raise StoreError(f"collection {self.collection} holds {size}-d vectors but the model "
+            params = self.client.get_collection(self.collection).config.params
+            if params.vectors.size != self.dim:
+                raise StoreError(f"collection {self.collection} holds {params.vectors.size}-d vectors but the model "
                                    f"makes {self.dim}-d ones: use another QDRANT_COLLECTION")
+            if KEYWORDS not in (params.sparse_vectors or {}):
+                add_keywords_vector(self.client, self.collection)
+                log.warning("collection %s had no keyword vectors: added them; run `clipq-store backfill-keywords` "
+                            "so that keyword and hybrid searches find the products stored before", self.collection)
         fields = {**{f: models.PayloadSchemaType.KEYWORD for f in INDEXED_KEYWORDS},
                   **{f: models.PayloadSchemaType.INTEGER for f in INDEXED_INTEGERS},
                   **{f"metadata.{f}": models.PayloadSchemaType.KEYWORD for f in config.indexed_fields}}
@@ -83,15 +92,16 @@ class ServerStore(ServerDuplicates):
         """One point per job, keyed by its product: the server replaces a stored point only where
         ``replaceable`` holds (``update_filter``, checked against the point already there)."""
         now = datetime.now(timezone.utc).isoformat()
-        points = models.Batch(ids=[point_id(j.product_id) for j in jobs], vectors=vectors.astype(np.float32).tolist(),
-                              payloads=[point_payload(j, now, self.embedder) for j in jobs])
+        payloads = [point_payload(j, now, self.embedder) for j in jobs]
+        points = models.Batch(ids=[point_id(j.product_id) for j in jobs], payloads=payloads,
+                              vectors={"": vectors.astype(np.float32).tolist(), KEYWORDS: [keywords_of(p) for p in payloads]})
         with self._lock:
             self.client.upsert(self.collection, points=points, wait=True, update_filter=replaceable(jobs))
 
     def images(self, product_ids: list[str], shas: list[str]
                ) -> tuple[dict[str, StoredImage], dict[str, StoredImage]]:
         """Two indexed reads: the batch's products by point id, then the images by sha256."""
-        wanted = {"with_payload": IMAGE_FIELDS, "with_vectors": True}
+        wanted = {"with_payload": IMAGE_FIELDS, "with_vectors": DENSE}
         with self._lock:
             found = made_by(self.client.retrieve(self.collection, [point_id(p) for p in product_ids], **wanted),
                             self.embedder)
@@ -104,13 +114,22 @@ class ServerStore(ServerDuplicates):
 
     def search(self, vectors: np.ndarray, limits: list[int],
                filters: list[dict[str, Any]]) -> list[list[SearchResult]]:
-        """One batched query for many vectors, each with its own limit and filter."""
-        requests = [models.QueryRequest(query=v.tolist(), limit=n, filter=conditions(f), with_payload=True,
-                                        params=self.params)
-                    for v, n, f in zip(vectors.astype(np.float32), limits, filters)]
+        """Nearest CLIP vectors, one batched query for many, each with its own limit and filter."""
+        return self.find([Ask(n, f, v) for v, n, f in zip(vectors.astype(np.float32).tolist(), limits, filters)])
+
+    def find(self, asks: list[Ask]) -> list[list[SearchResult]]:
         with self._lock:
-            responses = self.client.query_batch_points(self.collection, requests=requests)
-        return [[search_result(p.score, p.payload) for p in r.points] for r in responses]
+            return find_asks(self.client, self.collection, asks, self.params)
+
+    def photos(self, product_id: str) -> list[list[float]]:
+        with self._lock:
+            return product_photos(self.client, self.collection, product_id)
+
+    def backfill_keywords(self, batch: int = 256) -> int:
+        def page(offset: Any) -> tuple[int, Any]:
+            with self._lock:
+                return add_keywords_page(self.client, self.collection, offset, batch)
+        return backfill(page)
 
     def get(self, product_id: str) -> dict[str, Any] | None:
         with self._lock:
@@ -132,13 +151,13 @@ class ServerStore(ServerDuplicates):
     def scroll(self, offset: Any = None, limit: int = 256) -> tuple[list[Any], Any]:
         with self._lock:
             return self.client.scroll(self.collection, offset=offset, limit=limit, with_payload=True,
-                                      with_vectors=True)
+                                      with_vectors=DENSE)
 
     def write(self, points: list[tuple[Any, list[float], dict[str, Any]]]) -> None:
         """Store points as they are (an import or a copy): no version check."""
         with self._lock:
             self.client.upsert(self.collection, wait=True, points=[
-                models.PointStruct(id=str(i), vector=v, payload=p) for i, v, p in points])
+                models.PointStruct(id=str(i), vector={"": v, KEYWORDS: keywords_of(p)}, payload=p) for i, v, p in points])
 
     def count(self) -> int:
         with self._lock:
@@ -153,3 +172,4 @@ class ServerStore(ServerDuplicates):
 
     def close(self) -> None:
         self.client.close()
+

@@ -7,16 +7,28 @@ from typing import Any
 from qdrant_client import models
 
 from batcher.queue.jobs import Job
+from batcher.store.keywords import KEYWORDS
 from batcher.store.points import point_id
 
 
-def conditions(filters: dict[str, Any]) -> models.Filter | None:
-    """Exact matches on ``product_id`` and ``metadata`` keys, evaluated by Qdrant itself."""
+def conditions(filters: dict[str, Any], exclude: str = "") -> models.Filter | None:
+    """Exact matches on ``product_id`` and ``metadata`` keys, evaluated by Qdrant itself;
+    ``exclude``: a product left out (a "more like this" search leaves out its own)."""
     must = []
     for key, value in filters.items():
         field = key if key == "product_id" else f"metadata.{key}"
         must.append(models.FieldCondition(key=field, match=models.MatchValue(value=value)))
-    return models.Filter(must=must) if must else None
+    must_not = [of_product(exclude)] if exclude else []
+    return models.Filter(must=must or None, must_not=must_not or None) if must or must_not else None
+
+
+def of_product(product_id: str) -> models.FieldCondition:
+    return models.FieldCondition(key="product_id", match=models.MatchValue(value=product_id))
+
+
+def without_keywords() -> models.Filter:
+    """Points stored before keyword search: no keywords vector yet."""
+    return models.Filter(must_not=[models.HasVectorCondition(has_vector=KEYWORDS)])
 
 
 def unversioned() -> models.Condition:

@@ -155,7 +155,7 @@ async function searchText(event) {
   const text = $("search-text").value.trim();
   if (!text) return;
   await showResults(() => api("/api/v1/search", { method: "POST", headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ text, limit: 10 }) }), `"${text}"`);
+    body: JSON.stringify({ text, mode: $("search-mode").value, limit: 10 }) }), `"${text}"`);
 }
 
 async function searchImage(file) {

@@ -27,7 +27,10 @@ local function fail(job, image, id, message)
   return 'failed'
 end
 
-for _, o in ipairs(cjson.decode(ARGV[7])) do
+local outcomes = cjson.decode(ARGV[7])
+for _, o in ipairs(outcomes) do here({ARGV[1] .. o.id, ARGV[2] .. o.id}) end  -- all or nothing
+
+for _, o in ipairs(outcomes) do
   local id = o.id
   local result = 'skipped'
   if redis.call('LREM', KEYS[1], 1, id) == 1 then
