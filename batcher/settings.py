@@ -86,6 +86,9 @@ class WorkerSettings(QueueSettings):
     worker_duplicate_max_listed: int = Field(
         20, ge=0, le=1000, description="Near duplicates listed per photo, nearest first (0: no lookup; the hash "
                                        "is stored all the same).")
+    worker_duplicate_min_cosine: float = Field(
+        0.0, ge=0, le=1, description="Near-duplicate photos: above 0, a pair found by its hashes must also have "
+                                     "CLIP vectors at least this close (cosine); meaningless with random weights.")
     retry_backoff_base_ms: int = Field(1000, ge=0, description="First retry delay; doubles each attempt.")
     retry_backoff_max_ms: int = Field(60_000, ge=0, description="Longest retry delay.")
     # -- image_url fetching (batcher/fetch.py) --
@@ -178,7 +181,8 @@ class WorkerSettings(QueueSettings):
 
     @property
     def duplicates(self) -> DuplicateConfig:
-        return DuplicateConfig(self.worker_duplicate_max_distance, self.worker_duplicate_max_listed)
+        return DuplicateConfig(self.worker_duplicate_max_distance, self.worker_duplicate_max_listed,
+                               self.worker_duplicate_min_cosine)
 
     @property
     def clip(self) -> ModelConfig:

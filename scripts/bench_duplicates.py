@@ -30,8 +30,9 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from batcher.config import DuplicateConfig
 from batcher.duplicates.bands import probe_keys
-from batcher.duplicates.finder import DuplicateFinder, Photo
+from batcher.duplicates.finder import DuplicateFinder
 from batcher.duplicates.phash import distance, phash
+from batcher.duplicates.photo import Photo
 from batcher.queue.jobs import Job
 from batcher.settings import WorkerSettings
 from batcher.store import StoreConfig, open_store

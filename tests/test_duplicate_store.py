@@ -21,11 +21,12 @@ def flip(h: int, *bits: int) -> int:
     return h
 
 
-def store_photos(store, finder, photos: dict[str, int]) -> dict[str, list]:
+def store_photos(store, finder, photos: dict[str, int], vectors: np.ndarray | None = None) -> dict[str, list]:
     """Store one job per product with its hash, as the finish stage does; what each listed."""
     jobs = [Job(f"job-{p}", p, p, "", {}, f"sha-{p}", 0, 0, version=1) for p in photos]
-    near = finder.mark(jobs, {j.job_id: photos[j.product_id] for j in jobs})
-    store.upsert(jobs, np.ones((len(jobs), DIM), np.float32))
+    vectors = np.ones((len(jobs), DIM), np.float32) if vectors is None else vectors
+    near = finder.mark(jobs, {j.job_id: photos[j.product_id] for j in jobs}, vectors)
+    store.upsert(jobs, vectors)
     return {j.product_id: [(n.product_id, n.distance) for n in near[j.job_id]] for j in jobs}
 
 
@@ -73,3 +74,14 @@ def test_pairs_page_in_point_id_order_and_drop_a_changed_photo(store):
     store_photos(store, finder, {"a": flip(BASE, *range(30))})  # a's photo changed: its pairs go
     assert all(other != "a" for p in [pairs.page(store, None, 100)] for other in
                (q["duplicate_of"]["product_id"] for q in p["pairs"]))
+
+
+def test_a_clip_confirmation_keeps_only_pairs_whose_vectors_agree(store):
+    """WORKER_DUPLICATE_MIN_COSINE: the hashes of b and c are both 2 bits from a's, but only b's
+    vector points where a's does (stored, and in the same batch)."""
+    finder = DuplicateFinder(store, DuplicateConfig(max_distance=10, max_listed=20, min_cosine=0.9))
+    east, north = np.eye(DIM, dtype=np.float32)[0], np.eye(DIM, dtype=np.float32)[1]
+    store_photos(store, finder, {"a": BASE}, np.stack([east]))
+    listed = store_photos(store, finder, {"b": flip(BASE, 1, 2), "c": flip(BASE, 3, 4), "d": flip(BASE, 5, 6)},
+                          np.stack([east, north, north]))
+    assert listed == {"b": [("a", 2)], "c": [], "d": [("c", 4)]}

@@ -15,11 +15,15 @@ job's status, through the ack. A failed lookup stores the hash all the same and 
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
+
+import numpy as np
 
 from batcher.config import DuplicateConfig
 from batcher.duplicates.bands import band_keys, probe_keys
-from batcher.duplicates.phash import distance, from_hex, to_hex
+from batcher.duplicates.confirm import confirmed
+from batcher.duplicates.phash import distance, to_hex
+from batcher.duplicates.photo import NearDuplicate, Photo, stored_photo
 from batcher.queue.jobs import Job
 from batcher.store import VectorStore
 
@@ -29,41 +33,18 @@ log = logging.getLogger("clipq.worker")
 CANDIDATES_PER_PHOTO = 16_384
 
 
-@dataclass(frozen=True)
-class Photo:
-    product_id: str
-    photo_index: int
-    phash: int
-
-
-@dataclass(frozen=True)
-class NearDuplicate:
-    product_id: str
-    photo_index: int
-    distance: int
-    phash: str  # the other photo's hash when found: a pair whose photo changed since is dropped
-
-    def public(self) -> dict:
-        return {"product_id": self.product_id, "photo_index": self.photo_index, "distance": self.distance}
-
-
-def stored_photo(payload: dict) -> Photo | None:
-    """A stored point's photo, or None for one without a readable hash."""
-    try:
-        return Photo(str(payload["product_id"]), int(payload.get("photo_index") or 0), from_hex(payload["phash"]))
-    except (KeyError, TypeError, ValueError):
-        return None
-
-
 class DuplicateFinder:
     def __init__(self, store: VectorStore, config: DuplicateConfig) -> None:
         self.store, self.config = store, config
 
-    def mark(self, jobs: list[Job], hashes: dict[str, int]) -> dict[str, list[NearDuplicate] | None]:
+    def mark(self, jobs: list[Job], hashes: dict[str, int], vectors: np.ndarray | None = None
+             ) -> dict[str, list[NearDuplicate] | None]:
         """Put each hashed job's photo hash and near duplicates in its point's payload
-        (``job.extra``); by job id, what was found (None: the lookup failed)."""
-        hashed = [j for j in jobs if j.job_id in hashes]
-        photos = [Photo(j.product_id, 0, hashes[j.job_id]) for j in hashed]  # one photo a job, index 0
+        (``job.extra``); by job id, what was found (None: the lookup failed). ``vectors``, one
+        a job, are needed only to confirm by CLIP cosine (``WORKER_DUPLICATE_MIN_COSINE``)."""
+        hashed = [(j, None if vectors is None else vectors[i]) for i, j in enumerate(jobs) if j.job_id in hashes]
+        photos = [Photo(j.product_id, 0, hashes[j.job_id], v) for j, v in hashed]  # one photo a job, index 0
+        hashed = [j for j, _ in hashed]
         found = self.find(photos)
         for job, photo, near in zip(hashed, photos, found):
             self.stamp(job, photo.phash, near or [])
@@ -79,12 +60,17 @@ class DuplicateFinder:
         if not self.config.max_listed:  # WORKER_DUPLICATE_MAX_LISTED=0: no lookup, nothing known
             return [None for _ in photos]
         try:
-            stored = self._stored(photos)
+            near = self._look_up(photos)
         except Exception as exc:  # the store is checked again by the upsert: only this lookup is lost
             log.warning("near-duplicate lookup failed (%s: %s): the batch lists none", exc.__class__.__name__, exc)
             return [None for _ in photos]
-        return [self._near(p, stored[i] + [q for q in photos[:i] if q.product_id != p.product_id])
+        return [n[:self.config.max_listed] for n in near]
+
+    def _look_up(self, photos: list[Photo]) -> list[list[NearDuplicate]]:
+        stored = self._stored(photos)
+        near = [self._near(p, stored[i] + [q for q in photos[:i] if q.product_id != p.product_id])
                 for i, p in enumerate(photos)]
+        return confirmed(self.store, photos, near, self.config.min_cosine) if self.config.min_cosine else near
 
     def _stored(self, photos: list[Photo]) -> list[list[Photo]]:
         found = self.store.hashed([probe_keys(p.phash, self.config.max_distance) for p in photos],
@@ -95,4 +81,4 @@ class DuplicateFinder:
         near = [NearDuplicate(c.product_id, c.photo_index, distance(photo.phash, c.phash), to_hex(c.phash))
                 for c in candidates]
         near = [n for n in near if n.distance <= self.config.max_distance]
-        return sorted(near, key=lambda n: (n.distance, n.product_id, n.photo_index))[:self.config.max_listed]
+        return sorted(near, key=lambda n: (n.distance, n.product_id, n.photo_index))

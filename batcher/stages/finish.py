@@ -22,7 +22,8 @@ import redis
 from qdrant_client.http.exceptions import ResponseHandlingException
 
 from batcher.config import DuplicateConfig, RetryConfig
-from batcher.duplicates.finder import DuplicateFinder, NearDuplicate
+from batcher.duplicates.finder import DuplicateFinder
+from batcher.duplicates.photo import NearDuplicate
 from batcher.metrics import WorkerMetrics
 from batcher.policy import Backoff, backoff_ms
 from batcher.queue.calls import AckResult, Outcome
@@ -67,7 +68,7 @@ class FinishStage:
         if stored:
             t0 = time.perf_counter()
             with self.watch("upsert"):
-                near = self.duplicates.mark(stored, batch.hashes) if self.duplicates else {}
+                near = self.duplicates.mark(stored, batch.hashes, vectors) if self.duplicates else {}
                 errors = self._upsert(stored, vectors)
             self.metrics.stage.labels("upsert").observe(time.perf_counter() - t0)
             jobs += stored

@@ -72,6 +72,9 @@ class VectorStore(Protocol):
     def hashes(self, point_ids: list[str]) -> dict[str, str]:
         """The ``phash`` of each of these points still stored (and holding one)."""
 
+    def vectors(self, point_ids: list[str]) -> dict[str, np.ndarray]:
+        """The CLIP vector of each of these points still stored."""
+
     def info(self) -> dict[str, Any]:
         """Engine, collection, points, payload indexes, size on disk where known."""
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+import numpy as np
 from qdrant_edge import EdgeShard, QueryBatchRequest, QueryRequest, ScrollRequest
 
 from batcher.store.edge_filters import banded, with_near_duplicates
+from batcher.store.keywords import DENSE
 from batcher.store.points import HASH_FIELDS, PAIR_FIELDS
 
 
@@ -33,3 +35,8 @@ class EdgeDuplicates:
         with self._lock:
             found = self.shard.retrieve(point_ids, ["phash"], False)
         return {str(p.id): p.payload["phash"] for p in found if (p.payload or {}).get("phash")}
+
+    def vectors(self, point_ids: list[str]) -> dict[str, np.ndarray]:
+        with self._lock:
+            found = self.shard.retrieve(point_ids, False, DENSE)
+        return {str(p.id): np.asarray(p.vector, np.float32) for p in found if p.vector is not None}

@@ -5,8 +5,10 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+import numpy as np
 from qdrant_client import QdrantClient, models
 
+from batcher.store.keywords import DENSE
 from batcher.store.points import HASH_FIELDS, PAIR_FIELDS
 from batcher.store.server_filters import banded, with_near_duplicates
 
@@ -34,3 +36,8 @@ class ServerDuplicates:
         with self._lock:
             found = self.client.retrieve(self.collection, point_ids, with_payload=["phash"])
         return {str(p.id): p.payload["phash"] for p in found if (p.payload or {}).get("phash")}
+
+    def vectors(self, point_ids: list[str]) -> dict[str, np.ndarray]:
+        with self._lock:
+            found = self.client.retrieve(self.collection, point_ids, with_payload=False, with_vectors=DENSE)
+        return {str(p.id): np.asarray(p.vector, np.float32) for p in found if p.vector is not None}
