@@ -67,3 +67,27 @@ def test_random_far_hashes_rarely_hold_a_probed_band():
     assert sum(bool(probes & set(band_keys(rng.getrandbits(64)))) for _ in range(20_000)) < 20_000 * 0.02
     with pytest.raises(ValueError):
         probe_keys(h, 12)
+
+
+def test_both_decoders_hash_each_decoded_photo_alike_and_a_broken_one_not_at_all(encoder):
+    """The decode pool hashes the image it decodes; the GPU path (here on a CPU) hashes apart,
+    from a JPEG's smallest DCT scale: the same picture, a few bits at most."""
+    from batcher.decode import DecodeBudget, ImageDecoder
+    from batcher.gpu_decode import JpegBatchDecoder
+
+    prep = encoder.preprocessing
+    cpu = ImageDecoder(prep, 40_000_000, DecodeBudget(1 << 30), 2)
+    jpeg = JpegBatchDecoder(ImageDecoder(prep, 40_000_000, DecodeBudget(1 << 30), 2), "cpu", 1 << 30)
+    images = [(REAL / n).read_bytes() for n in ("rocket.jpg", "flower.jpg", "astronaut.png")]
+    images.append((REAL.parent / "hostile" / "truncated_jpeg.jpg").read_bytes())
+    try:
+        _, errors, hashes = cpu.hashed(images)
+        _, jpeg_errors, jpeg_hashes = jpeg.hashed(images)
+    finally:
+        cpu.close()
+        jpeg.close()
+    assert errors[3] and jpeg_errors[3] and hashes[3] is None and jpeg_hashes[3] is None
+    full = [phash(_photo(n)) for n in ("rocket.jpg", "flower.jpg", "astronaut.png")]  # from the full-size photo
+    # a JPEG is decoded at a reduced DCT scale: a bit or two may move
+    assert max(distance(a, b) for a, b in zip(hashes, full)) <= 2
+    assert max(distance(a, b) for a, b in zip(jpeg_hashes, full)) <= 4
