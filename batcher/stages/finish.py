@@ -66,9 +66,9 @@ class FinishStage:
             self.ledger.batch_embedded()
         stored, vectors, kinds = self._to_store(batch, embedded)
         if stored:
-            t0 = time.perf_counter()
             with self.watch("upsert"):
-                near = self.duplicates.mark(stored, batch.hashes, vectors) if self.duplicates else {}
+                near = self._near_duplicates(stored, batch.hashes, vectors)
+                t0 = time.perf_counter()
                 errors = self._upsert(stored, vectors)
             self.metrics.stage.labels("upsert").observe(time.perf_counter() - t0)
             jobs += stored
@@ -107,6 +107,16 @@ class FinishStage:
             self.metrics.store_splits.inc()
             half = len(jobs) // 2
             return self._upsert(jobs[:half], vectors[:half]) + self._upsert(jobs[half:], vectors[half:])
+
+    def _near_duplicates(self, jobs: list[Job], hashes: dict[str, int], vectors: np.ndarray
+                         ) -> dict[str, list[NearDuplicate] | None]:
+        """Each job's near duplicates, found before its point is written (batcher.duplicates)."""
+        if self.duplicates is None:
+            return {}
+        t0 = time.perf_counter()
+        near = self.duplicates.mark(jobs, hashes, vectors)
+        self.metrics.stage.labels("duplicates").observe(time.perf_counter() - t0)
+        return near
 
     @staticmethod
     def _completed(job: Job, kind: str, near: list[NearDuplicate] | None) -> Outcome:
