@@ -31,3 +31,8 @@ class Ask:
     @property
     def hybrid(self) -> bool:
         return self.vector is not None and bool(self.words)
+
+
+def vector_asks(vectors, limits: list[int], filters: list[dict[str, Any]]) -> list[Ask]:
+    """The asks of the store's ``search``: nearest CLIP vectors, each with its limit and filter."""
+    return [Ask(n, f, v) for v, n, f in zip(vectors.astype("float32").tolist(), limits, filters)]

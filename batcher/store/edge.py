@@ -29,7 +29,7 @@ from batcher.store.base import StoreError
 from batcher.store.config import MEMORY, StoreConfig
 from batcher.store.edge_duplicates import EdgeDuplicates
 from batcher.store.edge_queries import add_keywords_page, find_asks, product_photos, with_keywords_point
-from batcher.store.asks import Ask
+from batcher.store.asks import Ask, vector_asks
 from batcher.store.edge_filters import older, replaceable, same_images, with_keywords
 from batcher.store.edge_folder import add_keywords, has_keywords, open_shard, stored_dim
 from batcher.store.keywords import DENSE, backfill
@@ -135,7 +135,7 @@ class EdgeStore(EdgeDuplicates):
     def search(self, vectors: np.ndarray, limits: list[int],
                filters: list[dict[str, Any]]) -> list[list[SearchResult]]:
         """Nearest CLIP vectors, one batched query for many, each with its own limit and filter."""
-        return self.find([Ask(n, f, v) for v, n, f in zip(vectors.astype(np.float32).tolist(), limits, filters)])
+        return self.find(vector_asks(vectors, limits, filters))
 
     def find(self, asks: list[Ask]) -> list[list[SearchResult]]:
         with self._lock:

@@ -23,7 +23,7 @@ from batcher.store.base import StoreError
 from batcher.store.config import StoreConfig
 from batcher.store.points import (IMAGE_FIELDS, INDEXED_INTEGERS, INDEXED_KEYWORDS, StoredImage, by_product_and_sha,
                                   made_by, point_id, point_payload)
-from batcher.store.asks import Ask
+from batcher.store.asks import Ask, vector_asks
 from batcher.store.keywords import DENSE, KEYWORDS, backfill
 from batcher.store.server_duplicates import ServerDuplicates
 from batcher.store.server_filters import older, replaceable, same_images
@@ -115,7 +115,7 @@ class ServerStore(ServerDuplicates):
     def search(self, vectors: np.ndarray, limits: list[int],
                filters: list[dict[str, Any]]) -> list[list[SearchResult]]:
         """Nearest CLIP vectors, one batched query for many, each with its own limit and filter."""
-        return self.find([Ask(n, f, v) for v, n, f in zip(vectors.astype(np.float32).tolist(), limits, filters)])
+        return self.find(vector_asks(vectors, limits, filters))
 
     def find(self, asks: list[Ask]) -> list[list[SearchResult]]:
         with self._lock:
