@@ -1,0 +1,137 @@
+"""Tenants through the whole stack (real Redis, a real worker with the tiny model, real Edge):
+two shops upload the same product id and each sees only its own; another tenant's job or
+product answers 404 as an unknown one; failed lists and groups are scoped; an admin sees all."""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from conftest import CORPUS
+from test_worker import jpeg
+
+A, B, ADMIN, PLAIN = ({"X-API-Key": k} for k in ("key-a", "key-b", "root", "plain"))
+
+
+@pytest.fixture
+def api(make_client, tmp_path):
+    path = tmp_path / "tenants.json"
+    path.write_text(json.dumps({"shop-a": {"api_key": "key-a"}, "shop-b": {"api_key": "key-b"}}))
+    return make_client(allow_anonymous=False, tenants_file=str(path), admin_api_key="root", api_key="plain")
+
+
+def put(client, headers, product_id, seed, name, data=None, **params):
+    files = {"image_file": ("x.jpg", jpeg(seed) if data is None else data, "image/jpeg")}
+    resp = client.post("/api/v1/index-product-with-image", data={"product_id": product_id, "name": name},
+                       files=files, headers=headers, params=params)
+    assert resp.status_code == 202, resp.text
+    return resp.json()["job_id"]
+
+
+def settle(client, jobs: dict[str, dict], timeout_s=60):
+    deadline = time.monotonic() + timeout_s
+    for job_id, headers in jobs.items():
+        while client.get(f"/api/v1/queue/status/{job_id}", headers=headers).json()["status"] in ("queued",
+                                                                                                   "processing"):
+            assert time.monotonic() < deadline, job_id
+            time.sleep(0.05)
+
+
+def names(resp) -> list[str]:
+    assert resp.status_code == 200, resp.text
+    return [r["name"] for r in resp.json()["results"]]
+
+
+def keyword(client, headers, text, **body):
+    return client.post("/api/v1/search", json={"text": text, "mode": "keyword", **body}, headers=headers)
+
+
+def test_the_same_product_id_in_two_tenants_is_two_products(api, serve_worker):
+    serve_worker()
+    a1 = put(api, A, "p1", 1, "alpha widget")
+    jobs = {a1: A, put(api, A, "p2", 2, "alpha second"): A, put(api, B, "p1", 3, "beta gadget"): B}
+    settle(api, jobs)
+    assert api.get(f"/api/v1/queue/status/{a1}", headers=A).json()["status"] == "completed"
+    assert api.get("/api/v1/products/p1", headers=A).json()["name"] == "alpha widget"
+    assert api.get("/api/v1/products/p1", headers=B).json()["name"] == "beta gadget"
+    assert api.get("/api/v1/products/p2", headers=B).status_code == 404
+    assert names(keyword(api, A, "widget gadget")) == ["alpha widget"]
+    assert names(keyword(api, B, "widget gadget")) == ["beta gadget"]
+    assert names(keyword(api, B, "alpha")) == [] and names(keyword(api, PLAIN, "alpha widget gadget")) == []
+    assert names(keyword(api, B, "gadget", filter={"tenant": "shop-a"})) == [], "a filter cannot name a tenant"
+    image = api.post("/api/v1/search/image", files={"image_file": ("q.jpg", jpeg(1), "image/jpeg")}, headers=B)
+    assert names(image) == ["beta gadget"], "A's exact photo is not B's to find"
+    like = api.post("/api/v1/search", json={"like": "p1", "limit": 10}, headers=A)
+    assert names(like) == ["alpha second"], "more like this stays in the tenant"
+    assert api.post("/api/v1/search", json={"like": "p2"}, headers=B).status_code == 404
+    assert api.post("/api/v1/search", json={"text": "x"}, headers=ADMIN).status_code == 422, "an admin names one"
+    as_b = api.post("/api/v1/search", params={"tenant": "shop-b"}, headers=ADMIN,
+                    json={"text": "widget gadget", "mode": "keyword"})
+    assert names(as_b) == ["beta gadget"], "an admin searches the tenant it names"
+    assert api.delete("/api/v1/products/p2", headers=B).status_code == 404, "A's p2 is not B's to delete"
+    assert api.delete("/api/v1/products/p1", headers=B).status_code == 200
+    assert api.get("/api/v1/products/p1", headers=B).status_code == 404
+    assert api.get("/api/v1/products/p1", headers=A).json()["name"] == "alpha widget", "B's delete left A's p1"
+    assert api.get("/api/v1/products/p2", headers=A).status_code == 200
+
+
+def test_another_tenants_job_answers_404_as_an_unknown_one(api):
+    job_id = put(api, A, "p1", 1, "alpha")
+    unknown = api.get("/api/v1/queue/status/job-" + "0" * 32, headers=B)
+    for headers in (B, PLAIN, {}):
+        foreign = api.get(f"/api/v1/queue/status/{job_id}", headers=headers)
+        assert foreign.status_code == 404 and foreign.json()["error"]["code"] == unknown.json()["error"]["code"]
+        assert foreign.json()["error"]["message"].replace(job_id, "ID") == \
+            unknown.json()["error"]["message"].replace("job-" + "0" * 32, "ID")
+    assert api.get(f"/api/v1/queue/status/{job_id}?wait=0.2", headers=B).status_code == 404
+    assert api.post(f"/api/v1/queue/retry/{job_id}", headers=B).status_code == 404
+    assert api.post(f"/api/v1/queue/retry/{job_id}", headers=A).status_code == 409, "A's own: not failed"
+    assert api.get(f"/api/v1/queue/status/{job_id}", headers=A).json()["status"] == "queued"
+    assert api.get(f"/api/v1/queue/status/{job_id}", headers=ADMIN).status_code == 200
+    assert api.get(f"/api/v1/queue/status/{job_id}", headers={"X-API-Key": "nope"}).status_code == 401
+
+
+def test_keys_uploads_whoami_and_stats(api):
+    assert api.get("/api/v1/whoami", headers=A).json() == {"tenant": "shop-a", "admin": False}
+    assert api.get("/api/v1/whoami", headers=PLAIN).json() == {"tenant": "default", "admin": False}
+    assert api.get("/api/v1/whoami", headers=ADMIN).json() == {"tenant": None, "admin": True}
+    assert api.get("/api/v1/whoami", headers=ADMIN, params={"tenant": "shop-b"}).json()["tenant"] == "shop-b"
+    assert api.get("/api/v1/whoami", headers=ADMIN, params={"tenant": "bad name"}).status_code == 422
+    assert api.get("/api/v1/whoami", params={"tenant": "shop-a"}).json()["tenant"] == "default", \
+        "only an admin picks a tenant"
+    wrong = api.get("/api/v1/queue/failed", headers={"X-API-Key": "nope"})
+    assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "unauthorized"
+    refused = api.post("/api/v1/index-product-with-image", data={"product_id": "p", "name": "n"}, headers=ADMIN,
+                       files={"image_file": ("x.jpg", jpeg(1), "image/jpeg")})
+    assert refused.status_code == 422 and refused.json()["error"]["code"] == "tenant_required"
+    job_id = put(api, ADMIN, "p9", 9, "by admin", tenant="shop-b")
+    assert api.get(f"/api/v1/queue/status/{job_id}", headers=B).status_code == 200
+    put(api, A, "p1", 1, "alpha")
+    mine = api.get("/api/v1/queue/stats", headers=A).json()
+    assert mine["tenant"] == "shop-a" and mine["jobs"] is None, "no tenant reads the queue's totals"
+    total = api.get("/api/v1/queue/stats", headers=ADMIN).json()
+    assert total["tenant"] is None and total["jobs"]["total"] == 2 and total["pending_in_queue"] == 2
+    assert api.get("/api/v1/queue/stats", headers=PLAIN).json()["jobs"] is None, "default is one tenant of three"
+
+
+def test_failed_lists_and_groups_are_scoped(api, run_burst):
+    broken = (CORPUS / "hostile" / "truncated_jpeg.jpg").read_bytes()  # passes the API's probe, fails the decode
+    a_jobs = {put(api, A, f"a{i}", i, "a", data=broken) for i in range(2)}
+    b_job = put(api, B, "b0", 5, "b", data=broken)
+    run_burst()
+    listed = {j["job_id"] for j in api.get("/api/v1/queue/failed", headers=A).json()["jobs"]}
+    assert listed == a_jobs
+    assert {j["job_id"] for j in api.get("/api/v1/queue/failed", headers=ADMIN).json()["jobs"]} == a_jobs | {b_job}
+    only_b = api.get("/api/v1/queue/failed", headers=ADMIN, params={"tenant": "shop-b"}).json()["jobs"]
+    assert [j["job_id"] for j in only_b] == [b_job]
+    (group,) = api.get("/api/v1/queue/failed/groups", headers=B).json()["groups"]
+    assert group["count"] == 1 and group["sample_job_ids"] == [b_job]
+    assert api.get("/api/v1/queue/failed/groups", headers=PLAIN).json()["groups"] == []
+    retried = api.post("/api/v1/queue/failed/retry", headers=B).json()
+    assert (retried["retried"], retried["remaining"]) == (1, 0)
+    assert api.get(f"/api/v1/queue/status/{b_job}", headers=B).json()["status"] == "queued"
+    assert {j["job_id"] for j in api.get("/api/v1/queue/failed", headers=A).json()["jobs"]} == a_jobs, \
+        "B's retry of every failed job left A's"
+    a_group = api.get("/api/v1/queue/failed/groups", headers=A).json()["groups"][0]["group_id"]
+    assert api.post(f"/api/v1/queue/failed/groups/{a_group}/retry", headers=A).json()["retried"] == 2
