@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import time
 
+import httpx
 import pytest
 
 from conftest import CORPUS
+from test_import import clipq_import
 from test_worker import jpeg
 
 A, B, ADMIN, PLAIN = ({"X-API-Key": k} for k in ("key-a", "key-b", "root", "plain"))
@@ -135,3 +137,19 @@ def test_failed_lists_and_groups_are_scoped(api, run_burst):
         "B's retry of every failed job left A's"
     a_group = api.get("/api/v1/queue/failed/groups", headers=A).json()["groups"][0]["group_id"]
     assert api.post(f"/api/v1/queue/failed/groups/{a_group}/retry", headers=A).json()["retried"] == 2
+
+
+def test_clipq_import_with_a_tenants_key_imports_into_that_tenant(tmp_path, serve_api, serve_worker):
+    path = tmp_path / "tenants.json"
+    path.write_text(json.dumps({"shop-a": {"api_key": "key-a"}, "shop-b": {"api_key": "key-b"}}))
+    url = serve_api(allow_anonymous=False, tenants_file=str(path))
+    serve_worker()
+    (tmp_path / "1.jpg").write_bytes(jpeg(1))
+    catalog = tmp_path / "catalog.csv"
+    catalog.write_text("product_id,name,image_path\nsku-1,imported one,1.jpg\n")
+    run = clipq_import(catalog, "--api", url, "--api-key", "key-a", "--wait", "--poll", 0.2)
+    assert run.returncode == 0 and "ok=1" in run.stderr, run.stderr
+    assert httpx.get(f"{url}/api/v1/products/sku-1", headers=A, timeout=30).json()["name"] == "imported one"
+    assert httpx.get(f"{url}/api/v1/products/sku-1", headers=B, timeout=30).status_code == 404
+    refused = clipq_import(catalog, "--api", url, "--api-key", "nope")
+    assert refused.returncode != 0 and "401" in refused.stderr, refused.stderr
