@@ -80,6 +80,7 @@ def test_dashboard_in_chromium(live_api, browser_page, serve_worker, tmp_path):
     page.fill("#key-input", KEY)
     page.click("#key-form button")
     expect(page.locator("#key-form")).to_be_hidden()
+    expect(page.locator("#tenant")).to_have_text("tenant default")  # whose data the page shows (whoami)
     assert page.evaluate("sessionStorage.getItem('clipq.apiKey')") == KEY
     assert page.context.cookies() == []
     expect(page.locator("#worker-rows tr")).to_have_count(1)

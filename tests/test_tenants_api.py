@@ -115,6 +115,9 @@ def test_keys_uploads_whoami_and_stats(api):
     total = api.get("/api/v1/queue/stats", headers=ADMIN).json()
     assert total["tenant"] is None and total["jobs"]["total"] == 2 and total["pending_in_queue"] == 2
     assert api.get("/api/v1/queue/stats", headers=PLAIN).json()["jobs"] is None, "default is one tenant of three"
+    own = put(api, A, "p2", 2, "alpha", tenant="shop-b")  # only an admin names a tenant: A's upload stays A's
+    assert api.get(f"/api/v1/queue/status/{own}", headers=A).status_code == 200
+    assert api.get(f"/api/v1/queue/status/{own}", headers=B).status_code == 404
 
 
 def test_failed_lists_and_groups_are_scoped(api, run_burst):
@@ -153,3 +156,16 @@ def test_clipq_import_with_a_tenants_key_imports_into_that_tenant(tmp_path, serv
     assert httpx.get(f"{url}/api/v1/products/sku-1", headers=B, timeout=30).status_code == 404
     refused = clipq_import(catalog, "--api", url, "--api-key", "nope")
     assert refused.returncode != 0 and "401" in refused.stderr, refused.stderr
+
+
+def test_versions_are_per_tenant_product(api, run_burst, r, namespace):
+    """A's second upload of p1 supersedes its first; B's p1, uploaded last, supersedes neither."""
+    from batcher.queue.keys import Keys
+
+    first, second = put(api, A, "p1", 1, "a old"), put(api, A, "p1", 2, "a new")
+    other = put(api, B, "p1", 3, "b")
+    run_burst()
+    status = {j: api.get(f"/api/v1/queue/status/{j}", headers=h).json()["status"]
+              for j, h in ((first, A), (second, A), (other, B))}
+    assert status == {first: "superseded", second: "completed", other: "completed"}
+    assert set(r.hkeys(Keys(namespace).versions)) == {b"shop-a/p1", b"shop-b/p1"}

@@ -13,7 +13,7 @@ async function api(path, options = {}) {
   if (key) headers.set("X-API-Key", key);
   const response = await fetch(path, { ...options, headers });
   if (response.status === 401 || response.status === 403) {
-    askForKey(response.status);
+    askForKey(response.status, !!key);
     throw new AuthError(key ? "the API key was refused" : "an API key is needed");
   }
   const body = await response.json().catch(() => ({}));
@@ -24,10 +24,10 @@ async function api(path, options = {}) {
   return body;
 }
 
-function askForKey(status) {
-  const hadKey = !!sessionStorage.getItem(KEY);
-  if (hadKey) sessionStorage.removeItem(KEY);
-  $("key-message").textContent = hadKey
+function askForKey(status, sentKey) {
+  // an unknown key answers 401 as a missing one: whether this request carried one tells them apart
+  if (sentKey) sessionStorage.removeItem(KEY);
+  $("key-message").textContent = sentKey
     ? `Wrong API key: the server refused it (${status}). Enter the right key.`
     : "This API needs a key (API_KEY is set on the server). Enter it to see workers and failures and to search.";
   $("key-form").hidden = false;
