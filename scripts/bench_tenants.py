@@ -3,7 +3,8 @@
 1. ``TenantBook.resolve`` (sha256 of the key once, then a constant-time compare with every
    tenant's digest, no early exit) for 10, 1,000 and 10,000 tenants: microseconds per call,
    for a known key and an unknown one (the same work, by design).
-2. An Edge store (``open_store``, as the worker opens it) of ``--points`` 512-d vectors: half
+2. An Edge store (``open_store``, as the worker opens it) of ``--points`` CLIP-like 512-d vectors
+   (``bench_store``'s mixture of 1,000 centres), with recall@10 against the exact top 10: half
    stored as before tenants (no ``tenant`` in the payload), the rest spread over ``--tenants``
    tenants. ``--queries`` nearest-10 queries, one at a time, through Edge's batched query as
    the store sends it: with no filter (the search before tenants), with the default tenant's
@@ -31,10 +32,10 @@ from batcher.store.asks import Ask
 from batcher.store.edge_filters import conditions
 from batcher.store.edge_queries import request
 from batcher.store.points import point_id
+from scripts.bench_store import DIM, Mixture
 from scripts.lib.report import commit, machine_info, write_json
 from scripts.lib.stats import summary_ms
 
-DIM = 512
 
 
 def resolve_us(n: int, calls: int = 2000) -> dict[str, float]:
@@ -49,9 +50,8 @@ def resolve_us(n: int, calls: int = 2000) -> dict[str, float]:
     return out
 
 
-def load(store, points: int, tenants: int, rng) -> np.ndarray:
-    vectors = rng.standard_normal((points, DIM)).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+def load(store, vectors: np.ndarray, tenants: int) -> None:
+    points = len(vectors)
     old = points // 2
     for start in range(0, old, 256):  # as stored before tenants: no tenant field
         store.write([(point_id(f"p{i}"), vectors[i].tolist(), {"product_id": f"p{i}", "name": f"p{i}", "version": 1})
@@ -61,18 +61,30 @@ def load(store, points: int, tenants: int, rng) -> np.ndarray:
         jobs = [replace(base, job_id=f"j{i}", product_id=f"p{i}", tenant=f"shop-{i % tenants}")
                 for i in range(start, min(start + 32, points))]
         store.upsert(jobs, vectors[start:start + len(jobs)])
-    return vectors
 
 
-def search_ms(store, queries: np.ndarray, tenant: str | None) -> dict:
+def members(points: int, tenants: int, tenant: str | None) -> np.ndarray:
+    """The indexes of the points a search of ``tenant`` may find (None: every point)."""
+    i, old = np.arange(points), points // 2
+    if tenant is None:
+        return i
+    return i[:old] if tenant == "default" else i[old:][i[old:] % tenants == int(tenant.split("-")[1])]
+
+
+def search_ms(store, vectors: np.ndarray, queries: np.ndarray, tenant: str | None, tenants: int) -> dict:
+    """p50/p99 of nearest-10 searches, and their recall@10 against the exact top 10 of the tenant's points."""
     flt = None if tenant is None else conditions({}, "", tenant)[0]
-    times = []
+    mine = members(len(vectors), tenants, tenant)
+    times, hits = [], 0
     for i, q in enumerate(queries):
         t0 = time.perf_counter()
-        store.shard.query_batch(QueryBatchRequest([request(Ask(10, vector=q.tolist()), flt, 10, 0, store.params)]))
+        (found,) = store.shard.query_batch(QueryBatchRequest([request(Ask(10, vector=q.tolist()), flt, 10, 0,
+                                                                      store.params)]))
         if i >= 3:  # warm-up left out
             times.append(time.perf_counter() - t0)
-    return summary_ms(times, with_max=False)
+            exact = mine[np.argsort(-(vectors[mine] @ q))[:10]]
+            hits += len({f"p{j}" for j in exact} & {p.payload["product_id"] for p in found})
+    return summary_ms(times, with_max=False) | {"recall_at_10": round(hits / (10 * (len(queries) - 3)), 3)}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -84,15 +96,16 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
     out = {"commit": commit(), "machine": machine_info(), "resolve": {n: resolve_us(n) for n in (10, 1000, 10_000)}}
     print("key lookup:", out["resolve"], flush=True)
-    rng = np.random.default_rng(0)
+    mixture = Mixture(0)
     folder = tempfile.mkdtemp(prefix="bench-tenants-")
     try:
         store = open_store(StoreConfig(path=folder), DIM, "bench", "")
         t0 = time.perf_counter()
-        vectors = load(store, args.points, args.tenants, rng)
+        vectors = mixture.draw(args.points)
+        load(store, vectors, args.tenants)
         out["load_s"] = round(time.perf_counter() - t0, 1)
-        queries = vectors[rng.integers(0, args.points, args.queries + 3)] + 0.05 * rng.standard_normal(DIM)
-        out["search"] = {name: search_ms(store, queries.astype(np.float32), tenant)
+        queries = mixture.draw(args.queries + 3)
+        out["search"] = {name: search_ms(store, vectors, queries, tenant, args.tenants)
                          for name, tenant in (("no filter (before tenants)", None), ("default tenant", "default"),
                                               ("one tenant", "shop-3"))}
         store.close()
