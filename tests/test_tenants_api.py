@@ -158,14 +158,22 @@ def test_clipq_import_with_a_tenants_key_imports_into_that_tenant(tmp_path, serv
     assert refused.returncode != 0 and "401" in refused.stderr, refused.stderr
 
 
-def test_versions_are_per_tenant_product(api, run_burst, r, namespace):
-    """A's second upload of p1 supersedes its first; B's p1, uploaded last, supersedes neither."""
-    from batcher.queue.keys import Keys
+@pytest.mark.parametrize("shards", [1, 3])
+def test_versions_are_per_tenant_product(make_client, tmp_path, run_burst, r, namespace, shards):
+    """A's second upload of p1 supersedes its first; B's p1, uploaded last, supersedes neither;
+    with QUEUE_SHARDS, each tenant's product on the shard of its own key."""
+    from batcher.queue.keys import product_shard, shard_keys
 
+    path = tmp_path / "tenants.json"
+    path.write_text(json.dumps({"shop-a": {"api_key": "key-a"}, "shop-b": {"api_key": "key-b"}}))
+    api = make_client(allow_anonymous=False, tenants_file=str(path), queue_shards=shards)
     first, second = put(api, A, "p1", 1, "a old"), put(api, A, "p1", 2, "a new")
     other = put(api, B, "p1", 3, "b")
-    run_burst()
+    run_burst(queue_shards=shards)
     status = {j: api.get(f"/api/v1/queue/status/{j}", headers=h).json()["status"]
               for j, h in ((first, A), (second, A), (other, B))}
     assert status == {first: "superseded", second: "completed", other: "completed"}
-    assert set(r.hkeys(Keys(namespace).versions)) == {b"shop-a/p1", b"shop-b/p1"}
+    keys = shard_keys(namespace, shards)
+    for key in ("shop-a/p1", "shop-b/p1"):
+        assert r.hexists(keys[product_shard(key, shards)].versions, key)
+    assert not any(r.hexists(k.versions, "p1") for k in keys)
