@@ -15,11 +15,11 @@ from redis.exceptions import RedisClusterException
 
 from api.reasons import short_reason
 from api.settings import ApiSettings
+from api.tenants import Caller
 from batcher.queue import calls, history
 from batcher.queue.config import DAY
 from batcher.queue.connect import async_client
 from batcher.queue.durable import Durability, NotReplicated, run_durable_async
-from api.tenants import Caller
 from batcher.queue.jobs import DEFAULT_TENANT, STATUSES, TERMINAL, JobSpec, new_job_id, public_status
 from batcher.queue.keys import Keys, job_shard, product_key, product_shard, shard_keys
 from batcher.queue.lane import REPLY_GRACE_S, Lane
@@ -311,7 +311,8 @@ class JobQueue(ShardReads):
     async def tombstone(self, product_id: str, tenant: str = DEFAULT_TENANT) -> tuple[int, bool]:
         """Version a delete of the tenant's ``product_id``: (its version, whether an upload was pending)."""
         key = product_key(tenant, product_id)
-        version, pending = await self.scripts.run(calls.tombstone(self.shards[product_shard(key, len(self.shards))], key))
+        keys = self.shards[product_shard(key, len(self.shards))]
+        version, pending = await self.scripts.run(calls.tombstone(keys, key))
         return int(version), bool(pending)
 
     async def status(self, job_id: str, caller: Caller = EVERY) -> dict[str, Any] | None:

@@ -109,7 +109,8 @@ async def search_text(body: TextSearch, queue: Queue, settings: Settings, caller
 
 @router.post("/api/v1/search/image", response_model=SearchResponse,
              responses={413: {}, 415: {}, 422: {}, 503: {}, 504: {}})
-async def search_image(queue: Queue, settings: Settings, caller: CallerOf, image_file: Annotated[UploadFile | None, File()] = None,
+async def search_image(queue: Queue, settings: Settings, caller: CallerOf,
+                       image_file: Annotated[UploadFile | None, File()] = None,
                        image_url: Annotated[str | None, Form()] = None,
                        limit: Annotated[int, Form(ge=1, le=100)] = 10,
                        filter: Annotated[str | None, Form()] = None) -> dict:

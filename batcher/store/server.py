@@ -140,12 +140,13 @@ class ServerStore:
         """Delete the product's point if it is older than ``version`` (the delete's own); a
         newer upload stored meanwhile stays. True when there was such a point."""
         with self._lock:
-            found = self.client.retrieve(self.collection, [point_id(product_id, tenant=tenant)], with_payload=["version"])
+            found = self.client.retrieve(self.collection, [point_id(product_id, tenant=tenant)],
+                                         with_payload=["version"])
             if not found or int((found[0].payload or {}).get("version") or 0) >= version:
                 return False
             # another worker may store a newer upload between the two calls: the filter checks again
-            self.client.delete(self.collection, points_selector=models.FilterSelector(filter=older(product_id, version, tenant)),
-                               wait=True)
+            stale = models.FilterSelector(filter=older(product_id, version, tenant))
+            self.client.delete(self.collection, points_selector=stale, wait=True)
         return True
 
     def scroll(self, offset: Any = None, limit: int = 256) -> tuple[list[Any], Any]:
