@@ -3,6 +3,8 @@
 const KEY = "clipq.apiKey";
 const REFRESH_MS = 3000;
 const $ = (id) => document.getElementById(id);
+// /dashboard?tenant=shop-a: an admin key looks at that tenant (sent as ?tenant= with every call)
+const TENANT = new URLSearchParams(location.search).get("tenant");
 
 // -- talking to the API ------------------------------------------------------------------
 class AuthError extends Error {}
@@ -11,7 +13,9 @@ async function api(path, options = {}) {
   const headers = new Headers(options.headers || {});
   const key = sessionStorage.getItem(KEY);
   if (key) headers.set("X-API-Key", key);
-  const response = await fetch(path, { ...options, headers });
+  const url = new URL(path, location.origin);
+  if (TENANT) url.searchParams.set("tenant", TENANT);
+  const response = await fetch(url.pathname + url.search, { ...options, headers });
   if (response.status === 401 || response.status === 403) {
     askForKey(response.status, !!key);
     throw new AuthError(key ? "the API key was refused" : "an API key is needed");
