@@ -177,3 +177,20 @@ def test_versions_are_per_tenant_product(make_client, tmp_path, run_burst, r, na
     for key in ("shop-a/p1", "shop-b/p1"):
         assert r.hexists(keys[product_shard(key, shards)].versions, key)
     assert not any(r.hexists(k.versions, "p1") for k in keys)
+
+
+def test_a_tenants_vectors_are_never_reused_for_another(api, run_burst):
+    """The same bytes: reused within a tenant, embedded again for another (nor a twin of its batch),
+    so a job's outcome never tells whether another tenant holds a photo."""
+    def outcome(job_id, headers):
+        return api.get(f"/api/v1/queue/status/{job_id}", headers=headers).json()["outcome"]
+
+    first = put(api, A, "p1", 7, "a")
+    run_burst()
+    same_a, same_b = put(api, A, "p2", 7, "a2"), put(api, B, "q1", 7, "b")
+    twin_b = put(api, B, "q2", 8, "b2")
+    twin_a = put(api, A, "p3", 8, "a3")
+    run_burst()
+    assert outcome(first, A) == "embedded" and outcome(same_a, A) == "reused"
+    assert outcome(same_b, B) == "embedded"
+    assert (outcome(twin_b, B), outcome(twin_a, A)) == ("embedded", "embedded"), "one batch, two tenants: no twins"
