@@ -172,10 +172,10 @@ class QueryServer(threading.Thread):
 
     def _product(self, r: QueryRequest) -> QueryReply:
         if r.kind == "get":
-            payload = self.store.get(r.product_id)
+            payload = self.store.get(r.product_id, r.tenant)
             return QueryReply(product=payload) if payload else _not_found(r.product_id)
         if r.kind == "delete":
-            deleted = self.store.delete(r.product_id, int(r.version))
+            deleted = self.store.delete(r.product_id, int(r.version), r.tenant)
             return QueryReply(deleted=r.product_id) if deleted else _not_found(r.product_id)
         if r.kind == "duplicates":
             return QueryReply(page=duplicate_pairs.page(self.store, r.cursor or None, int(r.limit)))

@@ -10,6 +10,7 @@ from typing import Any
 QUEUED, PROCESSING, COMPLETED, FAILED = "queued", "processing", "completed", "failed"
 SUPERSEDED = "superseded"  # a newer upload or a delete of its product came after it: not stored
 STATUSES = (QUEUED, PROCESSING, COMPLETED, FAILED, SUPERSEDED)
+DEFAULT_TENANT = "default"  # the tenant of API_KEY, and of every job and point stored before tenants
 TERMINAL = frozenset({COMPLETED, FAILED, SUPERSEDED})  # a job in one of these changes no more by itself
 
 
@@ -39,6 +40,7 @@ class JobSpec:
     image_sha256: str
     content_type: str
     image_url: str = ""  # instead of image bytes: the worker fetches it (no image key is stored)
+    tenant: str = DEFAULT_TENANT
 
     def to_fields(self) -> dict[str, str]:
         fields = {
@@ -48,6 +50,9 @@ class JobSpec:
             "metadata": json.dumps(self.metadata, separators=(",", ":")),
             "image_sha256": self.image_sha256,
             "content_type": self.content_type,
+            "tenant": self.tenant,
+            # the versions/deletes hash field of the product (lua/enqueue.lua, prelude.lua)
+            "product_key": product_key(self.tenant, self.product_id),
         }
         if self.image_url:
             fields["image_url"] = self.image_url
@@ -73,6 +78,11 @@ class Job:
     image_url: str = ""
     # payload fields the worker adds to the job's point (its photo's hash and near duplicates)
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
+    tenant: str = DEFAULT_TENANT
+
+    @property
+    def product_key(self) -> str:
+        return product_key(self.tenant, self.product_id)
 
     @classmethod
     def from_hash(cls, h: dict[bytes, bytes], image: bytes | None) -> "Job":
@@ -90,7 +100,15 @@ class Job:
             version=int(s.get("version") or 0),
             image=image,
             image_url=s.get("image_url", ""),
+            tenant=s.get("tenant") or DEFAULT_TENANT,
         )
+
+
+def product_key(tenant: str, product_id: str) -> str:
+    """A product's field in the versions and deletes hashes, and what picks its shard
+    (``keys.product_shard``): its id for the default tenant (as before tenants),
+    ``<tenant>/<product_id>`` for another. Also importable from ``batcher.queue.keys``."""
+    return product_id if tenant == DEFAULT_TENANT else f"{tenant}/{product_id}"
 
 
 def nesting(value: Any) -> int:

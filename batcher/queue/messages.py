@@ -9,6 +9,8 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from batcher.queue.jobs import DEFAULT_TENANT
+
 SEARCHES = ("text", "image", "like")
 MODES = ("vector", "keyword", "hybrid")  # of a search by words; "" (an older API): "vector"
 
@@ -26,6 +28,7 @@ class QueryRequest:
     version: int = 0  # of a delete: the product's tombstone (lua/tombstone.lua)
     image_url: str = ""  # instead of image: the worker fetches it (batcher.fetch)
     cursor: str = ""  # of "duplicates": where the page starts (a point id; "": the first page)
+    tenant: str = DEFAULT_TENANT  # whose products it reads or deletes: the store filters by it
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     # Redis time (ms) after which the client has given up; 0: none. Set by ask.lua on the way
     # in (it prepends the field to the JSON object), so never written by ``to_json``.
