@@ -178,5 +178,5 @@ class QueryServer(threading.Thread):
             deleted = self.store.delete(r.product_id, int(r.version), r.tenant)
             return QueryReply(deleted=r.product_id) if deleted else _not_found(r.product_id)
         if r.kind == "duplicates":
-            return QueryReply(page=duplicate_pairs.page(self.store, r.cursor or None, int(r.limit)))
+            return QueryReply(page=duplicate_pairs.page(self.store, r.cursor or None, int(r.limit), r.tenant))
         return QueryReply.error(400, "bad_request", "unknown query kind")

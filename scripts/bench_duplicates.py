@@ -32,7 +32,7 @@ from batcher.config import DuplicateConfig
 from batcher.duplicates.bands import probe_keys
 from batcher.duplicates.finder import DuplicateFinder
 from batcher.duplicates.phash import distance, phash
-from batcher.duplicates.photo import Photo
+from batcher.duplicates.photo import Photo, Probe
 from batcher.queue.jobs import Job
 from batcher.settings import WorkerSettings
 from batcher.store import StoreConfig, open_store
@@ -186,7 +186,8 @@ def latency(n: int, max_distance: int, seed: int, folder: Path) -> dict:
             t0 = time.perf_counter()
             full_scan(store, [p.phash for p in batch], max_distance)
             scans.append(time.perf_counter() - t0)
-        candidates = sum(map(len, store.hashed([probe_keys(p.phash, max_distance) for p in batch], [], n)))
+        candidates = sum(map(len, store.hashed([Probe(probe_keys(p.phash, max_distance), p.tenant, [])
+                                                for p in batch], n)))
     finally:
         store.close()
     return {"points": n, "batch": BATCH, "load_s": round(load_s, 1), "banded_ms": summary_ms(banded),

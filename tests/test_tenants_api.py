@@ -194,3 +194,32 @@ def test_a_tenants_vectors_are_never_reused_for_another(api, run_burst):
     assert outcome(first, A) == "embedded" and outcome(same_a, A) == "reused"
     assert outcome(same_b, B) == "embedded"
     assert (outcome(twin_b, B), outcome(twin_a, A)) == ("embedded", "embedded"), "one batch, two tenants: no twins"
+
+
+def test_near_duplicates_pair_only_a_tenants_own_photos(api, run_burst, serve_worker):
+    """The same picture in two tenants: neither job lists the other's photo, nor does either
+    tenant's duplicates page; within a tenant the pair is found (one batch, then a later one)."""
+    from test_duplicates import REAL, variant
+
+    photo = (REAL / "astronaut.png").read_bytes()
+    first_a = put(api, A, "a1", 0, "a", data=photo)
+    run_burst()
+    first_b = put(api, B, "b1", 0, "b", data=variant("astronaut.png"))
+    second_a = put(api, A, "a2", 0, "a2", data=variant("astronaut.png", scale=0.6))
+    run_burst()
+
+    def near(job_id, headers):
+        body = api.get(f"/api/v1/queue/status/{job_id}", headers=headers).json()
+        assert body["status"] == "completed", body
+        return [(n["product_id"], n["photo_index"]) for n in body["near_duplicates"]]
+
+    assert near(first_a, A) == [] and near(first_b, B) == [], "another tenant's photo is not a near duplicate"
+    assert near(second_a, A) == [("a1", 0)]
+    serve_worker()
+
+    def pairs(headers):
+        resp = api.get("/api/v1/duplicates", headers=headers)
+        assert resp.status_code == 200, resp.text
+        return [(p["product_id"], p["duplicate_of"]["product_id"]) for p in resp.json()["pairs"]]
+
+    assert pairs(A) == [("a2", "a1")] and pairs(B) == []

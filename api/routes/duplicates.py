@@ -7,9 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
-from api.deps import KEY_REQUIRED, Queue, Settings
+from api.deps import KEY_REQUIRED, CallerOf, Queue, Settings
 from api.errors import ApiError
 from api.routes.search import ask_workers
+from api.security import tenant_of
 from batcher.queue.messages import QueryRequest
 
 router = APIRouter(tags=["search"], dependencies=KEY_REQUIRED)
@@ -43,11 +44,13 @@ def check_cursor(cursor: str) -> str:
 
 
 @router.get("/api/v1/duplicates", response_model=DuplicatesPage, responses={422: {}, 503: {}, 504: {}})
-async def list_duplicates(queue: Queue, settings: Settings, cursor: Annotated[str, Query(max_length=64)] = "",
+async def list_duplicates(queue: Queue, settings: Settings, caller: CallerOf,
+                          cursor: Annotated[str, Query(max_length=64)] = "",
                           limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 20) -> dict:
     """Pairs of photos of different products that are the same picture (resized, re-encoded,
     lightly cropped or rotated): each photo stored with near duplicates, with the photos stored
     before it that it matches, while both are still stored. ``limit`` counts photos, so a page
-    holds about as many pairs or more; follow ``next_cursor`` until it is null."""
-    request = QueryRequest("duplicates", cursor=check_cursor(cursor), limit=limit)
+    holds about as many pairs or more; follow ``next_cursor`` until it is null. Only the caller's
+    tenant's photos, paired only with each other."""
+    request = QueryRequest("duplicates", cursor=check_cursor(cursor), limit=limit, tenant=tenant_of(caller))
     return (await ask_workers(queue, settings, request)).page

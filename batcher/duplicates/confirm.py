@@ -22,9 +22,11 @@ def cosine(a: np.ndarray | None, b: np.ndarray | None) -> float:
 
 def confirmed(store: VectorStore, photos: list[Photo], near: list[list[NearDuplicate]], min_cosine: float
               ) -> list[list[NearDuplicate]]:
-    """Of each photo's near duplicates, those whose vector is within ``min_cosine`` of its own."""
-    wanted = sorted({point_id(n.product_id, n.photo_index) for found in near for n in found})
+    """Of each photo's near duplicates (its tenant's), those whose vector is within ``min_cosine``
+    of its own."""
+    wanted = sorted({point_id(n.product_id, n.photo_index, p.tenant) for p, found in zip(photos, near) for n in found})
     vectors = store.vectors(wanted) if wanted else {}
-    vectors |= {point_id(p.product_id, p.photo_index): p.vector for p in photos if p.vector is not None}
-    return [[n for n in found if cosine(p.vector, vectors.get(point_id(n.product_id, n.photo_index))) >= min_cosine]
+    vectors |= {point_id(p.product_id, p.photo_index, p.tenant): p.vector for p in photos if p.vector is not None}
+    return [[n for n in found
+             if cosine(p.vector, vectors.get(point_id(n.product_id, n.photo_index, p.tenant))) >= min_cosine]
             for p, found in zip(photos, near)]

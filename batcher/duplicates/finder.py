@@ -23,7 +23,7 @@ from batcher.config import DuplicateConfig
 from batcher.duplicates.bands import band_keys, probe_keys
 from batcher.duplicates.confirm import confirmed
 from batcher.duplicates.phash import distance, to_hex
-from batcher.duplicates.photo import NearDuplicate, Photo, stored_photo
+from batcher.duplicates.photo import NearDuplicate, Photo, Probe, stored_photo
 from batcher.queue.jobs import Job
 from batcher.store import VectorStore
 
@@ -43,7 +43,7 @@ class DuplicateFinder:
         (``job.extra``); by job id, what was found (None: the lookup failed). ``vectors``, one
         a job, are needed only to confirm by CLIP cosine (``WORKER_DUPLICATE_MIN_COSINE``)."""
         hashed = [(j, None if vectors is None else vectors[i]) for i, j in enumerate(jobs) if j.job_id in hashes]
-        photos = [Photo(j.product_id, 0, hashes[j.job_id], v) for j, v in hashed]  # one photo a job, index 0
+        photos = [Photo(j.product_id, 0, hashes[j.job_id], v, j.tenant) for j, v in hashed]  # one photo a job, index 0
         hashed = [j for j, _ in hashed]
         found = self.find(photos)
         for job, photo, near in zip(hashed, photos, found):
@@ -68,13 +68,14 @@ class DuplicateFinder:
 
     def _look_up(self, photos: list[Photo]) -> list[list[NearDuplicate]]:
         stored = self._stored(photos)
-        near = [self._near(p, stored[i] + [q for q in photos[:i] if q.product_id != p.product_id])
+        near = [self._near(p, stored[i] + [q for q in photos[:i] if q.tenant == p.tenant and q.product_id != p.product_id])
                 for i, p in enumerate(photos)]
         return confirmed(self.store, photos, near, self.config.min_cosine) if self.config.min_cosine else near
 
     def _stored(self, photos: list[Photo]) -> list[list[Photo]]:
-        found = self.store.hashed([probe_keys(p.phash, self.config.max_distance) for p in photos],
-                                  sorted({p.product_id for p in photos}), CANDIDATES_PER_PHOTO)
+        own = {t: sorted({p.product_id for p in photos if p.tenant == t}) for t in {p.tenant for p in photos}}
+        found = self.store.hashed([Probe(probe_keys(p.phash, self.config.max_distance), p.tenant, own[p.tenant])
+                                   for p in photos], CANDIDATES_PER_PHOTO)
         return [[p for p in map(stored_photo, payloads) if p is not None] for payloads in found]
 
     def _near(self, photo: Photo, candidates: list[Photo]) -> list[NearDuplicate]:

@@ -12,25 +12,28 @@ from __future__ import annotations
 
 from typing import Any
 
+from batcher.queue.jobs import DEFAULT_TENANT
 from batcher.store import VectorStore
 from batcher.store.points import point_id
 
 
-def _pairs(payload: dict[str, Any], current: dict[str, str]) -> list[dict[str, Any]]:
+def _pairs(payload: dict[str, Any], current: dict[str, str], tenant: str) -> list[dict[str, Any]]:
     photo = {"product_id": payload.get("product_id"), "photo_index": int(payload.get("photo_index") or 0)}
     pairs = []
     for n in payload.get("near_duplicates") or []:
         other = {"product_id": n["product_id"], "photo_index": int(n.get("photo_index") or 0)}
-        if current.get(point_id(other["product_id"], other["photo_index"])) == n.get("phash"):
+        if current.get(point_id(other["product_id"], other["photo_index"], tenant)) == n.get("phash"):
             pairs.append({**photo, "duplicate_of": other, "distance": int(n["distance"])})
     return pairs
 
 
-def page(store: VectorStore, cursor: str | None, limit: int) -> dict[str, Any]:
-    """Up to ``limit`` photos that listed near duplicates, from ``cursor`` on: their pairs that
-    still hold, and the cursor of the next page (None: this was the last)."""
-    points, after = store.flagged(cursor, limit)
-    others = {point_id(n["product_id"], int(n.get("photo_index") or 0))
+def page(store: VectorStore, cursor: str | None, limit: int, tenant: str = DEFAULT_TENANT) -> dict[str, Any]:
+    """Up to ``limit`` of ``tenant``'s photos that listed near duplicates, from ``cursor`` on:
+    their pairs that still hold, and the cursor of the next page (None: this was the last). A
+    tenant's photos are only ever paired with its own (``finder``)."""
+    points, after = store.flagged(cursor, limit, tenant)
+    others = {point_id(n["product_id"], int(n.get("photo_index") or 0), tenant)
               for _, payload in points for n in payload.get("near_duplicates") or []}
     current = store.hashes(sorted(others)) if others else {}
-    return {"pairs": [pair for _, payload in points for pair in _pairs(payload, current)], "next_cursor": after}
+    pairs = [pair for _, payload in points for pair in _pairs(payload, current, tenant)]
+    return {"pairs": pairs, "next_cursor": after}

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from batcher.duplicates.phash import from_hex
+from batcher.queue.jobs import DEFAULT_TENANT
 
 
 @dataclass(frozen=True)
@@ -14,6 +15,17 @@ class Photo:
     photo_index: int
     phash: int
     vector: np.ndarray | None = field(default=None, compare=False, repr=False)  # its CLIP vector, when known
+    tenant: str = DEFAULT_TENANT  # a photo is only ever paired with its own tenant's
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One photo's banded lookup: its band keywords, within its tenant, none of ``exclude``
+    (that tenant's products of the batch, whose points are being replaced)."""
+
+    keys: list[str]
+    tenant: str
+    exclude: list[str]
 
 
 @dataclass(frozen=True)
@@ -30,6 +42,7 @@ class NearDuplicate:
 def stored_photo(payload: dict) -> Photo | None:
     """A stored point's photo, or None for one without a readable hash."""
     try:
-        return Photo(str(payload["product_id"]), int(payload.get("photo_index") or 0), from_hex(payload["phash"]))
+        return Photo(str(payload["product_id"]), int(payload.get("photo_index") or 0), from_hex(payload["phash"]),
+                     tenant=str(payload.get("tenant") or DEFAULT_TENANT))
     except (KeyError, TypeError, ValueError):
         return None

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from batcher.duplicates.photo import Probe
 from batcher.queue.jobs import DEFAULT_TENANT, Job
 from batcher.queue.messages import SearchResult
 from batcher.store.asks import Ask
@@ -59,15 +60,16 @@ class VectorStore(Protocol):
         """Delete the tenant's product's point if it is older than ``version`` (the delete's own); a
         newer upload stored meanwhile stays. True when there was such a point."""
 
-    def hashed(self, probes: list[list[str]], exclude_products: list[str], limit: int
-               ) -> list[list[dict[str, Any]]]:
-        """For each probe (``phash_bands`` keywords), the payloads (``HASH_FIELDS``) of at most
-        ``limit`` points holding one of them, of no product of ``exclude_products``: one
+    def hashed(self, probes: list[Probe], limit: int) -> list[list[dict[str, Any]]]:
+        """For each probe, the payloads (``HASH_FIELDS``) of at most ``limit`` of its tenant's
+        points holding one of its ``phash_bands`` keywords, of no product it excludes: one
         batched read through the keyword index."""
 
-    def flagged(self, offset: str | None, limit: int) -> tuple[list[tuple[str, dict[str, Any]]], str | None]:
-        """A page of the points that listed near duplicates, in point id order from ``offset``:
-        (point id, payload of ``PAIR_FIELDS``) each, and the next page's offset (None: the last)."""
+    def flagged(self, offset: str | None, limit: int, tenant: str = DEFAULT_TENANT
+                ) -> tuple[list[tuple[str, dict[str, Any]]], str | None]:
+        """A page of the tenant's points that listed near duplicates, in point id order from
+        ``offset``: (point id, payload of ``PAIR_FIELDS``) each, and the next page's offset
+        (None: the last)."""
 
     def hashes(self, point_ids: list[str]) -> dict[str, str]:
         """The ``phash`` of each of these points still stored (and holding one)."""

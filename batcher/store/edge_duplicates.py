@@ -9,6 +9,8 @@ import numpy as np
 from qdrant_edge import EdgeShard, QueryBatchRequest, QueryRequest, ScrollRequest
 
 from batcher.store.edge_filters import banded, with_near_duplicates
+from batcher.duplicates.photo import Probe
+from batcher.queue.jobs import DEFAULT_TENANT
 from batcher.store.keywords import DENSE
 from batcher.store.points import HASH_FIELDS, PAIR_FIELDS
 
@@ -17,18 +19,18 @@ class EdgeDuplicates:
     shard: EdgeShard
     _lock: threading.Lock
 
-    def hashed(self, probes: list[list[str]], exclude_products: list[str], limit: int
-               ) -> list[list[dict[str, Any]]]:
-        requests = [QueryRequest(limit=limit, filter=banded(keys, exclude_products), with_payload=HASH_FIELDS)
-                    for keys in probes]
+    def hashed(self, probes: list[Probe], limit: int) -> list[list[dict[str, Any]]]:
+        requests = [QueryRequest(limit=limit, filter=banded(probe), with_payload=HASH_FIELDS)
+                    for probe in probes]
         with self._lock:
             found = self.shard.query_batch(QueryBatchRequest(requests))
         return [[p.payload for p in points if p.payload] for points in found]
 
-    def flagged(self, offset: str | None, limit: int) -> tuple[list[tuple[str, dict[str, Any]]], str | None]:
+    def flagged(self, offset: str | None, limit: int, tenant: str = DEFAULT_TENANT
+                ) -> tuple[list[tuple[str, dict[str, Any]]], str | None]:
         with self._lock:
             found, after = self.shard.scroll(ScrollRequest(offset=offset, limit=limit, with_payload=PAIR_FIELDS,
-                                                           with_vector=False, filter=with_near_duplicates()))
+                                                           with_vector=False, filter=with_near_duplicates(tenant)))
         return [(str(p.id), p.payload) for p in found], (None if after is None else str(after))
 
     def hashes(self, point_ids: list[str]) -> dict[str, str]:

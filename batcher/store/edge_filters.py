@@ -8,6 +8,7 @@ from typing import Any
 from qdrant_edge import (FieldCondition, Filter, HasIdCondition, HasVectorCondition, IsEmptyCondition, MatchAny,
                          MatchValue, RangeFloat)
 
+from batcher.duplicates.photo import Probe
 from batcher.queue.jobs import DEFAULT_TENANT, Job
 from batcher.store.keywords import KEYWORDS
 from batcher.store.points import TENANT, point_id
@@ -81,14 +82,14 @@ def without_keywords() -> Filter:
     return Filter(must_not=[HasVectorCondition(KEYWORDS)])
 
 
-def banded(keys: list[str], exclude_products: list[str]) -> Filter:
-    """Points holding one of these ``phash_bands`` keywords, except the points of
-    ``exclude_products`` (batcher.duplicates.bands)."""
-    return Filter(must=[FieldCondition(key="phash_bands", match=MatchAny(keys))],
-                  must_not=[FieldCondition(key="product_id", match=MatchAny(exclude_products))] if exclude_products
+def banded(probe: Probe) -> Filter:
+    """The probe's tenant's points holding one of its ``phash_bands`` keywords, except the points
+    of the products it excludes (batcher.duplicates.bands)."""
+    return Filter(must=[FieldCondition(key="phash_bands", match=MatchAny(probe.keys)), tenant_is(probe.tenant)],
+                  must_not=[FieldCondition(key="product_id", match=MatchAny(probe.exclude))] if probe.exclude
                   else None)
 
 
-def with_near_duplicates() -> Filter:
-    """Points that listed near duplicates when they were stored."""
-    return Filter(must=[FieldCondition(key="near_duplicate_count", range=RangeFloat(gte=1))])
+def with_near_duplicates(tenant: str = DEFAULT_TENANT) -> Filter:
+    """The tenant's points that listed near duplicates when they were stored."""
+    return Filter(must=[FieldCondition(key="near_duplicate_count", range=RangeFloat(gte=1)), tenant_is(tenant)])

@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 from qdrant_client import QdrantClient, models
 
+from batcher.duplicates.photo import Probe
+from batcher.queue.jobs import DEFAULT_TENANT
 from batcher.store.keywords import DENSE
 from batcher.store.points import HASH_FIELDS, PAIR_FIELDS
 from batcher.store.server_filters import banded, with_near_duplicates
@@ -18,17 +20,17 @@ class ServerDuplicates:
     collection: str
     _lock: threading.Lock
 
-    def hashed(self, probes: list[list[str]], exclude_products: list[str], limit: int
-               ) -> list[list[dict[str, Any]]]:
-        requests = [models.QueryRequest(filter=banded(keys, exclude_products), limit=limit, with_payload=HASH_FIELDS)
-                    for keys in probes]
+    def hashed(self, probes: list[Probe], limit: int) -> list[list[dict[str, Any]]]:
+        requests = [models.QueryRequest(filter=banded(probe), limit=limit, with_payload=HASH_FIELDS)
+                    for probe in probes]
         with self._lock:
             responses = self.client.query_batch_points(self.collection, requests=requests)
         return [[p.payload for p in r.points if p.payload] for r in responses]
 
-    def flagged(self, offset: str | None, limit: int) -> tuple[list[tuple[str, dict[str, Any]]], str | None]:
+    def flagged(self, offset: str | None, limit: int, tenant: str = DEFAULT_TENANT
+                ) -> tuple[list[tuple[str, dict[str, Any]]], str | None]:
         with self._lock:
-            found, after = self.client.scroll(self.collection, with_near_duplicates(), offset=offset, limit=limit,
+            found, after = self.client.scroll(self.collection, with_near_duplicates(tenant), offset=offset, limit=limit,
                                               with_payload=PAIR_FIELDS, with_vectors=False)
         return [(str(p.id), p.payload) for p in found], (None if after is None else str(after))
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from qdrant_client import models
 
+from batcher.duplicates.photo import Probe
 from batcher.queue.jobs import DEFAULT_TENANT, Job
 from batcher.store.keywords import KEYWORDS
 from batcher.store.points import TENANT, point_id
@@ -68,15 +69,16 @@ def same_images(shas: list[str], embedder: str, tenant: str = DEFAULT_TENANT) ->
                                tenant_is(tenant)])
 
 
-def banded(keys: list[str], exclude_products: list[str]) -> models.Filter:
-    """Points holding one of these ``phash_bands`` keywords, except the points of
-    ``exclude_products`` (batcher.duplicates.bands)."""
+def banded(probe: Probe) -> models.Filter:
+    """The probe's tenant's points holding one of its ``phash_bands`` keywords, except the points
+    of the products it excludes (batcher.duplicates.bands)."""
     return models.Filter(
-        must=[models.FieldCondition(key="phash_bands", match=models.MatchAny(any=keys))],
-        must_not=[models.FieldCondition(key="product_id", match=models.MatchAny(any=exclude_products))]
-        if exclude_products else None)
+        must=[models.FieldCondition(key="phash_bands", match=models.MatchAny(any=probe.keys)), tenant_is(probe.tenant)],
+        must_not=[models.FieldCondition(key="product_id", match=models.MatchAny(any=probe.exclude))]
+        if probe.exclude else None)
 
 
-def with_near_duplicates() -> models.Filter:
-    """Points that listed near duplicates when they were stored."""
-    return models.Filter(must=[models.FieldCondition(key="near_duplicate_count", range=models.Range(gte=1))])
+def with_near_duplicates(tenant: str = DEFAULT_TENANT) -> models.Filter:
+    """The tenant's points that listed near duplicates when they were stored."""
+    return models.Filter(must=[models.FieldCondition(key="near_duplicate_count", range=models.Range(gte=1)),
+                               tenant_is(tenant)])
