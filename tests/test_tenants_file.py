@@ -13,7 +13,7 @@ import pytest
 
 from api.settings import ApiSettings
 from api.tenant_source import TenantSource
-from api.tenants import Caller, TenantsError, parse_tenants
+from api.tenants import Caller
 from scripts.lib.procs import Child, api_args, free_port
 
 TWO = {"shop-a": {"api_key": "key-a", "max_queue_depth": 100}, "shop-b": {"api_key": "key-b"}}
