@@ -39,6 +39,7 @@ class JobSpec:
     image_sha256: str
     content_type: str
     image_url: str = ""  # instead of image bytes: the worker fetches it (no image key is stored)
+    callback_url: str = ""  # where the job's end is delivered (api/webhooks.py); "" for nowhere
 
     def to_fields(self) -> dict[str, str]:
         fields = {
@@ -51,6 +52,8 @@ class JobSpec:
         }
         if self.image_url:
             fields["image_url"] = self.image_url
+        if self.callback_url:
+            fields["callback_url"] = self.callback_url
         return fields
 
 
