@@ -8,7 +8,7 @@ import time
 import pytest
 from PIL import Image
 
-from webhook_receiver import Receiver
+from scripts.lib.webhook_receiver import Receiver
 
 from api.webhook_config import WebhookConfig, retryable, sign, verify
 
@@ -204,3 +204,49 @@ def test_no_url_no_delivery_and_webhook_url_is_the_default(make_client, run_burs
     from batcher.queue.keys import Keys
 
     assert r.zcard(Keys(namespace).deliveries) == 0 and r.zcard(Keys(namespace).deliveries_leased) == 0
+
+
+def test_a_job_that_killed_its_workers_is_delivered_failed_by_the_reaper(make_client, worker_settings, r, receiver):
+    from batcher.queue.consumer import JobConsumer
+    from test_reliability import claim_as_dead_worker
+
+    client = make_client(**HOOKS)
+    s = worker_settings(max_attempts=1)
+    job_id = upload(client, "p1", receiver.url("/reaped"))
+    assert claim_as_dead_worker(s, r, "victim", 1) == [job_id]
+    JobConsumer(r, s.queue, "reaper").reap_dead_workers()
+    [got] = receiver.wait_for("/reaped", 1)
+    body = json.loads(got.body)
+    assert (body["job_id"], body["status"]) == (job_id, "failed") and "worker died" in body["error_message"]
+
+
+def test_every_shard_is_delivered(make_client, run_burst, receiver):
+    client = make_client(**HOOKS, queue_shards=2)
+    jobs = [upload(client, f"p{i}", receiver.url("/sharded")) for i in range(8)]
+    assert {j.rsplit("-", 1)[1] for j in jobs} == {"0", "1"}
+    run_burst(queue_shards=2)
+    got = receiver.wait_for("/sharded", 8)
+    assert sorted(json.loads(g.body)["job_id"] for g in got) == sorted(jobs)
+
+
+def test_a_delivery_cut_short_by_a_crash_is_sent_again_once_its_lease_ends(make_client, settings_kw, run_burst,
+                                                                            receiver, r, namespace):
+    from fastapi.testclient import TestClient
+
+    from api.main import create_app
+    from api.settings import ApiSettings
+    from batcher.queue.keys import Keys
+
+    receiver.held.add("/crash")
+    with TestClient(create_app(ApiSettings(**settings_kw, allow_anonymous=True, **HOOKS))) as first:
+        upload(first, "p1", receiver.url("/crash"))
+        run_burst()
+        [cut] = receiver.wait_for("/crash", 1)  # sent; the API stops before any answer
+    leased = Keys(namespace).deliveries_leased
+    [(delivery_id, _)] = r.zrange(leased, 0, -1, withscores=True)
+    r.zadd(leased, {delivery_id: 0})  # its lease ran out (as it would after WEBHOOK_TIMEOUT_S + 10 s)
+    receiver.held.clear()
+    make_client(**HOOKS)
+    again = receiver.wait_for("/crash", 2)[1]
+    assert again.headers["X-Clipq-Delivery"] == cut.headers["X-Clipq-Delivery"] == delivery_id.decode()
+    assert again.body == cut.body

@@ -1,4 +1,4 @@
-"""A local webhook receiver for the tests (and scripts.bench_webhooks): http.server in a thread
+"""A local webhook receiver for scripts.bench_webhooks and the tests: http.server in a thread
 on 127.0.0.1, recording every POST. ``answers[path]``: the statuses to answer in turn (the last
 one repeats; none: 200); a path in ``held`` waits for ``release`` before it answers."""
 from __future__ import annotations
