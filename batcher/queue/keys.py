@@ -133,26 +133,18 @@ class Keys:
         """Hash: product id -> the version of its last delete (a tombstone); never expires."""
         return f"{self.tag}:deletes"
 
-    # -- webhooks: a job's end, delivered to its callback_url (api/webhooks.py) ----------
+    # -- webhooks (api/webhooks.py): sorted sets of delivery ids (``<job id>.<ended ms>``) ----
     @property
     def deliveries(self) -> str:
-        """Sorted set of webhook delivery ids (``<job id>.<ended ms>``) due, scored by due time in ms:
-        ack.lua and reap.lua add one in the step that ends a job with a ``callback_url``."""
+        """Due deliveries, by due time in ms: ack.lua and reap.lua add one as they end a job that
+        has a callback_url. ``deliveries_leased``: being sent, by lease end (one that runs out is
+        due again); ``deliveries_dead``: dead-lettered, by time of death; ``delivery(id)``: a hash."""
         return f"{self.tag}:deliveries"
 
-    @property
-    def deliveries_leased(self) -> str:
-        """Sorted set of delivery ids being sent, scored by the end of their lease in ms: one whose
-        lease ran out (its sender died) is due again (at least once)."""
-        return f"{self.tag}:deliveries_leased"
-
-    @property
-    def deliveries_dead(self) -> str:
-        """Sorted set of dead-lettered delivery ids, scored by the time they died in ms."""
-        return f"{self.tag}:deliveries_dead"
+    deliveries_leased = property(lambda self: f"{self.tag}:deliveries_leased")
+    deliveries_dead = property(lambda self: f"{self.tag}:deliveries_dead")
 
     def delivery(self, delivery_id: str) -> str:
-        """Hash of one delivery: url, body (snapshot at its first attempt), attempts, last error."""
         return f"{self.tag}:delivery:{delivery_id}"
 
     def job(self, job_id: str) -> str:

@@ -17,6 +17,11 @@ class Received:
     at: float  # time.time() when it arrived
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 128  # socketserver's 5 drops concurrent connects: each then waits a SYN retry (1 s)
+    daemon_threads = True
+
+
 class Receiver:
     def __init__(self) -> None:
         self.answers: dict[str, list[int]] = {}
@@ -24,8 +29,7 @@ class Receiver:
         self.release = threading.Event()
         self.received: list[Received] = []
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
+        self._server = _Server(("127.0.0.1", 0), self._handler())
         self.base = f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def __enter__(self) -> "Receiver":
