@@ -250,3 +250,16 @@ def test_a_delivery_cut_short_by_a_crash_is_sent_again_once_its_lease_ends(make_
     again = receiver.wait_for("/crash", 2)[1]
     assert again.headers["X-Clipq-Delivery"] == cut.headers["X-Clipq-Delivery"] == delivery_id.decode()
     assert again.body == cut.body
+
+
+def test_a_host_name_is_checked_when_sent_not_only_its_form_at_upload(make_client, run_burst, receiver):
+    """``localhost`` passes at upload (a name), but resolves to loopback: refused at send time,
+    dead at once, nothing sent (what a DNS answer changed to a private address gets too)."""
+    client = make_client(**HOOKS | {"webhook_allowed_networks": None})
+    port = receiver.base.rsplit(":", 1)[1]
+    job_id = upload(client, "p1", f"http://localhost:{port}/named")
+    run_burst()
+    [d] = wait_dead(client, 1)
+    assert (d["job_id"], d["attempts"], d["last_status"]) == (job_id, 1, None)
+    assert d["last_error"] == "the host's address is not allowed (loopback)"
+    assert receiver.at("/named") == []
