@@ -343,6 +343,7 @@ class DeliveryStore(ShardReads):
     def __init__(self, connections: Connections, namespace: str, shards: int = 1) -> None:
         super().__init__(connections, namespace, shards)
         self.scripts = Scripts(self.redis)
+        self._first = 0  # the shard the next lease starts from: each in turn, so none starves
 
     def shard_of(self, delivery_id: str) -> Keys:
         return self.shard_of_job(delivery_id.rpartition(".")[0])
@@ -350,7 +351,8 @@ class DeliveryStore(ShardReads):
     async def lease(self, limit: int, lease_ms: int) -> list[str]:
         """Up to ``limit`` due deliveries, leased for ``lease_ms`` (shard by shard)."""
         leased: list[str] = []
-        for k in self.shards:
+        self._first = (self._first + 1) % len(self.shards)
+        for k in self.shards[self._first:] + self.shards[:self._first]:
             if len(leased) >= limit:
                 break
             reply = await self.scripts.run(calls.lease_deliveries(k, lease_ms, limit - len(leased)))
