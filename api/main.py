@@ -49,6 +49,7 @@ async def lifespan(app: FastAPI):
         deliverer = Deliverer(app.state.deliveries, settings.webhooks, app.state.metrics,
                               f"clipq-webhooks/{app.version}")
         deliverer.start()
+        app.state.waiter.listeners.append(deliverer.nudge)  # a job just ended: its delivery is due
     try:
         yield
     finally:

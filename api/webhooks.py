@@ -25,7 +25,9 @@ from api.webhook_config import DELIVERY_HEADER, SIGNATURE_HEADER, WebhookConfig,
 from batcher.queue.addresses import Target, UrlRefused, parse_url, refusal
 
 log = logging.getLogger("clipq.webhooks")
-POLL_S = 0.05  # how often an idle deliverer looks for due deliveries
+# how often an idle deliverer looks for due deliveries, unless nudged sooner (a job just ended, as
+# announced on ``Keys.finished``; the reaper's outcomes, retries and a Redis Cluster wait for this)
+POLL_S = 0.25
 LEASE_MARGIN_S = 10  # a lease outlasts an attempt's time-out by this much
 STORE_ERROR_PAUSE_S = 1.0
 STOP_GRACE_S = 2.0
@@ -46,9 +48,14 @@ class Deliverer:
         self.client = httpx.AsyncClient(timeout=config.timeout_s, follow_redirects=False, trust_env=False)
         self.sending: set[asyncio.Task] = set()
         self._task: asyncio.Task | None = None
+        self._nudged = asyncio.Event()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run())
+
+    def nudge(self, _job_ids: list[str] | None = None) -> None:
+        """Look for due deliveries now: some job just ended."""
+        self._nudged.set()
 
     async def stop(self) -> None:
         """Stop at once: a delivery cut short stays leased, and is sent again once its lease ends.
@@ -84,7 +91,11 @@ class Deliverer:
                 self.sending.add(task)
                 task.add_done_callback(self.sending.discard)
             if not ids:
-                await asyncio.sleep(POLL_S)
+                try:
+                    await asyncio.wait_for(self._nudged.wait(), POLL_S)
+                except asyncio.TimeoutError:
+                    pass
+                self._nudged.clear()
 
     async def _deliver(self, delivery_id: str) -> None:
         try:
