@@ -41,6 +41,7 @@ class JobSpec:
     content_type: str
     image_url: str = ""  # instead of image bytes: the worker fetches it (no image key is stored)
     tenant: str = DEFAULT_TENANT
+    callback_url: str = ""  # where the job's end is delivered (api/webhooks.py); "" for nowhere
 
     def to_fields(self) -> dict[str, str]:
         fields = {
@@ -56,6 +57,8 @@ class JobSpec:
         }
         if self.image_url:
             fields["image_url"] = self.image_url
+        if self.callback_url:
+            fields["callback_url"] = self.callback_url
         return fields
 
 

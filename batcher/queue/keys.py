@@ -135,6 +135,20 @@ class Keys:
         """Hash: product id -> the version of its last delete (a tombstone); never expires."""
         return f"{self.tag}:deletes"
 
+    # -- webhooks (api/webhooks.py): sorted sets of delivery ids (``<job id>.<ended ms>``) ----
+    @property
+    def deliveries(self) -> str:
+        """Due deliveries, by due time in ms: ack.lua and reap.lua add one as they end a job that
+        has a callback_url. ``deliveries_leased``: being sent, by lease end (one that runs out is
+        due again); ``deliveries_dead``: dead-lettered, by time of death; ``delivery(id)``: a hash."""
+        return f"{self.tag}:deliveries"
+
+    deliveries_leased = property(lambda self: f"{self.tag}:deliveries_leased")
+    deliveries_dead = property(lambda self: f"{self.tag}:deliveries_dead")
+
+    def delivery(self, delivery_id: str) -> str:
+        return f"{self.tag}:delivery:{delivery_id}"
+
     def job(self, job_id: str) -> str:
         return f"{self.tag}:job:{job_id}"
 

@@ -8,7 +8,8 @@
 -- mode 'release': a worker returning its own claimed-but-unstarted jobs at shutdown.
 -- mode 'orphans': a living worker returning the ids ARGV[8..] of its list that it does not
 --   know it holds (the reply of a claim was lost): no attempt counted, still registered.
--- KEYS: processing, queue, stats, failed, workers, heartbeat, image_bytes, failed_images, versions
+-- KEYS: processing, queue, stats, failed, workers, heartbeat, image_bytes, failed_images, versions,
+--       deliveries (a job ended here is announced to its webhook, see prelude.lua)
 -- ARGV: job_key_prefix, image_key_prefix, mode, worker_id, max_attempts, failed_ttl_s,
 --       failed_image_ttl_s, [id...]
 -- Returns the number of jobs requeued, or -1 when the worker is alive (reap mode).
@@ -45,9 +46,11 @@ while true do
     if charged then attempts = redis.call('HINCRBY', job, 'retry_count', 1) end
     if charged and attempts >= tonumber(ARGV[5]) and is_superseded(job, KEYS[9]) then
       supersede_job(job, image, now, KEYS[3], ARGV[6], budget)
+      announce(job, id, now_ms, KEYS[10])
     elseif charged and attempts >= tonumber(ARGV[5]) then
       fail_job(job, image, id, 'worker died while processing this job (' .. attempts .. ' attempts)',
                now_ms, KEYS[3], KEYS[4], ARGV[6], ARGV[7], budget)
+      announce(job, id, now_ms, KEYS[10])
     else
       redis.call('HSET', job, 'status', 'queued', 'updated_at', now)
       redis.call('HDEL', job, 'started')
