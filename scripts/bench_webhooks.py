@@ -24,7 +24,6 @@ import os
 import shlex
 import sys
 import tempfile
-import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
