@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from batcher.queue import photos as photo_list
+from batcher.queue.photos import UPLOAD, Photo
 QUEUED, PROCESSING, COMPLETED, FAILED = "queued", "processing", "completed", "failed"
 SUPERSEDED = "superseded"  # a newer upload or a delete of its product came after it: not stored
 STATUSES = (QUEUED, PROCESSING, COMPLETED, FAILED, SUPERSEDED)
@@ -30,7 +32,8 @@ def iso_from_ms(ms: int | str | None) -> str | None:
 @dataclass(frozen=True)
 class JobSpec:
     """What the API stores for a new job (the image bytes are stored beside it, unless the job
-    has an ``image_url``)."""
+    has an ``image_url``). Several photos: ``photos`` lists them all (``batcher.queue.photos``);
+    ``image_sha256`` and ``content_type`` are photo 0's, and the image bytes are framed."""
 
     product_id: str
     name: str
@@ -39,6 +42,7 @@ class JobSpec:
     image_sha256: str
     content_type: str
     image_url: str = ""  # instead of image bytes: the worker fetches it (no image key is stored)
+    photos: tuple[Photo, ...] = ()  # given for several photos only
 
     def to_fields(self) -> dict[str, str]:
         fields = {
@@ -51,13 +55,16 @@ class JobSpec:
         }
         if self.image_url:
             fields["image_url"] = self.image_url
+        if len(self.photos) > 1:
+            fields["photos"] = photo_list.dumps(list(self.photos))
         return fields
 
 
 @dataclass
 class Job:
     """A job as read back from Redis by a worker, with its image bytes (for an ``image_url`` job,
-    the fetched bytes)."""
+    the fetched bytes). The claim stage splits a job of several photos into one ``Job`` per
+    photo (``batcher.stages.photos``): each with its ``photo_index``, bytes, URL and sha256."""
 
     job_id: str
     product_id: str
@@ -71,6 +78,16 @@ class Job:
     version: int = 0  # given at enqueue time; 0 for a job queued before versions existed
     image: bytes | None = field(default=None, repr=False)
     image_url: str = ""
+    photos: tuple[Photo, ...] = ()  # every photo of the job, when it has several
+    photo_index: int = 0
+
+    @property
+    def photo_count(self) -> int:
+        return max(1, len(self.photos))
+
+    @property
+    def source(self) -> str:
+        return self.image_url or UPLOAD
 
     @classmethod
     def from_hash(cls, h: dict[bytes, bytes], image: bytes | None) -> "Job":
@@ -88,6 +105,7 @@ class Job:
             version=int(s.get("version") or 0),
             image=image,
             image_url=s.get("image_url", ""),
+            photos=tuple(photo_list.loads(s["photos"])) if s.get("photos") else (),
         )
 
 

@@ -21,6 +21,8 @@ from batcher.pause import pause_after
 from batcher.policy import Backoff, BatchPolicy, collect
 from batcher.queue.consumer import JobConsumer
 from batcher.queue.jobs import Job, nesting
+from batcher.queue.photos import FramingError
+from batcher.stages import photos
 from batcher.stages.batch import Batch
 from batcher.stages.housekeeping import Housekeeping
 from batcher.stages.recall import RecallStage
@@ -106,21 +108,33 @@ class ClaimStage:
             return self.decode(jobs)
 
     def decode(self, jobs: list[Job]) -> Batch:
-        malformed = self._malformed(jobs)
-        jobs = [j for j in jobs if j.job_id not in {m.job_id for m, _ in malformed}]
+        """From here on a job of several photos is one ``Job`` per photo (``stages.photos``)."""
+        jobs, malformed = self._photos(jobs)
         failed, retry = self._fetch_urls(jobs)
         failed += malformed
-        unfetched = {j.job_id for j, _ in failed + retry}
+        unfetched = {j.job_id for j, _ in failed + retry}  # a job's other photos wait with it
         jobs = [j for j in jobs if j.job_id not in unfetched]
         jobs, known, twins = self.recall.split(jobs) if self.recall else (jobs, [], [])
         t0 = time.perf_counter()
         pixels, errors = self.decoder([j.image for j in jobs])
-        error_of = {j.job_id: e for j, e in zip(jobs, errors)}  # a twin's bytes fail as its first's did
+        error_of = {id(j): e for j, e in zip(jobs, errors)}  # a twin's bytes fail as its first's did
         rejected = failed + [(j, e) for j, e in zip(jobs, errors) if e is not None]
-        rejected += [(t.job, error_of[t.same_as.job_id]) for t in twins if error_of[t.same_as.job_id] is not None]
-        twins = [t for t in twins if error_of[t.same_as.job_id] is None]
+        rejected += [(t.job, error_of[id(t.same_as)]) for t in twins if error_of[id(t.same_as)] is not None]
+        twins = [t for t in twins if error_of[id(t.same_as)] is None]
         self.metrics.stage.labels("decode").observe(time.perf_counter() - t0)
         return Batch([j for j, e in zip(jobs, errors) if e is None], pixels, rejected, retry, known, twins)
+
+    def _photos(self, jobs: list[Job]) -> tuple[list[Job], list[tuple[Job, str]]]:
+        """(one ``Job`` per photo of the well-formed jobs, the malformed jobs with their error)."""
+        malformed = self._malformed(jobs)
+        bad = {m.job_id for m, _ in malformed}
+        units = []
+        for job in (j for j in jobs if j.job_id not in bad):
+            try:
+                units += photos.split(job)
+            except FramingError as exc:
+                malformed.append((job, f"malformed photos: {exc}"))
+        return units, malformed
 
     def _malformed(self, jobs: list[Job]) -> list[tuple[Job, str]]:
         """Jobs whose metadata nests deeper than the API allows (pushed into Redis another way):

@@ -13,7 +13,7 @@ import numpy as np
 
 from batcher.queue.jobs import Job
 from batcher.queue.messages import SearchResult
-from batcher.store.points import StoredImage
+from batcher.store.points import Photo, StoredImage
 
 
 class StoreError(RuntimeError):
@@ -30,23 +30,26 @@ class VectorStore(Protocol):
     embedder: str  # written with every point; "" for vectors that must never be reused
 
     def upsert(self, jobs: list[Job], vectors: np.ndarray) -> None:
-        """One point per job, keyed by its product. A stored point of a newer version than the
-        job's stays as it is, checked by the engine in the same write where it can."""
+        """One point per job (one photo of a product), keyed by its product and photo index. A
+        stored point of a newer version than the job's stays as it is, checked by the engine in
+        the same write where it can; a job older than a stored point of its product writes
+        nothing, and the product's photos past the job's count and older than it are deleted."""
 
-    def images(self, product_ids: list[str], shas: list[str]
-               ) -> tuple[dict[str, StoredImage], dict[str, StoredImage]]:
-        """The stored images this store's model embedded, for a batch: by product, the points of
-        ``product_ids``; by sha256, for each of ``shas``, a point holding those bytes."""
+    def images(self, photos: list[Photo], shas: list[str]
+               ) -> tuple[dict[Photo, StoredImage], dict[str, StoredImage]]:
+        """The stored images this store's model embedded, for a batch: by (product, photo index),
+        the points of ``photos``; by sha256, for each of ``shas``, a point holding those bytes."""
 
     def search(self, vectors: np.ndarray, limits: list[int],
                filters: list[dict[str, Any]]) -> list[list[SearchResult]]:
         """One batched query for many vectors, each with its own limit and filter."""
 
-    def get(self, product_id: str) -> dict[str, Any] | None: ...
+    def get(self, product_id: str) -> dict[str, Any] | None:
+        """Photo 0's payload, with ``photos``: each photo's index, sha256 and source."""
 
     def delete(self, product_id: str, version: int) -> bool:
-        """Delete the product's point if it is older than ``version`` (the delete's own); a
-        newer upload stored meanwhile stays. True when there was such a point."""
+        """Delete the product's photos older than ``version`` (the delete's own); a newer upload
+        stored meanwhile stays. True when there was such a point."""
 
     def info(self) -> dict[str, Any]:
         """Engine, collection, points, payload indexes, size on disk where known."""

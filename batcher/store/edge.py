@@ -28,10 +28,12 @@ from batcher.queue.jobs import Job
 from batcher.queue.messages import SearchResult
 from batcher.store.base import StoreError
 from batcher.store.config import MEMORY, StoreConfig
-from batcher.store.edge_filters import conditions, has_flags, older, page_size, replaceable, same_images
+from batcher.store.edge_filters import (conditions, has_flags, of_products, older, page_size, replaceable,
+                                        same_images)
 from batcher.store.edge_folder import open_shard, stored_dim
-from batcher.store.points import (IMAGE_FIELDS, INDEXED_INTEGERS, INDEXED_KEYWORDS, StoredImage, by_product_and_sha,
-                                  made_by, point_id, point_payload, search_result)
+from batcher.store.points import (IMAGE_FIELDS, INDEXED_INTEGERS, INDEXED_KEYWORDS, PHOTOS_READ, SET_FIELDS, Photo,
+                                  StoredImage, by_photo_and_sha, made_by, point_id, point_payload, product_view,
+                                  search_result, write_plan)
 
 log = logging.getLogger(__name__)
 FLUSH_INTERVAL_S = 1.0
@@ -79,12 +81,22 @@ class EdgeStore:
 
     def upsert(self, jobs: list[Job], vectors: np.ndarray) -> None:
         """One conditional upsert: Edge replaces a stored point only where ``replaceable`` holds
-        (its version is not newer than the job's), and inserts the points not stored yet."""
+        (its version is not newer than the job's), and inserts the points not stored yet. In the
+        same lock, first, the products' stored photos are read: a stale photo set is left out,
+        and the photos a set drops are deleted after it (``write_plan``)."""
         now = datetime.now(timezone.utc).isoformat()
-        points = [Point(point_id(j.product_id), v, point_payload(j, now, self.embedder))
-                  for j, v in zip(jobs, vectors.astype(np.float32).tolist())]
+        products = sorted({j.product_id for j in jobs})
         with self._lock:
-            self.shard.update(UpdateOperation.upsert_points(points, condition=replaceable(jobs)))
+            stored, _ = self.shard.scroll(ScrollRequest(limit=PHOTOS_READ * len(products), with_payload=SET_FIELDS,
+                                                        with_vector=False, filter=of_products(products)))
+            keep, drop = write_plan(jobs, stored)
+            kept = [jobs[i] for i in keep]
+            points = [Point(point_id(j.product_id, j.photo_index), v, point_payload(j, now, self.embedder))
+                      for j, v in zip(kept, vectors[keep].astype(np.float32).tolist())]
+            if points:
+                self.shard.update(UpdateOperation.upsert_points(points, condition=replaceable(kept)))
+            if drop:
+                self.shard.update(UpdateOperation.delete_points(drop))
             self._written(len(points))
 
     def _written(self, points: int) -> None:
@@ -110,11 +122,11 @@ class EdgeStore:
             log.info("built the HNSW index of %d points in %.1fs (the worker paused meanwhile)",
                      unindexed - self._count_unindexed(), time.perf_counter() - t0)
 
-    def images(self, product_ids: list[str], shas: list[str]
-               ) -> tuple[dict[str, StoredImage], dict[str, StoredImage]]:
-        """Two indexed reads: the batch's products by point id, then the images by sha256."""
+    def images(self, photos: list[Photo], shas: list[str]
+               ) -> tuple[dict[Photo, StoredImage], dict[str, StoredImage]]:
+        """Two indexed reads: the batch's photos by point id, then the images by sha256."""
         with self._lock:
-            found = made_by(self.shard.retrieve([point_id(p) for p in product_ids], IMAGE_FIELDS, True),
+            found = made_by(self.shard.retrieve([point_id(*p) for p in photos], IMAGE_FIELDS, True),
                             self.embedder)
             missing = sorted(set(shas) - {i.image_sha256 for i in found})
             if self.embedder and missing:
@@ -122,7 +134,7 @@ class EdgeStore:
                                                           with_vector=True,
                                                           filter=same_images(missing, self.embedder)))
                 found += made_by(more, self.embedder)
-        return by_product_and_sha(found, product_ids)
+        return by_photo_and_sha(found, photos)
 
     def search(self, vectors: np.ndarray, limits: list[int],
                filters: list[dict[str, Any]]) -> list[list[SearchResult]]:
@@ -151,8 +163,9 @@ class EdgeStore:
 
     def get(self, product_id: str) -> dict[str, Any] | None:
         with self._lock:
-            found = self.shard.retrieve([point_id(product_id)], True, False)
-        return found[0].payload if found else None
+            found, _ = self.shard.scroll(ScrollRequest(limit=PHOTOS_READ, with_payload=True, with_vector=False,
+                                                       filter=of_products([product_id])))
+        return product_view([p.payload for p in found])
 
     def delete(self, product_id: str, version: int) -> bool:
         stale = older(product_id, version)

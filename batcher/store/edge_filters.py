@@ -37,15 +37,24 @@ def replaceable(jobs: list[Job]) -> Filter:
     than the job, or a point stored before versions existed. A point not stored yet is inserted
     whatever the condition says."""
     return Filter(should=[
-        *(Filter(must=[HasIdCondition({point_id(j.product_id)}),
+        *(Filter(must=[HasIdCondition({point_id(j.product_id, j.photo_index)}),
                        FieldCondition(key="version", range=RangeFloat(lte=j.version))]) for j in jobs),
         IsEmptyCondition("version")])
 
 
+def _product(product_id: str) -> FieldCondition:
+    return FieldCondition(key="product_id", match=MatchValue(product_id))
+
+
 def older(product_id: str, version: int) -> Filter:
-    """The product's point when it is older than ``version`` (or unversioned)."""
-    return Filter(must=[HasIdCondition({point_id(product_id)})],
+    """The product's points older than ``version`` (or unversioned)."""
+    return Filter(must=[_product(product_id)],
                   should=[FieldCondition(key="version", range=RangeFloat(lt=version)), IsEmptyCondition("version")])
+
+
+def of_products(product_ids: list[str]) -> Filter:
+    """Every photo of these products."""
+    return Filter(must=[FieldCondition(key="product_id", match=MatchAny(product_ids))])
 
 
 def same_images(shas: list[str], embedder: str) -> Filter:

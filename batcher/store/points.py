@@ -1,7 +1,10 @@
 """What a stored point is, whatever the engine holds it: its id, its payload, how it reads back.
 
-A point's id is the UUIDv5 of its ``product_id``: re-indexing a product, or replaying a batch
-after a crash, overwrites the same point. The payload holds the job's ``version`` (given at
+A point is one photo of a product. Its id is the UUIDv5 of its ``product_id`` for photo 0 (the
+id of a product before photos existed: no migration), of ``<product_id>#<i>`` for photo i > 0:
+re-indexing a product, or replaying a batch after a crash, overwrites the same points. Every
+photo's point carries the product's fields, and its own ``photo_index``, ``image_sha256`` and
+``source`` (``upload`` or the URL it was fetched from); a point without ``photo_index`` is photo 0. The payload holds the job's ``version`` (given at
 enqueue time), which the engines' conditional writes compare, and the ``embedder`` that made
 the vector (a vector is reused only by the same model).
 """
@@ -17,14 +20,31 @@ from batcher.queue.jobs import Job
 from batcher.queue.messages import SearchResult
 
 POINT_NAMESPACE = uuid.UUID("6f1c3a52-2b0e-5c39-9f39-3c1f4a6c9e10")
-IMAGE_FIELDS = ["product_id", "image_sha256", "embedder"]
+IMAGE_FIELDS = ["product_id", "image_sha256", "embedder", "photo_index"]
 # payload fields every engine indexes: the version checks, the image lookups, the product filter
 INDEXED_KEYWORDS = ("product_id", "image_sha256", "embedder")
-INDEXED_INTEGERS = ("version",)
+INDEXED_INTEGERS = ("version", "photo_index")
+PHOTOS_READ = 1024  # points a product read takes at most (MAX_PHOTOS_PER_PRODUCT is far below)
 
 
-def point_id(product_id: str) -> str:
-    return str(uuid.uuid5(POINT_NAMESPACE, product_id))
+def point_id(product_id: str, photo_index: int = 0) -> str:
+    return str(uuid.uuid5(POINT_NAMESPACE, product_id if photo_index == 0 else f"{product_id}#{photo_index}"))
+
+
+def photo_sets(jobs: list[Job]) -> list[tuple[str, int, int]]:
+    """(product_id, version, photo count) of each job among ``jobs`` (one entry per photo)."""
+    return sorted({(j.product_id, j.version, j.photo_count) for j in jobs})
+
+
+def product_view(payloads: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """A product as ``GET /api/v1/products/{id}`` shows it, from its points' payloads: photo 0's
+    payload, and ``photos``, each photo's index, sha256 and source, in order."""
+    if not payloads:
+        return None
+    payloads = sorted(payloads, key=lambda p: int(p.get("photo_index") or 0))
+    photos = [{"index": int(p.get("photo_index") or 0), "image_sha256": p.get("image_sha256", ""),
+               "source": p.get("source") or "upload"} for p in payloads]
+    return {**payloads[0], "photos": photos}
 
 
 def point_payload(job: Job, indexed_at: str, embedder: str = "") -> dict[str, Any]:
@@ -32,7 +52,8 @@ def point_payload(job: Job, indexed_at: str, embedder: str = "") -> dict[str, An
     which model made the vector (``embedder``)."""
     return {"product_id": job.product_id, "name": job.name, "description": job.description,
             "metadata": job.metadata, "job_id": job.job_id, "indexed_at": indexed_at,
-            "image_sha256": job.image_sha256, "version": job.version, "embedder": embedder}
+            "image_sha256": job.image_sha256, "version": job.version, "embedder": embedder,
+            "photo_index": job.photo_index, "source": job.source}
 
 
 def search_result(score: float, payload: dict[str, Any] | None) -> SearchResult:
@@ -43,27 +64,58 @@ def search_result(score: float, payload: dict[str, Any] | None) -> SearchResult:
 
 @dataclass(frozen=True)
 class StoredImage:
-    """A stored point's image: which product holds it, its bytes' sha256, its vector."""
+    """A stored point's image: which product (and photo) holds it, its bytes' sha256, its vector."""
 
     product_id: str
     image_sha256: str
     vector: np.ndarray
+    photo_index: int = 0
 
 
 def made_by(points, embedder: str) -> list[StoredImage]:
     """The images among ``points`` (records read with their vectors, of either engine) whose
     vector ``embedder`` made."""
-    return [StoredImage(p.payload["product_id"], p.payload["image_sha256"], np.asarray(p.vector, np.float32))
+    return [StoredImage(p.payload["product_id"], p.payload["image_sha256"], np.asarray(p.vector, np.float32),
+                        int(p.payload.get("photo_index") or 0))
             for p in points
             if embedder and p.payload and p.payload.get("embedder") == embedder
             and p.payload.get("image_sha256") and p.payload.get("product_id") and p.vector is not None]
 
 
-def by_product_and_sha(found: list[StoredImage], product_ids: list[str]
-                       ) -> tuple[dict[str, StoredImage], dict[str, StoredImage]]:
-    """``found`` as the recall stage reads it: the batch's own products, and one image per sha256."""
-    mine = set(product_ids)
+Photo = tuple[str, int]  # (product_id, photo_index): which point
+
+
+def by_photo_and_sha(found: list[StoredImage], photos: list[Photo]
+                     ) -> tuple[dict[Photo, StoredImage], dict[str, StoredImage]]:
+    """``found`` as the recall stage reads it: the batch's own photos, and one image per sha256."""
+    mine = set(photos)
     by_sha: dict[str, StoredImage] = {}
     for image in found:
         by_sha.setdefault(image.image_sha256, image)
-    return {i.product_id: i for i in found if i.product_id in mine}, by_sha
+    return {(i.product_id, i.photo_index): i for i in found if (i.product_id, i.photo_index) in mine}, by_sha
+
+
+SET_FIELDS = ["product_id", "version", "photo_index"]  # what ``write_plan`` reads of stored points
+
+
+def write_plan(jobs: list[Job], stored) -> tuple[list[int], list[Any]]:
+    """Which of ``jobs`` (one per photo) to write, and which stored points to delete, given the
+    points already stored for their products (records with ``SET_FIELDS``, of either engine).
+
+    A photo set is written whole or not at all: only the newest job of each product in the
+    batch, and only if no stored point of the product is newer. The conditional upsert refuses
+    to replace a newer point, but a photo index the newer upload dropped is absent: a stale
+    job would insert it again. Then the product's photos past the set's count and older than it
+    are deleted: those the upload dropped."""
+    newest: dict[str, int] = {}
+    for r in stored:
+        product = (r.payload or {}).get("product_id")
+        newest[product] = max(newest.get(product, 0), int((r.payload or {}).get("version") or 0))
+    for j in jobs:
+        newest[j.product_id] = max(newest.get(j.product_id, 0), j.version)
+    keep = [i for i, j in enumerate(jobs) if j.version == newest[j.product_id]]
+    sets = {jobs[i].product_id: (jobs[i].version, jobs[i].photo_count) for i in keep}
+    drop = [r.id for r in stored if (r.payload or {}).get("product_id") in sets
+            and int(r.payload.get("photo_index") or 0) >= sets[r.payload["product_id"]][1]
+            and int(r.payload.get("version") or 0) < sets[r.payload["product_id"]][0]]
+    return keep, drop

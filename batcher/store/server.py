@@ -21,9 +21,11 @@ from batcher.queue.jobs import Job
 from batcher.queue.messages import SearchResult
 from batcher.store.base import StoreError
 from batcher.store.config import StoreConfig
-from batcher.store.points import (IMAGE_FIELDS, INDEXED_INTEGERS, INDEXED_KEYWORDS, StoredImage, by_product_and_sha,
-                                  made_by, point_id, point_payload, search_result)
-from batcher.store.server_filters import conditions, older, replaceable, same_images
+from batcher.store.points import (IMAGE_FIELDS, INDEXED_INTEGERS, INDEXED_KEYWORDS, PHOTOS_READ, SET_FIELDS, Photo,
+                                  StoredImage, by_photo_and_sha, made_by, photo_sets, point_id, point_payload,
+                                  product_view, search_result, write_plan)
+from batcher.store.server_filters import (conditions, dropped, newer, of_products, older, own, replaceable,
+                                          same_images)
 
 log = logging.getLogger(__name__)
 
@@ -79,27 +81,46 @@ class ServerStore:
         self.params = models.SearchParams(hnsw_ef=config.hnsw_ef)
 
     def upsert(self, jobs: list[Job], vectors: np.ndarray) -> None:
-        """One point per job, keyed by its product: the server replaces a stored point only where
-        ``replaceable`` holds (``update_filter``, checked against the point already there)."""
+        """One point per job (a photo), keyed by its product and photo index: the server replaces a
+        stored point only where ``replaceable`` holds (``update_filter``, checked against the point
+        already there). Before, the products' stored photos are read (``write_plan``): a stale
+        photo set is left out, and the photos a set drops are deleted after it, by a filter that
+        checks their version again. Other workers write meanwhile: a newer set stored between the
+        read and the upsert is found after it, and this job's own points are deleted again."""
         now = datetime.now(timezone.utc).isoformat()
-        points = models.Batch(ids=[point_id(j.product_id) for j in jobs], vectors=vectors.astype(np.float32).tolist(),
-                              payloads=[point_payload(j, now, self.embedder) for j in jobs])
+        products = sorted({j.product_id for j in jobs})
         with self._lock:
-            self.client.upsert(self.collection, points=points, wait=True, update_filter=replaceable(jobs))
+            stored, _ = self.client.scroll(self.collection, of_products(products), limit=PHOTOS_READ * len(products),
+                                           with_payload=SET_FIELDS)
+            keep, _ = write_plan(jobs, stored)
+            kept = [jobs[i] for i in keep]
+            if not kept:
+                return
+            self.client.upsert(self.collection, wait=True, update_filter=replaceable(kept), points=models.Batch(
+                ids=[point_id(j.product_id, j.photo_index) for j in kept],
+                vectors=vectors[keep].astype(np.float32).tolist(),
+                payloads=[point_payload(j, now, self.embedder) for j in kept]))
+            for product_id, version, count in photo_sets(kept):
+                self._delete(dropped(product_id, count, version))
+                if self.client.count(self.collection, count_filter=newer(product_id, version), exact=True).count:
+                    self._delete(own(product_id, version))
 
-    def images(self, product_ids: list[str], shas: list[str]
-               ) -> tuple[dict[str, StoredImage], dict[str, StoredImage]]:
-        """Two indexed reads: the batch's products by point id, then the images by sha256."""
+    def _delete(self, selector: models.Filter) -> None:
+        self.client.delete(self.collection, points_selector=models.FilterSelector(filter=selector), wait=True)
+
+    def images(self, photos: list[Photo], shas: list[str]
+               ) -> tuple[dict[Photo, StoredImage], dict[str, StoredImage]]:
+        """Two indexed reads: the batch's photos by point id, then the images by sha256."""
         wanted = {"with_payload": IMAGE_FIELDS, "with_vectors": True}
         with self._lock:
-            found = made_by(self.client.retrieve(self.collection, [point_id(p) for p in product_ids], **wanted),
+            found = made_by(self.client.retrieve(self.collection, [point_id(*p) for p in photos], **wanted),
                             self.embedder)
             missing = sorted(set(shas) - {i.image_sha256 for i in found})
             if self.embedder and missing:
                 more, _ = self.client.scroll(self.collection, same_images(missing, self.embedder),
                                              limit=4 * len(missing), **wanted)
                 found += made_by(more, self.embedder)
-        return by_product_and_sha(found, product_ids)
+        return by_photo_and_sha(found, photos)
 
     def search(self, vectors: np.ndarray, limits: list[int],
                filters: list[dict[str, Any]]) -> list[list[SearchResult]]:
@@ -113,19 +134,18 @@ class ServerStore:
 
     def get(self, product_id: str) -> dict[str, Any] | None:
         with self._lock:
-            found = self.client.retrieve(self.collection, [point_id(product_id)], with_payload=True)
-        return found[0].payload if found else None
+            found, _ = self.client.scroll(self.collection, of_products([product_id]), limit=PHOTOS_READ,
+                                          with_payload=True)
+        return product_view([p.payload for p in found])
 
     def delete(self, product_id: str, version: int) -> bool:
-        """Delete the product's point if it is older than ``version`` (the delete's own); a
-        newer upload stored meanwhile stays. True when there was such a point."""
+        """Delete the product's photos older than ``version`` (the delete's own); a newer upload
+        stored meanwhile stays. True when there was such a point."""
         with self._lock:
-            found = self.client.retrieve(self.collection, [point_id(product_id)], with_payload=["version"])
-            if not found or int((found[0].payload or {}).get("version") or 0) >= version:
+            if not self.client.count(self.collection, count_filter=older(product_id, version), exact=True).count:
                 return False
             # another worker may store a newer upload between the two calls: the filter checks again
-            self.client.delete(self.collection, points_selector=models.FilterSelector(filter=older(product_id, version)),
-                               wait=True)
+            self._delete(older(product_id, version))
         return True
 
     def scroll(self, offset: Any = None, limit: int = 256) -> tuple[list[Any], Any]:

@@ -27,17 +27,46 @@ def replaceable(jobs: list[Job]) -> models.Filter:
     """Matches a stored point that one of ``jobs`` may replace: one of the job's product of
     no newer version than the job, or a point stored before versions existed."""
     return models.Filter(should=[
-        *(models.Filter(must=[models.HasIdCondition(has_id=[point_id(j.product_id)]),
+        *(models.Filter(must=[models.HasIdCondition(has_id=[point_id(j.product_id, j.photo_index)]),
                               models.FieldCondition(key="version", range=models.Range(lte=j.version))])
           for j in jobs),
         unversioned()])
 
 
+def _product(product_id: str) -> models.FieldCondition:
+    return models.FieldCondition(key="product_id", match=models.MatchValue(value=product_id))
+
+
+def _version(**bound: int) -> models.FieldCondition:
+    return models.FieldCondition(key="version", range=models.Range(**bound))
+
+
 def older(product_id: str, version: int) -> models.Filter:
-    """The product's point when it is older than ``version`` (or unversioned)."""
-    return models.Filter(must=[models.HasIdCondition(has_id=[point_id(product_id)])],
-                         should=[models.FieldCondition(key="version", range=models.Range(lt=version)),
-                                 unversioned()])
+    """The product's points older than ``version`` (or unversioned)."""
+    return models.Filter(must=[_product(product_id)], should=[_version(lt=version), unversioned()])
+
+
+def newer(product_id: str, version: int) -> models.Filter:
+    """The product's points newer than ``version``: a job of ``version`` is stale."""
+    return models.Filter(must=[_product(product_id), _version(gt=version)])
+
+
+def own(product_id: str, version: int) -> models.Filter:
+    """The product's points a job of ``version`` wrote."""
+    return models.Filter(must=[_product(product_id), _version(gte=version, lte=version)])
+
+
+def dropped(product_id: str, count: int, version: int) -> models.Filter:
+    """The product's photos past the first ``count`` that are older than ``version``: those an
+    upload of ``count`` photos at ``version`` no longer has."""
+    return models.Filter(must=[_product(product_id),
+                               models.FieldCondition(key="photo_index", range=models.Range(gte=count))],
+                         should=[_version(lt=version), unversioned()])
+
+
+def of_products(product_ids: list[str]) -> models.Filter:
+    """Every photo of these products."""
+    return models.Filter(must=[models.FieldCondition(key="product_id", match=models.MatchAny(any=product_ids))])
 
 
 def same_images(shas: list[str], embedder: str) -> models.Filter:
