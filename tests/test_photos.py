@@ -13,9 +13,13 @@ import pytest
 from batcher.queue import photos as framing
 from batcher.queue.jobs import Job
 from batcher.queue.photos import Photo
-from conftest import CountingEncoder, open_engine
+from batcher.settings import WorkerSettings
+from conftest import CountingEncoder, open_engine, stored_count, stored_points
+from test_index_by_url import ALLOW_LOCAL, PHOTO, wait_done
+from test_reliability import claim_as_dead_worker
 from test_versions import settled, status, wait_for
 from test_worker import jpeg
+from url_server import ImageServer
 
 ROUTE = "/api/v1/index-product-with-image"
 TRUNCATED = (Path(__file__).parent / "data" / "corpus" / "hostile" / "truncated_jpeg.jpg").read_bytes()
@@ -124,6 +128,30 @@ def test_one_bad_photo_fails_the_job_naming_it_and_changes_no_point(client, serv
     job = client.get(f"/api/v1/queue/status/{bad['job_id']}").json()
     assert job["status"] == "failed" and job["error_message"].startswith("photo 1 (image_file #2): "), job
     assert client.get("/api/v1/products/p").json() == before and app.store.count() == 2
+
+
+def test_files_and_urls_in_one_upload_and_a_url_that_fails_names_its_photo(client, serve_worker):
+    with ImageServer(PHOTO) as server:
+        ok = upload(client, "p", [jpeg(1)], urls=(server.url("/photo"),)).json()
+        bad = upload(client, "q", [jpeg(2)], urls=(server.url("/photo"), server.url("/missing"))).json()
+        serve_worker(**ALLOW_LOCAL)
+        assert wait_done(client, ok["job_id"])["status"] == "completed"
+        failed = wait_done(client, bad["job_id"])
+    assert failed["error_message"] == "photo 2 (image_url #2): cannot fetch image_url: the server answered HTTP 404"
+    assert photos_of(client, "p") == [{"index": 0, "image_sha256": sha(jpeg(1)), "source": "upload"},
+                                      {"index": 1, "image_sha256": sha(PHOTO), "source": server.url("/photo")}]
+    assert client.get("/api/v1/products/q").status_code == 404
+
+
+def test_a_reaped_older_set_ends_superseded_and_brings_back_no_photo(client, worker_settings, run_burst, r,
+                                                                      tmp_path):
+    old = queued(client, "p", [jpeg(1), jpeg(2), jpeg(3)])
+    claim_as_dead_worker(worker_settings(), r, "dead", 1)  # holds the older upload, then dies
+    new = queued(client, "p", [jpeg(4), jpeg(5)])
+    run_burst()  # reaps the old job: it runs after the new one, or beside it
+    assert (status(client, old["job_id"]), status(client, new["job_id"])) == ("superseded", "completed")
+    settings = WorkerSettings(qdrant_path=str(tmp_path / "qdrant"))
+    assert stored_count(settings) == 2 and stored_points(settings, ["p"])["p"][0]["image_sha256"] == sha(jpeg(4))
 
 
 def test_unchanged_photos_skip_the_model_photo_by_photo(client, start_worker, encoder):
