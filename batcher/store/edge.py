@@ -16,7 +16,6 @@ import shutil
 import tempfile
 import threading
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +27,11 @@ from batcher.queue.jobs import Job
 from batcher.queue.messages import SearchResult
 from batcher.store.base import StoreError
 from batcher.store.config import MEMORY, StoreConfig
-from batcher.store.edge_filters import (conditions, has_flags, of_products, older, page_size, replaceable,
-                                        same_images)
+from batcher.store.edge_sets import read_product, write_sets
+from batcher.store.edge_filters import conditions, has_flags, older, page_size, same_images
 from batcher.store.edge_folder import open_shard, stored_dim
-from batcher.store.points import (IMAGE_FIELDS, INDEXED_INTEGERS, INDEXED_KEYWORDS, PHOTOS_READ, SET_FIELDS, Photo,
-                                  StoredImage, by_photo_and_sha, made_by, point_id, point_payload, product_view,
-                                  search_result, write_plan)
+from batcher.store.points import (IMAGE_FIELDS, INDEXED_INTEGERS, INDEXED_KEYWORDS, Photo, StoredImage,
+                                  by_photo_and_sha, made_by, point_id, search_result)
 
 log = logging.getLogger(__name__)
 FLUSH_INTERVAL_S = 1.0
@@ -80,24 +78,10 @@ class EdgeStore:
         return max(0, info.points_count - info.indexed_vectors_count)
 
     def upsert(self, jobs: list[Job], vectors: np.ndarray) -> None:
-        """One conditional upsert: Edge replaces a stored point only where ``replaceable`` holds
-        (its version is not newer than the job's), and inserts the points not stored yet. In the
-        same lock, first, the products' stored photos are read: a stale photo set is left out,
-        and the photos a set drops are deleted after it (``write_plan``)."""
-        now = datetime.now(timezone.utc).isoformat()
-        products = sorted({j.product_id for j in jobs})
+        """Each product's photo set written whole, or not at all when a newer one is stored
+        (``edge_sets.write_sets``), under the store's lock."""
         with self._lock:
-            stored, _ = self.shard.scroll(ScrollRequest(limit=PHOTOS_READ * len(products), with_payload=SET_FIELDS,
-                                                        with_vector=False, filter=of_products(products)))
-            keep, drop = write_plan(jobs, stored)
-            kept = [jobs[i] for i in keep]
-            points = [Point(point_id(j.product_id, j.photo_index), v, point_payload(j, now, self.embedder))
-                      for j, v in zip(kept, vectors[keep].astype(np.float32).tolist())]
-            if points:
-                self.shard.update(UpdateOperation.upsert_points(points, condition=replaceable(kept)))
-            if drop:
-                self.shard.update(UpdateOperation.delete_points(drop))
-            self._written(len(points))
+            self._written(write_sets(self.shard, jobs, vectors, self.embedder))
 
     def _written(self, points: int) -> None:
         """After a write: the update is in the write-ahead log, which the kernel holds even if this
@@ -163,9 +147,7 @@ class EdgeStore:
 
     def get(self, product_id: str) -> dict[str, Any] | None:
         with self._lock:
-            found, _ = self.shard.scroll(ScrollRequest(limit=PHOTOS_READ, with_payload=True, with_vector=False,
-                                                       filter=of_products([product_id])))
-        return product_view([p.payload for p in found])
+            return read_product(self.shard, product_id)
 
     def delete(self, product_id: str, version: int) -> bool:
         stale = older(product_id, version)
