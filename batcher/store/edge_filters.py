@@ -57,6 +57,18 @@ def of_products(product_ids: list[str]) -> Filter:
     return Filter(must=[FieldCondition(key="product_id", match=MatchAny(product_ids))])
 
 
+def set_members(jobs: list[Job]) -> Filter:
+    """What a photo set's write must know of its products' stored points (``write_plan``): their
+    photos past photo 0 (those a set may drop), and photo 0 of the products a job of several
+    photos writes (the newest set's version: a stale set would insert photos a newer one
+    dropped). A job of one photo needs no more: every set has a photo 0, which the conditional
+    upsert keeps from an older job. So a catalog of single photos reads nothing back."""
+    several = sorted({point_id(j.product_id) for j in jobs if j.photo_count > 1})
+    return Filter(must=[FieldCondition(key="product_id", match=MatchAny(sorted({j.product_id for j in jobs})))],
+                  should=[FieldCondition(key="photo_index", range=RangeFloat(gte=1)),
+                          *([HasIdCondition(set(several))] if several else [])])
+
+
 def same_images(shas: list[str], embedder: str) -> Filter:
     """Points holding one of these images (by sha256) whose vector ``embedder`` made."""
     return Filter(must=[FieldCondition(key="image_sha256", match=MatchAny(shas)),

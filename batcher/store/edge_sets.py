@@ -9,7 +9,7 @@ import numpy as np
 from qdrant_edge import EdgeShard, Point, ScrollRequest, UpdateOperation
 
 from batcher.queue.jobs import Job
-from batcher.store.edge_filters import of_products, replaceable
+from batcher.store.edge_filters import of_products, replaceable, set_members
 from batcher.store.points import PHOTOS_READ, SET_FIELDS, point_id, point_payload, product_view, write_plan
 
 
@@ -19,9 +19,8 @@ def write_sets(shard: EdgeShard, jobs: list[Job], vectors: np.ndarray, embedder:
     products' stored photos are read: a stale photo set is left out; after, the photos a set
     dropped are deleted (``write_plan``). Returns the points written."""
     now = datetime.now(timezone.utc).isoformat()
-    products = sorted({j.product_id for j in jobs})
-    stored, _ = shard.scroll(ScrollRequest(limit=PHOTOS_READ * len(products), with_payload=SET_FIELDS,
-                                           with_vector=False, filter=of_products(products)))
+    stored, _ = shard.scroll(ScrollRequest(limit=PHOTOS_READ * len(jobs), with_payload=SET_FIELDS, with_vector=False,
+                                           filter=set_members(jobs)))
     keep, drop = write_plan(jobs, stored)
     kept = [jobs[i] for i in keep]
     points = [Point(point_id(j.product_id, j.photo_index), v, point_payload(j, now, embedder))

@@ -86,7 +86,8 @@ class ServerStore:
         already there). Before, the products' stored photos are read (``write_plan``): a stale
         photo set is left out, and the photos a set drops are deleted after it, by a filter that
         checks their version again. Other workers write meanwhile: a newer set stored between the
-        read and the upsert is found after it, and this job's own points are deleted again."""
+        read and the upsert is found after it, and this job's own points are deleted again. Four
+        calls a batch: the read, the upsert, one delete, one count (more only after such a race)."""
         now = datetime.now(timezone.utc).isoformat()
         products = sorted({j.product_id for j in jobs})
         with self._lock:
@@ -100,10 +101,13 @@ class ServerStore:
                 ids=[point_id(j.product_id, j.photo_index) for j in kept],
                 vectors=vectors[keep].astype(np.float32).tolist(),
                 payloads=[point_payload(j, now, self.embedder) for j in kept]))
-            for product_id, version, count in photo_sets(kept):
-                self._delete(dropped(product_id, count, version))
-                if self.client.count(self.collection, count_filter=newer(product_id, version), exact=True).count:
-                    self._delete(own(product_id, version))
+            sets = photo_sets(kept)
+            self._delete(models.Filter(should=[dropped(p, n, v) for p, v, n in sets]))  # one call for the batch
+            if self.client.count(self.collection, count_filter=models.Filter(
+                    should=[newer(p, v) for p, v, _ in sets]), exact=True).count:
+                for product_id, version, _ in sets:
+                    if self.client.count(self.collection, count_filter=newer(product_id, version)).count:
+                        self._delete(own(product_id, version))
 
     def _delete(self, selector: models.Filter) -> None:
         self.client.delete(self.collection, points_selector=models.FilterSelector(filter=selector), wait=True)
