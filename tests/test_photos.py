@@ -88,6 +88,18 @@ def test_a_bad_photo_is_refused_naming_it(client):
     assert url.status_code == 422 and url.json()["error"]["message"].startswith("photo 1 (image_url #1): image_url:")
 
 
+def test_each_photo_obeys_the_size_limit_and_the_image_key_holds_them_all(make_client, r, namespace):
+    small, big = jpeg(1), jpeg(2, (400, 300))
+    client = make_client(max_upload_bytes=len(small))
+    resp = upload(client, "p", [small, big])
+    assert resp.status_code == 413 and resp.json()["error"] == {
+        "code": "payload_too_large", "field": "image_file",
+        "message": f"photo 1 (image_file #2): the image is over the limit of {len(small)} bytes"}
+    job_id = queued(client, "p", [small, small])["job_id"]
+    assert len(r.get(f"{{{namespace}}}:image:{job_id}")) == len(framing.MAGIC) + 2 * (4 + len(small))
+    assert client.get("/api/v1/queue/stats").json()["image_bytes"] == len(framing.MAGIC) + 2 * (4 + len(small))
+
+
 def test_a_one_photo_upload_is_queued_as_before(client, r, namespace):
     job_id = queued(client, "p", [jpeg(1)])["job_id"]
     record = {k.decode(): v for k, v in r.hgetall(f"{{{namespace}}}:job:{job_id}").items()}
@@ -205,3 +217,20 @@ def test_a_job_record_lists_its_photos(client, r, namespace):
     record = {k.decode(): v.decode(errors="replace") for k, v in r.hgetall(f"{{{namespace}}}:job:{job_id}").items()}
     assert [p["image_sha256"] for p in json.loads(record["photos"])] == [sha(jpeg(1)), sha(jpeg(2))]
     assert framing.unpack(r.get(f"{{{namespace}}}:image:{job_id}")) == [jpeg(1), jpeg(2)]
+
+
+# -- the stages' pure parts ---------------------------------------------------------------------
+def test_a_store_split_never_cuts_a_job_and_outcomes_join_per_job():
+    from batcher.stages.finish import halfway
+    from batcher.stages.photos import Outcomes
+
+    a, b, c = photo_set(1, 2, "a"), photo_set(2, 3, "b"), photo_set(3, 1, "c")
+    assert halfway(a + b + c) == 2 and halfway(b + c) == 3 and halfway(a + c) == 2
+    results = Outcomes()
+    results.done(a[0], "unchanged"), results.done(a[1], "reused")
+    results.again(b[0], "vector store unavailable"), results.fail(b[2], "cannot decode image: x")
+    results.done(c[0], "unchanged")
+    jobs, outcomes = results.joined(lambda job, error: ("retry", job.job_id, error))
+    assert [j.product_id for j in jobs] == ["a", "b", "c"]
+    assert [(o.outcome, o.kind) for o in outcomes[::2]] == [("completed", "reused"), ("completed", "unchanged")]
+    assert (outcomes[1].outcome, outcomes[1].error) == ("failed", "photo 2 (image_file #3): cannot decode image: x")
