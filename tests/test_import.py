@@ -115,7 +115,8 @@ def test_json_lines_catalog_rows(tmp_path):
     items = {i.product_id: i for i in catalog.items}
     assert set(items) == {"a", "u", "m"}
     assert items["a"].form["metadata"] == '{"k":1}' and items["m"].form["metadata"] == '{"k":2}'
-    assert items["u"].form["image_url"] == "https://shop.example/u.jpg" and items["u"].image_paths == []
+    assert items["u"].form["image_url"] == "https://shop.example/u.jpg"
+    assert items["u"].image_paths == []
     assert [(p.line, p.reason) for p in catalog.problems] == [(3, "not a JSON object"), (5, "the line is not valid JSON")]
     assert isinstance(items["a"], Item) and items["a"].key != items["m"].key
 

@@ -68,7 +68,8 @@ class Uploader:
             delay = min(delay * 2, 30.0)
 
     async def _post(self, item: Item) -> httpx.Response:
-        files = [("image_file", (path.name, path.read_bytes(), "application/octet-stream")) for path in item.image_paths]
+        files = [("image_file", (path.name, path.read_bytes(), "application/octet-stream"))
+                 for path in item.image_paths]  # one part per photo
         return await self.client.post(UPLOAD, data=item.form, files=files or None)
 
     async def follow(self, outcome: Outcome) -> Outcome:

@@ -9,6 +9,7 @@ from typing import Any
 
 from batcher.queue import photos as photo_list
 from batcher.queue.photos import UPLOAD, Photo
+
 QUEUED, PROCESSING, COMPLETED, FAILED = "queued", "processing", "completed", "failed"
 SUPERSEDED = "superseded"  # a newer upload or a delete of its product came after it: not stored
 STATUSES = (QUEUED, PROCESSING, COMPLETED, FAILED, SUPERSEDED)

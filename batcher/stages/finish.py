@@ -66,7 +66,7 @@ class FinishStage:
             results.again(job, msg)
         if batch.jobs and embedded.error is not None:
             for job in batch.jobs + [t.job for t in batch.twins]:
-                results.again(job, embedded.error)
+                results.again(job, embedded.error, of_photo=False)
         elif batch.jobs:
             self.ledger.batch_embedded()
         stored, vectors, kinds = self._to_store(batch, embedded, results)
@@ -76,7 +76,7 @@ class FinishStage:
                 errors = self._upsert(stored, vectors)
             self.metrics.stage.labels("upsert").observe(time.perf_counter() - t0)
             for job, how, error in zip(stored, kinds, errors):
-                results.done(job, how) if error is None else results.again(job, error)
+                results.done(job, how) if error is None else results.again(job, error, of_photo=False)
         jobs, outcomes = results.joined(self._retry)
         ack = self._ack(outcomes)
         if ack is not None:

@@ -22,11 +22,11 @@ def split(job: Job) -> list[Job]:
     image key does not hold its uploaded photos."""
     if len(job.photos) <= 1:
         return [job]
-    files = iter(photo_list.unpack(job.image))
+    uploaded = photo_list.unpack(job.image)
     expected = sum(not p.url for p in job.photos)
-    found = len(photo_list.unpack(job.image))
-    if found != expected:
-        raise photo_list.FramingError(f"the job lists {expected} uploaded photos; its image holds {found}")
+    if len(uploaded) != expected:
+        raise photo_list.FramingError(f"the job lists {expected} uploaded photos; its image holds {len(uploaded)}")
+    files = iter(uploaded)
     return [replace(job, photo_index=p.index, image=None if p.url else next(files), image_url=p.url,
                     image_sha256=p.image_sha256) for p in job.photos]
 
@@ -61,9 +61,10 @@ class Outcomes:
         self._see(job)
         self.failed.setdefault(job.job_id, named(job, error))
 
-    def again(self, job: Job, error: str) -> None:
+    def again(self, job: Job, error: str, of_photo: bool = True) -> None:
+        """``of_photo`` False: the error is the batch's (the model's, the store's), not the photo's."""
         self._see(job)
-        self.retry.setdefault(job.job_id, named(job, error))
+        self.retry.setdefault(job.job_id, named(job, error) if of_photo else error)
 
     def done(self, job: Job, how: str) -> None:
         self._see(job)

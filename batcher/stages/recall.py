@@ -2,7 +2,8 @@
 holds a vector for, so that they skip the decode and the model.
 
 * ``unchanged``: the job's own product is stored with the same image bytes (sha256) at the
-  same photo index: a nightly re-sync of a catalog. Photo by photo, for a job of several. Its stored vector is written back with the new payload and version.
+  same photo index: a nightly re-sync of a catalog (photo by photo, for a job of several).
+  Its stored vector is written back with the new payload and version.
 * ``reused``: another product holds the same image bytes: its vector is copied. So does a job
   whose image bytes an earlier job of the same batch carries (a catalog's placeholder photo):
   that one is embedded, once, and its vector copied (``split_twins``).

@@ -4,9 +4,10 @@ A point is one photo of a product. Its id is the UUIDv5 of its ``product_id`` fo
 id of a product before photos existed: no migration), of ``<product_id>#<i>`` for photo i > 0:
 re-indexing a product, or replaying a batch after a crash, overwrites the same points. Every
 photo's point carries the product's fields, and its own ``photo_index``, ``image_sha256`` and
-``source`` (``upload`` or the URL it was fetched from); a point without ``photo_index`` is photo 0. The payload holds the job's ``version`` (given at
-enqueue time), which the engines' conditional writes compare, and the ``embedder`` that made
-the vector (a vector is reused only by the same model).
+``source`` (``upload`` or the URL it was fetched from); a point without ``photo_index`` is
+photo 0. The payload holds the job's ``version`` (given at enqueue time), which the engines'
+conditional writes compare, and the ``embedder`` that made the vector (a vector is reused only
+by the same model).
 """
 from __future__ import annotations
 
