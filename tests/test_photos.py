@@ -145,11 +145,13 @@ def test_one_bad_photo_fails_the_job_naming_it_and_changes_no_point(client, serv
 def test_files_and_urls_in_one_upload_and_a_url_that_fails_names_its_photo(client, serve_worker):
     with ImageServer(PHOTO) as server:
         ok = upload(client, "p", [jpeg(1)], urls=(server.url("/photo"),)).json()
-        bad = upload(client, "q", [jpeg(2)], urls=(server.url("/photo"), server.url("/missing"))).json()
+        bad = upload(client, "q", [], urls=(server.url("/photo"), server.url("/missing"))).json()
         serve_worker(**ALLOW_LOCAL)
         assert wait_done(client, ok["job_id"])["status"] == "completed"
         failed = wait_done(client, bad["job_id"])
-    assert failed["error_message"] == "photo 2 (image_url #2): cannot fetch image_url: the server answered HTTP 404"
+        assert client.post(f"/api/v1/queue/retry/{bad['job_id']}").status_code == 202, "fetched again, no image kept"
+        assert wait_done(client, bad["job_id"])["status"] == "failed" and server.hits["/missing"] == 2
+    assert failed["error_message"] == "photo 1 (image_url #2): cannot fetch image_url: the server answered HTTP 404"
     assert photos_of(client, "p") == [{"index": 0, "image_sha256": sha(jpeg(1)), "source": "upload"},
                                       {"index": 1, "image_sha256": sha(PHOTO), "source": server.url("/photo")}]
     assert client.get("/api/v1/products/q").status_code == 404

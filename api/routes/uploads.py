@@ -90,6 +90,8 @@ def _validate(settings, form: dict) -> tuple[JobSpec, bytes]:
     text = form["product_id"], form["name"], form["description"], form["metadata"]
     listed, image = photos.photos(form["image_file"], form["image_url"], settings.max_upload_bytes,
                                   settings.max_image_pixels)
-    first = listed[0]  # fetched by the worker: no bytes in Redis, the sha256 comes once fetched
-    return JobSpec(*text, first.image_sha256, first.content_type, image_url=first.url if len(listed) == 1 else "",
+    # image_url: photo 0's URL when no photo is uploaded (files come first): the job has no image
+    # key, the worker fetches every photo (and a manual retry needs no stored image)
+    first = listed[0]
+    return JobSpec(*text, first.image_sha256, first.content_type, image_url=first.url,
                    photos=tuple(listed) if len(listed) > 1 else ()), image
