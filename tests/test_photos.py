@@ -236,3 +236,14 @@ def test_a_store_split_never_cuts_a_job_and_outcomes_join_per_job():
     assert [j.product_id for j in jobs] == ["a", "b", "c"]
     assert [(o.outcome, o.kind) for o in outcomes[::2]] == [("completed", "reused"), ("completed", "unchanged")]
     assert (outcomes[1].outcome, outcomes[1].error) == ("failed", "photo 2 (image_file #3): cannot decode image: x")
+
+
+def test_an_oom_on_photos_lowers_the_ceiling_in_jobs(client, start_worker, encoder, caplog):
+    for i in range(4):
+        queued(client, f"p{i}", [jpeg(10 * i + k) for k in range(4)])  # 4 jobs, 16 images
+    counting = CountingEncoder(encoder, oom_above=8)
+    app = start_worker(encoder_override=counting, worker_batch_size=16, worker_max_wait_ms=1000)
+    totals = app.run(burst=True)
+    assert totals.completed == 4 and sum(counting.image_batches) == 16 and max(counting.image_batches) <= 8
+    lowered = [r.getMessage() for r in caplog.records if "out of memory on a batch" in r.getMessage()]
+    assert lowered[0].startswith("out of memory on a batch of 16 images: splitting, ceiling 2 jobs"), lowered
