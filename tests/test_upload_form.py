@@ -124,6 +124,14 @@ def test_a_file_and_a_url_are_two_photos_files_first(client, r):
         {"index": 1, "image_sha256": "", "source": url, "content_type": ""}]
 
 
+def test_a_url_encoded_form_with_repeated_image_urls_is_one_job_of_several_photos(client, r):
+    body = b"product_id=p1&name=n&image_url=https%3A%2F%2Fexample.com%2Fa.jpg&image_url=https%3A%2F%2Fexample.com%2Fb.jpg"
+    job = stored(r, client, client.post(ROUTE, content=body,
+                                         headers={"Content-Type": "application/x-www-form-urlencoded"}))
+    assert [p["source"] for p in json.loads(job["photos"])] == ["https://example.com/a.jpg", "https://example.com/b.jpg"]
+    assert job["image_url"] == "https://example.com/a.jpg", "no photo uploaded: no image key to expect"
+
+
 def test_a_url_encoded_form_with_an_image_url_is_queued(client, r):
     body = b"product_id=p1&name=n&image_url=https%3A%2F%2Fexample.com%2Fa.jpg"
     job = stored(r, client, client.post(ROUTE, content=body,
