@@ -8,7 +8,7 @@ from typing import Any
 from qdrant_edge import FieldCondition, Filter, HasIdCondition, IsEmptyCondition, MatchAny, MatchValue, RangeFloat
 
 from batcher.queue.jobs import Job
-from batcher.store.points import point_id
+from batcher.store.points import point_id, set_members as members
 
 
 def conditions(filters: dict[str, Any]) -> tuple[Filter | None, dict[str, bool]]:
@@ -58,15 +58,11 @@ def of_products(product_ids: list[str]) -> Filter:
 
 
 def set_members(jobs: list[Job]) -> Filter:
-    """What a photo set's write must know of its products' stored points (``write_plan``): their
-    photos past photo 0 (those a set may drop), and photo 0 of the products a job of several
-    photos writes (the newest set's version: a stale set would insert photos a newer one
-    dropped). A job of one photo needs no more: every set has a photo 0, which the conditional
-    upsert keeps from an older job. So a catalog of single photos reads nothing back."""
-    several = sorted({point_id(j.product_id) for j in jobs if j.photo_count > 1})
-    return Filter(must=[FieldCondition(key="product_id", match=MatchAny(sorted({j.product_id for j in jobs})))],
+    """The stored points a photo set's write reads (``points.set_members``)."""
+    products, photo0 = members(jobs)
+    return Filter(must=[FieldCondition(key="product_id", match=MatchAny(products))],
                   should=[FieldCondition(key="photo_index", range=RangeFloat(gte=1)),
-                          *([HasIdCondition(set(several))] if several else [])])
+                          *([HasIdCondition(set(photo0))] if photo0 else [])])
 
 
 def same_images(shas: list[str], embedder: str) -> Filter:

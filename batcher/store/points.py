@@ -99,6 +99,17 @@ def by_photo_and_sha(found: list[StoredImage], photos: list[Photo]
 SET_FIELDS = ["product_id", "version", "photo_index"]  # what ``write_plan`` reads of stored points
 
 
+def set_members(jobs: list[Job]) -> tuple[list[str], list[str]]:
+    """What a photo set's write must read of its products' stored points (``write_plan``), as
+    (the products, the ids of photo 0 to read too): their photos past photo 0 (those a set may
+    drop), and photo 0 of the products a job of several photos writes (the newest set's version:
+    a stale set would insert photos a newer one dropped). A job of one photo needs no more: every
+    set has a photo 0, which the conditional upsert keeps from an older job. So a catalog of
+    single photos reads nothing back."""
+    return (sorted({j.product_id for j in jobs}),
+            sorted({point_id(j.product_id) for j in jobs if j.photo_count > 1}))
+
+
 def write_plan(jobs: list[Job], stored) -> tuple[list[int], list[Any]]:
     """Which of ``jobs`` (one per photo) to write, and which stored points to delete, given the
     points already stored for their products (records with ``SET_FIELDS``, of either engine).

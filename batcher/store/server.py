@@ -25,7 +25,7 @@ from batcher.store.points import (IMAGE_FIELDS, INDEXED_INTEGERS, INDEXED_KEYWOR
                                   StoredImage, by_photo_and_sha, made_by, photo_sets, point_id, point_payload,
                                   product_view, search_result, write_plan)
 from batcher.store.server_filters import (conditions, dropped, newer, of_products, older, own, replaceable,
-                                          same_images)
+                                          same_images, set_members)
 
 log = logging.getLogger(__name__)
 
@@ -89,9 +89,8 @@ class ServerStore:
         read and the upsert is found after it, and this job's own points are deleted again. Four
         calls a batch: the read, the upsert, one delete, one count (more only after such a race)."""
         now = datetime.now(timezone.utc).isoformat()
-        products = sorted({j.product_id for j in jobs})
         with self._lock:
-            stored, _ = self.client.scroll(self.collection, of_products(products), limit=PHOTOS_READ * len(products),
+            stored, _ = self.client.scroll(self.collection, set_members(jobs), limit=PHOTOS_READ * len(jobs),
                                            with_payload=SET_FIELDS)
             keep, _ = write_plan(jobs, stored)
             kept = [jobs[i] for i in keep]

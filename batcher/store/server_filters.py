@@ -7,7 +7,7 @@ from typing import Any
 from qdrant_client import models
 
 from batcher.queue.jobs import Job
-from batcher.store.points import point_id
+from batcher.store.points import point_id, set_members as members
 
 
 def conditions(filters: dict[str, Any]) -> models.Filter | None:
@@ -62,6 +62,14 @@ def dropped(product_id: str, count: int, version: int) -> models.Filter:
     return models.Filter(must=[_product(product_id),
                                models.FieldCondition(key="photo_index", range=models.Range(gte=count))],
                          should=[_version(lt=version), unversioned()])
+
+
+def set_members(jobs: list[Job]) -> models.Filter:
+    """The stored points a photo set's write reads (``points.set_members``)."""
+    products, photo0 = members(jobs)
+    return models.Filter(must=[models.FieldCondition(key="product_id", match=models.MatchAny(any=products))],
+                         should=[models.FieldCondition(key="photo_index", range=models.Range(gte=1)),
+                                 *([models.HasIdCondition(has_id=photo0)] if photo0 else [])])
 
 
 def of_products(product_ids: list[str]) -> models.Filter:
