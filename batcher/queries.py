@@ -17,10 +17,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
-import numpy as np
 import redis
 
-from batcher.decode import DecodeBudget, DecodeError, decode
+from batcher import search_asks
+from batcher.decode import DecodeBudget
+from batcher.duplicates import pairs as duplicate_pairs
 from batcher.fetch import FetchError, UrlFetcher
 from batcher.metrics import WorkerMetrics
 from batcher.pause import pause_after
@@ -33,7 +34,7 @@ from models.clip import ClipEncoder
 
 log = logging.getLogger("clipq.queries")
 FAILING_ROUNDS = 3  # rounds failing in a row after which the lane is reported unhealthy
-KINDS = (*SEARCHES, "get", "delete")  # metric labels: anything else counts as "other"
+KINDS = (*SEARCHES, "get", "delete", "duplicates")  # metric labels: anything else counts as "other"
 
 
 def _not_found(product_id: str) -> QueryReply:
@@ -154,34 +155,28 @@ class QueryServer(threading.Thread):
 
     def _search(self, requests: list[QueryRequest]) -> dict[str, QueryReply]:
         t0 = time.perf_counter()
-        replies, vectors, asked = {}, [], []
-        texts = [r for r in requests if r.kind == "text"]
-        if texts:
-            vectors.append(self.encoder.embed_texts([r.text for r in texts]))
-            asked += texts
-        images, pixels = [], []
-        for r in (r for r in requests if r.kind == "image"):
-            try:
-                pixels.append(decode(r.image, self.encoder.preprocessing, self.max_image_pixels, self.budget))
-                images.append(r)
-            except DecodeError as exc:
-                replies[r.id] = QueryReply.error(422, "invalid_image", str(exc))
-        if images:
-            vectors.append(self.encoder.embed_images(np.stack(pixels)))
-            asked += images
-        if not asked:
+        of = {kind: [r for r in requests if r.kind == kind] for kind in SEARCHES}
+        asks, replies = {}, {}
+        for planned in (search_asks.by_words(self.encoder, of["text"]),
+                        search_asks.by_photo(self.encoder, of["image"], self.max_image_pixels, self.budget),
+                        search_asks.like(self.store, of["like"])):
+            asks |= planned[0]
+            replies |= planned[1]
+        if not asks:
             return replies
-        hits = self.store.search(np.concatenate(vectors), [int(r.limit) for r in asked], [r.filter for r in asked])
+        hits = self.store.find(list(asks.values()))
         took_ms = round((time.perf_counter() - t0) * 1000, 2)
-        for r, found in zip(asked, hits):
-            replies[r.id] = QueryReply(results=found, took_ms=took_ms)
+        for rid, found in zip(asks, hits):
+            replies[rid] = QueryReply(results=found, took_ms=took_ms)
         return replies
 
     def _product(self, r: QueryRequest) -> QueryReply:
         if r.kind == "get":
-            payload = self.store.get(r.product_id)
+            payload = self.store.get(r.product_id, r.tenant)
             return QueryReply(product=payload) if payload else _not_found(r.product_id)
         if r.kind == "delete":
-            deleted = self.store.delete(r.product_id, int(r.version))
+            deleted = self.store.delete(r.product_id, int(r.version), r.tenant)
             return QueryReply(deleted=r.product_id) if deleted else _not_found(r.product_id)
+        if r.kind == "duplicates":
+            return QueryReply(page=duplicate_pairs.page(self.store, r.cursor or None, int(r.limit), r.tenant))
         return QueryReply.error(400, "bad_request", "unknown query kind")

@@ -129,12 +129,16 @@ def enqueue_phase(setup: Setup, clients: list, products: list[str], image: bytes
     return sum(run_threads(len(clients), enqueue))
 
 
-def consume_phase(setup: Setup, clients: list, total: int, batch: int, round_no: int) -> int:
-    """Claim, fetch, mark started and ack ``total`` jobs with one consumer per client."""
+def consume_phase(setup: Setup, clients: list, total: int, batch: int, round_no: int, consumers: list) -> int:
+    """Claim, fetch, mark started and ack ``total`` jobs with one consumer per client (each
+    appended to ``consumers``, to be released once the phase is timed: a sharded consumer's
+    standing BLMOVEs outlive its last claim)."""
     lock, acked = threading.Lock(), [0]
 
     def consume(i: int) -> int:
         consumer = make_consumer(clients[i], setup.config, f"bench-{round_no}-{i}")
+        with lock:
+            consumers.append(consumer)
         mine = 0
         while True:
             with lock:
@@ -172,10 +176,13 @@ def measure(setup: Setup, a: argparse.Namespace, image: bytes) -> dict:
                 if phase == "in":
                     moved[phase] += enqueue_phase(setup, clients[:a.enqueuers], products, image)
                 else:
-                    moved[phase] += consume_phase(setup, clients[:a.consumers], len(products), a.batch, r)
+                    consumers: list = []
+                    moved[phase] += consume_phase(setup, clients[:a.consumers], len(products), a.batch, r, consumers)
                 wall[phase] += time.perf_counter() - t0
                 for port, after in server_cpu_s(setup.ports).items():
                     cpu[phase][port] += after - before[port]
+                if phase == "out" and (stray := sum(c.release() for c in consumers)):
+                    raise RuntimeError(f"{stray} jobs were left in the consumers' lists")
         left = sum(clients[0].llen(k.queue) for k in setup.keys)
     finally:
         for c in clients:

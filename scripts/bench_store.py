@@ -39,7 +39,6 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import tempfile
 import threading
 import time
@@ -51,6 +50,7 @@ import numpy as np
 from batcher.queue.jobs import Job
 from batcher.store import StoreConfig, open_store
 from batcher.store.server import ServerStore
+from scripts.lib.report import commit
 
 DIM = 512
 BATCH = 32  # the worker's batch: one upsert (and, for Edge, one flush) per batch
@@ -249,13 +249,6 @@ def machine() -> str:
     except (OSError, StopIteration):
         cpu = platform.processor() or platform.machine()
     return f"{cpu}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the start"
-
-
-def commit() -> str:
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], capture_output=True, text=True, cwd=Path(__file__).parent).stdout.strip()
-    sha = git("rev-parse", "--short", "HEAD") or "unknown"
-    return sha + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
 def table(result: dict, engines: list[str]) -> str:

@@ -285,7 +285,7 @@ def stored_points(settings, product_ids) -> dict[str, tuple[dict, np.ndarray]]:
 
     store = open_store(settings.store, None)
     try:
-        records = store.shard.retrieve([point_id(p) for p in product_ids], True, True)
+        records = store.shard.retrieve([point_id(p) for p in product_ids], True, [""])  # the CLIP vector alone
         return {r.payload["product_id"]: (r.payload, np.asarray(r.vector, np.float32)) for r in records}
     finally:
         store.close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 
 import pytest
+import redis
 from redis.cluster import RedisCluster
 
 from conftest import corpus_files, served
@@ -32,7 +33,8 @@ def cluster(tmp_path_factory):
 
 @pytest.fixture
 def settings_kw(cluster, namespace) -> dict:
-    return {"redis_url": cluster.url, "redis_cluster": True, "queue_namespace": namespace, "queue_shards": SHARDS,
+    live = f"redis://127.0.0.1:{cluster.alive_ports()[0]}/0"  # a test before may have killed cluster.url's node
+    return {"redis_url": live, "redis_cluster": True, "queue_namespace": namespace, "queue_shards": SHARDS,
             "redis_wait_replicas": 1, "redis_wait_timeout_ms": 1000}
 
 
@@ -41,7 +43,7 @@ def test_a_master_killed_mid_upload_loses_no_acknowledged_job(cluster, settings_
     from api.settings import ApiSettings
 
     shard = 0
-    with RedisCluster.from_url(cluster.url) as rc:
+    with RedisCluster.from_url(settings_kw["redis_url"]) as rc:
         victim = rc.get_node_from_key(shard_keys(namespace, SHARDS)[shard].queue).port
     image = corpus_files("index")[0].read_bytes()
     app = create_app(ApiSettings(**settings_kw, allow_anonymous=True))
@@ -79,3 +81,70 @@ def test_a_master_killed_mid_upload_loses_no_acknowledged_job(cluster, settings_
         statuses = pipe.execute()
     lost = [j for j, s in zip(accepted, statuses) if s != b"completed"]
     assert lost == [], f"{len(lost)} of {len(accepted)} acknowledged jobs lost or unfinished"
+
+
+def replicas_of(cluster: LocalCluster, master: int) -> list[int]:
+    nodes = cluster.topology()
+    master_id = next(n.id for n in nodes if n.port == master)
+    return [n.port for n in nodes if n.master_id == master_id and n.port in cluster.alive_ports()]
+
+
+def replicated_list(port: int, key: str) -> list[bytes]:
+    """A list as a replica holds it (READONLY: a replica answers reads of its master's slots)."""
+    with redis.Redis(port=port) as r:
+        pipe = r.pipeline(transaction=False)
+        pipe.execute_command("READONLY")
+        pipe.lrange(key, 0, -1)
+        return pipe.execute()[1]
+
+
+def test_a_serving_worker_rides_through_a_failover_and_the_reaper_returns_a_dead_workers_jobs(
+        cluster, settings_kw, namespace, serve_worker):
+    """One serving worker, no other started afterwards, while the master of shard 1 is SIGKILLed
+    mid-traffic. Just before, a second worker claims jobs of that shard and dies (it never beats
+    nor acks again; its claim has reached the replicas). The serving worker reconnects by
+    itself, its reaper returns the dead worker's jobs, and every acknowledged job completes."""
+    from api.main import create_app
+    from api.settings import ApiSettings
+    from batcher.queue.connect import sync_client
+    from batcher.queue.consumer import JobConsumer
+    from batcher.queue.keys import job_shard
+    from batcher.settings import WorkerSettings
+
+    shard = 1
+    keys = shard_keys(namespace, SHARDS)
+    with RedisCluster.from_url(settings_kw["redis_url"]) as rc:
+        victim = rc.get_node_from_key(keys[shard].queue).port
+    worker = serve_worker(worker_heartbeat_ttl=2)
+    image = corpus_files("index")[0].read_bytes()
+    app = create_app(ApiSettings(**settings_kw, allow_anonymous=True))
+    client = sync_client(settings_kw["redis_url"], True)
+    zombie = JobConsumer(client, WorkerSettings(**settings_kw).queue, "w-dies-in-the-dark", keys[shard])
+    with served(app) as base, Uploader(base, image, THREADS, numbered("z"), pause_s=0.02) as up:
+        deadline = time.monotonic() + 15
+        while not (claimed := zombie.take_now(5)):  # alive until it claims: then it dies
+            zombie.beat(2, "{}")
+            assert time.monotonic() < deadline, "no job of shard 1 came to claim"
+            time.sleep(0.05)
+        while not all(replicated_list(p, keys[shard].processing(zombie.worker_id)) for p in replicas_of(cluster, victim)):
+            assert time.monotonic() < deadline, "the dead worker's claim never reached the replicas"
+            time.sleep(0.05)
+        cluster.kill(victim)
+        cluster.wait_failover(victim, timeout_s=30)
+        time.sleep(2)
+    accepted = [body["job_id"] for _, _, code, _, body, _ in up.seen if code == 202]
+    assert set(claimed) <= set(accepted)
+    deadline = time.monotonic() + 60
+    while True:
+        pipe = client.pipeline(transaction=False)
+        for job_id in accepted:
+            pipe.hget(keys[job_shard(job_id, SHARDS)].job(job_id), "status")
+        left = [j for j, s in zip(accepted, pipe.execute()) if s != b"completed"]
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert left == [], (f"{len(left)} of {len(accepted)} acknowledged jobs unfinished "
+                        f"({len(set(claimed) & set(left))} of them claimed by the dead worker)")
+    assert client.llen(keys[shard].processing(zombie.worker_id)) == 0
+    assert not worker.stop.is_set()
+    client.close()

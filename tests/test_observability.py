@@ -254,6 +254,16 @@ tests:
       - {{eval_time: 1m, alertname: ClipqRedisDown, exp_alerts: []}}
       - {{eval_time: 4m, alertname: ClipqRedisDown,
           exp_alerts: [{{exp_labels: {{severity: critical, instance: b, job: api}}}}]}}
+  - interval: 1m
+    input_series:
+      - series: 'clipq_unreplicated_acks_total{{instance="w1", job="worker"}}'
+        values: '0x10 1+1x20'
+      - series: 'clipq_unreplicated_acks_total{{instance="w2", job="worker"}}'
+        values: '0x30'
+    alert_rule_test:
+      - {{eval_time: 9m, alertname: ClipqAcksUnreplicated, exp_alerts: []}}
+      - {{eval_time: 20m, alertname: ClipqAcksUnreplicated,
+          exp_alerts: [{{exp_labels: {{severity: warning, instance: w1}}}}]}}
 """
 
 

@@ -147,12 +147,13 @@ def test_searches_past_the_connection_pool_still_end_within_their_time_out(setti
     taker = threading.Thread(target=take, daemon=True)
     taker.start()
     try:  # one at a time onto the lane, which the taker empties at once
-        results = searches_over_http(settings_kw, 6, stagger_s=0.05, max_pending_queries=2, search_timeout=1)
+        results = searches_over_http(settings_kw, 6, stagger_s=0.05, max_pending_queries=2, search_timeout=2)
     finally:
         stop.set()
         taker.join(5)
     assert [code for code, _ in results] == [504] * 6, results
-    assert len(taken) == 6 and max(s for _, s in results) < 1.5 + 0.5, results  # time-out + grace + slack
+    # the time-out (2 s) plus a second of slack for a loaded machine; twice the time-out would be 4 s
+    assert len(taken) == 6 and max(s for _, s in results) < 2 + 1, results
 
 
 def test_a_worker_whose_lane_is_down_is_not_counted(make_client, r, namespace):

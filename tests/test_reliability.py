@@ -56,6 +56,21 @@ def test_reaper_leaves_a_live_worker_alone(client, worker_settings, r):
     assert JobConsumer(r, s.queue, "reaper").reap_dead_workers() == {"alive-worker": 1}
 
 
+def test_a_worker_reaped_while_alive_that_claims_then_dies_is_reaped_again(client, worker_settings, r):
+    """Redis was away longer than a worker's heartbeat TTL: the reaper took it for dead and
+    struck it off. It claims (the claim registers it again) and dies before its next beat: the
+    reaper still finds its list and returns the job."""
+    upload(client, None, "p", data=jpeg(1))
+    s = worker_settings()
+    reaper = JobConsumer(r, s.queue, "reaper")
+    ghost = JobConsumer(r, s.queue, "ghost")
+    ghost.register()
+    assert reaper.reap_dead_workers() == {"ghost": 0}  # no heartbeat: struck off
+    assert ghost.take_now(1) != []
+    assert reaper.reap_dead_workers() == {"ghost": 1}
+    assert client.get("/api/v1/queue/stats").json()["pending_in_queue"] == 1
+
+
 def test_a_job_that_keeps_killing_workers_fails_after_max_attempts(client, worker_settings, r):
     job_id = upload(client, None, "pill", data=jpeg(1)).json()["job_id"]
     s = worker_settings(max_attempts=3)

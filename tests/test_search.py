@@ -69,7 +69,7 @@ def test_text_search_returns_limit_results_best_first(client, indexed):
     scores = [r["score"] for r in body["results"]]
     assert scores == sorted(scores, reverse=True)
     for r in body["results"]:
-        assert set(r) == {"product_id", "score", "name", "description", "metadata"}
+        assert set(r) == {"product_id", "score", "name", "description", "metadata", "photo_index"}
         assert -1 <= r["score"] <= 1
 
 
@@ -166,5 +166,5 @@ def test_with_real_weights_words_find_the_right_photo(client, serve_worker):
             for sku, name in (("cat", "chelsea.png"), ("rocket", "rocket.jpg"), ("coffee", "coffee.png"))]
     wait_completed(client, jobs)
     for query, expected in (("a photo of a cat", "cat"), ("a rocket launch", "rocket"), ("a cup of coffee", "coffee")):
-        results = client.post("/api/v1/search", json={"text": query, "limit": 3}).json()["results"]
+        results = client.post("/api/v1/search", json={"text": query, "mode": "vector", "limit": 3}).json()["results"]
         assert results[0]["product_id"] == expected, (query, results)

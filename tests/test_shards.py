@@ -75,6 +75,49 @@ def test_uploads_spread_over_every_shard_and_a_burst_completes_them(make_client,
     assert "clipq_queue_depth 0.0" in metrics and 'clipq_queue_shard_depth{shard="2"} 0.0' in metrics
 
 
+def blocked_blmoves(r) -> int:
+    return sum(1 for c in r.client_list() if c.get("cmd") == "blmove" and "b" in c.get("flags", ""))
+
+
+def enqueue_in(r, keys, job_id: str) -> None:
+    from batcher.queue import calls
+    from batcher.queue.jobs import JobSpec
+    from batcher.queue.scripts import Scripts
+
+    Scripts(r).run(calls.enqueue(keys, job_id, JobSpec("p", "n", "", {}, "sha", "image/jpeg"), b"img", max_depth=100))
+
+
+def test_one_blmove_stands_on_every_shard_and_any_shard_wakes_the_worker(r, worker_settings, namespace):
+    """4 shards: while the worker waits, 4 BLMOVEs block at once (one per shard, no rotation of
+    slices); a job queued in the third shard is returned by the wait it is in, and the orphan
+    round, run while BLMOVEs still stand, counts that job as held, not as an orphan."""
+    import threading
+
+    from batcher.queue.shards import ShardedConsumer
+
+    config = worker_settings(queue_shards=4).queue
+    consumer = ShardedConsumer(r, config, "w-standing")
+    consumer.register()
+    keys = shard_keys(namespace, 4)
+    baseline = blocked_blmoves(r)
+    got: list[str] = []
+    waiter = threading.Thread(target=lambda: got.extend(consumer.take_blocking(30)))
+    waiter.start()
+    deadline = time.monotonic() + 10
+    while blocked_blmoves(r) < baseline + 4:
+        assert time.monotonic() < deadline, "the shards' BLMOVEs never stood at once"
+        time.sleep(0.02)
+    first = new_job_id(2)
+    enqueue_in(r, keys[2], first)
+    waiter.join(10)
+    assert not waiter.is_alive() and got == [first]
+    second = new_job_id(1)
+    enqueue_in(r, keys[1], second)  # taken by the BLMOVE renewed... or standing since: either way
+    assert consumer.requeue_orphans() == 0
+    assert consumer.take_now(0) == [] and consumer.held() == {first, second}
+    assert [r.hget(k.job(j), "status") for k, j in ((keys[2], first), (keys[1], second))] == [b"processing"] * 2
+
+
 def test_failed_jobs_retry_and_status_across_shards(make_client, run_burst, namespace):
     client = make_client(queue_shards=3)
     failed = [upload(client, TRUNCATED, f"t{i}").json()["job_id"] for i in range(9)]

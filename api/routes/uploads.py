@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 from fastapi import APIRouter, Request, UploadFile
 from fastapi.responses import JSONResponse
@@ -13,8 +14,8 @@ from api.forms import read_form
 from api.lane import declare
 from api.metrics import UPLOAD_ROUTE
 from api.queue import NotReplicated, OverBudget, QueueFull
-from api.security import api_key
 from api.photos import check_size
+from api.security import api_key, tenant_of
 from api.validation import MAX_PRODUCT_ID, check_image, check_nesting, check_product_id, parse_object
 from batcher.queue.jobs import JobSpec
 
@@ -53,6 +54,7 @@ async def index_product(request: Request) -> JSONResponse:
     form = FORM.read(await read_form(request))
     photos.count(form["image_file"], form["image_url"], settings.max_photos_per_product)
     spec, image = _validate(settings, FORM.checked(form, settings))
+    spec = replace(spec, tenant=tenant_of(request.state.caller))  # set by the api_key guard
     start = time.perf_counter()
     try:
         job_id, version = await queue.enqueue(spec, image)

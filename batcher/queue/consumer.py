@@ -59,11 +59,21 @@ class JobConsumer(Presence):
             # moved here by a BLMOVE whose batch was lost to a Redis error before take_now marked
             # it: hand it out again, else it stays in our processing list, never processed
             return list(self._unmarked)
-        job_id = self._redis.blmove(self.keys.queue, self._processing, max(timeout_s, 0.001), "RIGHT", "LEFT")
+        job_id = self.blmove(timeout_s)
         if job_id is None:
             return []
-        self._unmarked.append(job_id.decode())
-        return [self._unmarked[-1]]
+        self.note_moved(job_id)
+        return [job_id]
+
+    def blmove(self, timeout_s: float) -> str | None:
+        """Block up to ``timeout_s`` for one job id and move it into our processing list; no
+        state of ours changes (a thread of its own may call this: ``shards.StandingWaits``)."""
+        job_id = self._redis.blmove(self.keys.queue, self._processing, max(timeout_s, 0.001), "RIGHT", "LEFT")
+        return None if job_id is None else job_id.decode()
+
+    def note_moved(self, job_id: str) -> None:
+        """``job_id`` was moved into our processing list by ``blmove``: the next claim marks it."""
+        self._unmarked.append(job_id)
 
     def take_now(self, n: int) -> list[str]:
         """Move up to ``n`` more ids at once and mark every claimed job ``processing``."""

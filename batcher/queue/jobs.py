@@ -13,6 +13,7 @@ from batcher.queue.photos import UPLOAD, Photo
 QUEUED, PROCESSING, COMPLETED, FAILED = "queued", "processing", "completed", "failed"
 SUPERSEDED = "superseded"  # a newer upload or a delete of its product came after it: not stored
 STATUSES = (QUEUED, PROCESSING, COMPLETED, FAILED, SUPERSEDED)
+DEFAULT_TENANT = "default"  # the tenant of API_KEY, and of every job and point stored before tenants
 TERMINAL = frozenset({COMPLETED, FAILED, SUPERSEDED})  # a job in one of these changes no more by itself
 
 
@@ -44,6 +45,7 @@ class JobSpec:
     content_type: str
     image_url: str = ""  # instead of image bytes: the worker fetches it (no image key is stored)
     photos: tuple[Photo, ...] = ()  # given for several photos only
+    tenant: str = DEFAULT_TENANT
 
     def to_fields(self) -> dict[str, str]:
         fields = {
@@ -53,6 +55,9 @@ class JobSpec:
             "metadata": json.dumps(self.metadata, separators=(",", ":")),
             "image_sha256": self.image_sha256,
             "content_type": self.content_type,
+            "tenant": self.tenant,
+            # the versions/deletes hash field of the product (lua/enqueue.lua, prelude.lua)
+            "product_key": product_key(self.tenant, self.product_id),
         }
         if self.image_url:
             fields["image_url"] = self.image_url
@@ -81,6 +86,9 @@ class Job:
     image_url: str = ""
     photos: tuple[Photo, ...] = ()  # every photo of the job, when it has several
     photo_index: int = 0
+    # payload fields the worker adds to the photo's point (its hash and near duplicates)
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
+    tenant: str = DEFAULT_TENANT
 
     @property
     def photo_count(self) -> int:
@@ -89,6 +97,10 @@ class Job:
     @property
     def source(self) -> str:
         return self.image_url or UPLOAD
+
+    @property
+    def product_key(self) -> str:
+        return product_key(self.tenant, self.product_id)
 
     @classmethod
     def from_hash(cls, h: dict[bytes, bytes], image: bytes | None) -> "Job":
@@ -107,7 +119,15 @@ class Job:
             image=image,
             image_url=s.get("image_url", ""),
             photos=tuple(photo_list.loads(s["photos"])) if s.get("photos") else (),
+            tenant=s.get("tenant") or DEFAULT_TENANT,
         )
+
+
+def product_key(tenant: str, product_id: str) -> str:
+    """A product's field in the versions and deletes hashes, and what picks its shard
+    (``keys.product_shard``): its id for the default tenant (as before tenants),
+    ``<tenant>/<product_id>`` for another. Also importable from ``batcher.queue.keys``."""
+    return product_id if tenant == DEFAULT_TENANT else f"{tenant}/{product_id}"
 
 
 def nesting(value: Any) -> int:
@@ -136,4 +156,6 @@ def public_status(h: dict[str, str]) -> dict[str, Any]:
         "error_message": h.get("error_message") or None,
         # for a completed job, how its vector was found: embedded, unchanged or reused
         "outcome": h.get("outcome") or None,
+        # for a completed job: the other products' photos that are the same picture (batcher.duplicates)
+        "near_duplicates": json.loads(h["near_duplicates"]) if h.get("near_duplicates") else None,
     }

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 from redis.crc import key_slot
 
+from .jobs import product_key  # noqa: F401  (a product's key in the versions hashes: defined beside the job)
+
 DEFAULT_NAMESPACE = "clipq"
 SLOTS = 16384
 _SHARD_SUFFIX = re.compile(r"^job-[0-9a-f]+-(\d+)$")

@@ -9,19 +9,26 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-SEARCHES = ("text", "image")
+from batcher.queue.jobs import DEFAULT_TENANT
+
+SEARCHES = ("text", "image", "like")
+MODES = ("vector", "keyword", "hybrid")  # of a search by words; "" (an older API): "vector"
 
 
 @dataclass(frozen=True)
 class QueryRequest:
-    kind: str  # "text" or "image" (SEARCHES), "get" or "delete" (a product)
+    kind: str  # "text", "image" or "like" (SEARCHES), "get" or "delete" (a product), "duplicates" (a page of pairs)
     text: str = ""
+    mode: str = ""  # of a "text" search: one of MODES
+    like: str = ""  # of a "like" search: the product whose photos it looks like
     image: bytes = b""
     limit: int = 10
     filter: dict[str, Any] = field(default_factory=dict)
     product_id: str = ""
     version: int = 0  # of a delete: the product's tombstone (lua/tombstone.lua)
     image_url: str = ""  # instead of image: the worker fetches it (batcher.fetch)
+    cursor: str = ""  # of "duplicates": where the page starts (a point id; "": the first page)
+    tenant: str = DEFAULT_TENANT  # whose products it reads or deletes: the store filters by it
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     # Redis time (ms) after which the client has given up; 0: none. Set by ask.lua on the way
     # in (it prepends the field to the JSON object), so never written by ``to_json``.
@@ -53,6 +60,7 @@ class SearchResult:
     name: str | None
     description: str | None
     metadata: dict[str, Any]
+    photo_index: int = 0  # the product's photo that scored best (a point without one is photo 0)
 
 
 @dataclass(frozen=True)
@@ -64,6 +72,7 @@ class QueryReply:
     took_ms: float | None = None
     product: dict[str, Any] | None = None
     deleted: str | None = None
+    page: dict[str, Any] | None = None  # of "duplicates": {"pairs": [...], "next_cursor"}
     status: int = 200
     code: str = ""
     message: str = ""
@@ -79,5 +88,7 @@ class QueryReply:
     def from_json(cls, raw: bytes | str) -> "QueryReply":
         body = json.loads(raw)
         if body.get("results") is not None:
-            body["results"] = [SearchResult(**r) for r in body["results"]]
+            # fields a newer worker added are dropped: an API may run behind its workers
+            body["results"] = [SearchResult(**{k: v for k, v in r.items() if k in SearchResult.__dataclass_fields__})
+                               for r in body["results"]]
         return cls(**{k: v for k, v in body.items() if k in cls.__dataclass_fields__})

@@ -6,10 +6,13 @@ time, the final failure of a job) is prepended to each. Calls are built in ``cal
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from typing import Any
+
+from . import owner
 
 NAMES = ("enqueue", "claim", "ack", "promote", "reap", "retry", "sample", "expire_images", "tombstone", "ask",
          "started")
@@ -31,11 +34,28 @@ class ScriptCall:
 
 
 class Scripts:
-    """Registered scripts for one client (sync or asyncio): ``scripts.run(calls.ack(...))``."""
+    """Registered scripts for one client (sync or asyncio): ``scripts.run(calls.ack(...))``.
+
+    On a Redis Cluster a script runs only on the node that owns its slot, following no
+    redirection (``owner.py``): a resharding must not split it across two nodes."""
 
     def __init__(self, client) -> None:
+        self._client = client
+        self._cluster = owner.is_cluster(client)
+        self._async = inspect.iscoroutinefunction(getattr(client, "execute_command", None))
         self._registered = {name: client.register_script(source(name)) for name in NAMES}
 
     def run(self, call: ScriptCall, client=None):
-        """Run ``call`` (on ``client``, a pipeline say, if given); a coroutine for an asyncio client."""
+        """Run ``call`` (on ``client``, a pipeline say, if given); a coroutine for an asyncio client.
+        In a pipeline on a cluster, only a script whose every key is declared (retry) is safe:
+        Redis checks those before it runs, and follows ASK only when they have all moved."""
+        if client is None and self._cluster:
+            return self._pinned(call)
         return self._registered[call.script](keys=call.keys, args=call.args, client=client)
+
+    def _pinned(self, call: ScriptCall):
+        if self._async:
+            async def run():
+                return (await owner.run_async(self._client, source(call.script), call.keys, call.args))[0]
+            return run()
+        return owner.run(self._client, source(call.script), call.keys, call.args)[0]

@@ -1,18 +1,18 @@
 """A worker's side of QUEUE_SHARDS=N > 1: one ``JobConsumer`` per shard, behind the face of one.
 
 Claims rotate over the shards: each claim starts at the next shard and fills the batch from
-the following ones when the first runs short. The blocking wait covers every shard by blocking
-on each in turn for a slice of the wait (at most ``MAX_SLICE_S``): a BLMOVE is single-slot on a
-cluster, and a shared wake-up key would live in a slot of its own, outside the enqueue script.
-An idle worker so sends a few BLMOVEs a second, never a busy loop; a job waits for its shard's
-turn at most one round (the poll interval) when every shard is idle, never when work is queued.
+the following ones when the first runs short. The blocking wait covers every shard at once:
+a BLMOVE is single-slot on a cluster (and a shared wake-up key would live in a slot of its own,
+outside the enqueue script), so each shard has one BLMOVE standing on a thread and a connection
+of its own (``standing.py``), renewed as it ends. A job
+in any shard wakes the worker at once; an idle worker sends N BLMOVEs a second, never a busy
+loop.
 
 Everything per job (fetch, started, ack) goes to the shard its id names, one call per shard;
 the heartbeat, the registration and the housekeeping (reaper, promotions) run on every shard.
 """
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
@@ -23,8 +23,8 @@ from .config import QueueConfig
 from .consumer import JobConsumer
 from .jobs import Job
 from .keys import Keys, job_shard, product_shard, shard_keys
+from .standing import StandingWaits
 
-MAX_SLICE_S = 0.25
 T = TypeVar("T")
 
 
@@ -50,6 +50,7 @@ class ShardedConsumer:
         self.keys = Keys(config.namespace)  # the shared keys: the query lane's
         self.shards = [JobConsumer(client, config, worker_id, k) for k in shard_keys(config.namespace, config.shards)]
         self._next = 0
+        self._waits = StandingWaits(self.shards)
         self.claimed_at_ms = 0
         self._acked: dict[str, str] = {}  # of an ack that failed on a later shard
         self._acked_ms = self._acked_unreplicated = 0
@@ -68,17 +69,10 @@ class ShardedConsumer:
         return set().union(*(s.held() for s in self.shards))
 
     def take_blocking(self, timeout_s: float) -> list[str]:
-        """Block up to ``timeout_s`` for one job id of any shard: each shard in turn, a slice each."""
+        """Block up to ``timeout_s`` for job ids of any shard (the standing BLMOVEs)."""
         if unmarked := [i for s in self.shards for i in s.unmarked()]:
             return unmarked
-        deadline = time.monotonic() + timeout_s
-        slice_s = min(max(timeout_s / len(self.shards), 0.001), MAX_SLICE_S)
-        while True:
-            for shard in self._rotation():
-                if got := shard.take_blocking(min(slice_s, max(deadline - time.monotonic(), 0.001))):
-                    return got
-                if time.monotonic() >= deadline:
-                    return []
+        return self._waits.wait(timeout_s)
 
     def take_now(self, n: int) -> list[str]:
         """Up to ``n`` more ids, from the next shard in turn first, then from the others."""
@@ -122,9 +116,14 @@ class ShardedConsumer:
         return sum(s.recover_own() for s in self.shards)
 
     def requeue_orphans(self) -> int:
+        self._waits.drain()  # ids moved by a standing BLMOVE are ours, not orphans
         return sum(s.requeue_orphans() for s in self.shards)
 
     def release(self) -> int:
+        try:
+            self._waits.drain()
+        except redis.RedisError:
+            pass  # release hands back the whole list, whatever moved into it
         return sum(s.release() for s in self.shards)
 
     def promote_due(self, limit: int = 1000) -> int:

@@ -23,7 +23,7 @@ from batcher.queue.consumer import JobConsumer
 from batcher.queue.jobs import Job, nesting
 from batcher.queue.photos import FramingError
 from batcher.stages import photos
-from batcher.stages.batch import Batch
+from batcher.stages.batch import Batch, Known, Twin, photo_of
 from batcher.stages.housekeeping import Housekeeping
 from batcher.stages.recall import RecallStage
 from models.preprocessing import Preprocessing
@@ -116,13 +116,23 @@ class ClaimStage:
         jobs = [j for j in jobs if j.job_id not in unfetched]
         jobs, known, twins = self.recall.split(jobs) if self.recall else (jobs, [], [])
         t0 = time.perf_counter()
-        pixels, errors = self.decoder([j.image for j in jobs])
+        pixels, errors, hashes = self.decoder.hashed([j.image for j in jobs])
         error_of = {id(j): e for j, e in zip(jobs, errors)}  # a twin's bytes fail as its first's did
         rejected = failed + [(j, e) for j, e in zip(jobs, errors) if e is not None]
         rejected += [(t.job, error_of[id(t.same_as)]) for t in twins if error_of[id(t.same_as)] is not None]
         twins = [t for t in twins if error_of[id(t.same_as)] is None]
+        hashes = self._hashes(jobs, hashes, known, twins)
         self.metrics.stage.labels("decode").observe(time.perf_counter() - t0)
-        return Batch([j for j, e in zip(jobs, errors) if e is None], pixels, rejected, retry, known, twins)
+        return Batch([j for j, e in zip(jobs, errors) if e is None], pixels, rejected, retry, known, twins, hashes)
+
+    def _hashes(self, jobs: list[Job], hashes: list[int | None], known: list[Known], twins: list[Twin]
+                ) -> dict[tuple[str, int], int]:
+        """Each photo's perceptual hash by (job id, photo index): from its decode, its twin's, or
+        (a known vector: no decode) hashed alone."""
+        by_photo = {photo_of(j): h for j, h in zip(jobs, hashes) if h is not None}
+        by_photo |= {photo_of(t.job): by_photo[photo_of(t.same_as)] for t in twins if photo_of(t.same_as) in by_photo}
+        alone = self.decoder.hash_only([k.job.image for k in known])
+        return by_photo | {photo_of(k.job): h for k, h in zip(known, alone) if h is not None}
 
     def _photos(self, jobs: list[Job]) -> tuple[list[Job], list[tuple[Job, str]]]:
         """(one ``Job`` per photo of the well-formed jobs, the malformed jobs with their error)."""

@@ -20,7 +20,8 @@ import numpy as np
 import redis
 from qdrant_client.http.exceptions import ResponseHandlingException
 
-from batcher.config import RetryConfig
+from batcher.config import DuplicateConfig, RetryConfig
+from batcher.duplicates.finder import DuplicateFinder
 from batcher.metrics import WorkerMetrics
 from batcher.policy import Backoff, backoff_ms
 from batcher.queue.calls import AckResult, Outcome
@@ -50,11 +51,13 @@ def halfway(jobs: list[Job]) -> int:
 class FinishStage:
     def __init__(self, retries: RetryConfig, shutdown_grace_s: float, consumer: JobConsumer, store: VectorStore,
                  metrics: WorkerMetrics, ledger: Ledger, stop: threading.Event,
-                 watch: Callable[[str], AbstractContextManager] = lambda stage: nullcontext()) -> None:
+                 watch: Callable[[str], AbstractContextManager] = lambda stage: nullcontext(),
+                 duplicates: DuplicateConfig | None = None) -> None:
         self.retries, self.shutdown_grace_s = retries, shutdown_grace_s  # the ack's retries once stopping
         self.consumer, self.store, self.metrics = consumer, store, metrics
         self.ledger, self.stop, self.watch = ledger, stop, watch
         self.versioned = VersionedStore(consumer, store)  # last upload wins, a delete sticks
+        self.duplicates = DuplicateFinder(store, duplicates) if duplicates else None  # None: no hashes stored
 
     def run(self, batch: Batch, embedded: Embedded) -> None:
         """``batch`` holds one ``Job`` per photo (``batcher.stages.photos``): each job is
@@ -71,12 +74,14 @@ class FinishStage:
             self.ledger.batch_embedded()
         stored, vectors, kinds = self._to_store(batch, embedded, results)
         if stored:
-            t0 = time.perf_counter()
             with self.watch("upsert"):
+                near = self._near_duplicates(stored, batch.hashes, vectors)
+                t0 = time.perf_counter()
                 errors = self._upsert(stored, vectors)
             self.metrics.stage.labels("upsert").observe(time.perf_counter() - t0)
             for job, how, error in zip(stored, kinds, errors):
                 results.done(job, how) if error is None else results.again(job, error, of_photo=False)
+            results.near = near
         jobs, outcomes = results.joined(self._retry)
         ack = self._ack(outcomes)
         if ack is not None:
@@ -86,13 +91,18 @@ class FinishStage:
     def _to_store(batch: Batch, embedded: Embedded, results: Outcomes
                   ) -> tuple[list[Job], np.ndarray | None, list[str]]:
         """The photos to write in one upsert: those embedded and their twins, then those whose
-        vector was known; none of a job with a photo that failed. A job's photos side by side."""
+        vector was known; none of a job with a photo that failed. A job's photos side by side, in
+        the order the near-duplicate lookup pairs a batch's photos (earlier ones first)."""
         ok = embedded.error is None and embedded.vectors is not None
         parts = [(j, v, "") for j, v in zip(batch.jobs, embedded.vectors)] if ok else []
         made = {id(j): v for j, v, _ in parts}
         parts += [(t.job, made[id(t.same_as)], REUSED) for t in batch.twins if ok]
         parts += [(k.job, k.vector, k.kind) for k in batch.known]
-        parts = sorted((p for p in parts if not results.settled(p[0])), key=lambda p: p[0].job_id)
+        parts = [p for p in parts if not results.settled(p[0])]
+        first = {}  # a job's photos side by side, at its first photo's place (the claim's order)
+        for i, p in enumerate(parts):
+            first.setdefault(p[0].job_id, i)
+        parts.sort(key=lambda p: first[p[0].job_id])
         if not parts:
             return [], None, []
         jobs, vectors, kinds = zip(*parts)
@@ -113,6 +123,17 @@ class FinishStage:
             self.metrics.store_splits.inc()
             half = halfway(jobs)
             return self._upsert(jobs[:half], vectors[:half]) + self._upsert(jobs[half:], vectors[half:])
+
+    def _near_duplicates(self, jobs: list[Job], hashes: dict[tuple[str, int], int], vectors: np.ndarray
+                         ) -> dict[str, list[dict] | None]:
+        """Each job's near duplicates over all its photos, found before its points are written
+        (batcher.duplicates)."""
+        if self.duplicates is None:
+            return {}
+        t0 = time.perf_counter()
+        near = self.duplicates.mark(jobs, hashes, vectors)
+        self.metrics.stage.labels("duplicates").observe(time.perf_counter() - t0)
+        return near
 
     def _retry(self, job: Job, error: str) -> Outcome:
         delay = backoff_ms(job.retry_count + 1, self.retries.backoff_base_ms, self.retries.backoff_max_ms)

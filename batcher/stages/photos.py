@@ -8,6 +8,7 @@ all, so one bad photo leaves every point of the product as it was.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 from batcher.queue import photos as photo_list
@@ -28,7 +29,7 @@ def split(job: Job) -> list[Job]:
         raise photo_list.FramingError(f"the job lists {expected} uploaded photos; its image holds {len(uploaded)}")
     files = iter(uploaded)
     return [replace(job, photo_index=p.index, image=None if p.url else next(files), image_url=p.url,
-                    image_sha256=p.image_sha256) for p in job.photos]
+                    image_sha256=p.image_sha256, extra={}) for p in job.photos]
 
 
 def named(job: Job, error: str) -> str:
@@ -53,6 +54,7 @@ class Outcomes:
         self.failed: dict[str, str] = {}
         self.retry: dict[str, str] = {}
         self.kinds: dict[str, list[str]] = {}
+        self.near: dict[str, list[dict] | None] = {}  # by job id: its photos' near duplicates (None: unknown)
 
     def _see(self, job: Job) -> None:
         self.first.setdefault(job.job_id, job)
@@ -74,6 +76,11 @@ class Outcomes:
         """Whether the job of this photo failed or must retry already: none of its photos is stored."""
         return job.job_id in self.failed or job.job_id in self.retry
 
+    def _listed(self, job_id: str) -> str:
+        """The job's near duplicates as its status shows them ("": not looked up)."""
+        near = self.near.get(job_id)
+        return "" if near is None else json.dumps(near, separators=(",", ":"))
+
     def joined(self, retry) -> tuple[list[Job], list[Outcome]]:
         """(one photo of each job, its job's outcome); ``retry(job, error)`` makes a retry's."""
         jobs, outcomes = [], []
@@ -84,5 +91,6 @@ class Outcomes:
             elif job_id in self.retry:
                 outcomes.append(retry(job, self.retry[job_id]))
             else:
-                outcomes.append(Outcome(job_id, "completed", kind=kind(self.kinds[job_id])))
+                outcomes.append(Outcome(job_id, "completed", kind=kind(self.kinds[job_id]),
+                                        near_duplicates=self._listed(job_id)))
         return jobs, outcomes

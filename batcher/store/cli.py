@@ -8,6 +8,8 @@ the worker. An embedded folder has one owner: stop the worker first.
   clipq-store import < catalog.jsonl    the same lines into the store
   clipq-store copy --to-url URL         the embedded catalog into a Qdrant server: batched,
                                         resumable (run it again after a cut), counts checked
+  clipq-store backfill-keywords         keyword vectors for the points stored before keyword
+                                        search, from their payloads (no re-embedding)
 """
 from __future__ import annotations
 
@@ -115,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     target.add_argument("--to-path", help="another embedded folder")
     cp.add_argument("--to-collection", help="default: QDRANT_COLLECTION")
     cp.add_argument("--batch", type=int, default=BATCH)
+    sub.add_parser("backfill-keywords", help="keyword vectors for points stored without them")
     a = p.parse_args(argv)
     config = WorkerSettings.from_env().store
     try:
@@ -144,6 +147,8 @@ def _run(a, config: StoreConfig) -> int:
             print(json.dumps(store.info(), indent=2))
         elif a.command == "export":
             print(f"exported {export(store, sys.stdout)} points", file=sys.stderr)
+        elif a.command == "backfill-keywords":
+            print(f"gave keywords to {store.backfill_keywords(BATCH)} points", file=sys.stderr)
         else:
             dest = replace(config, url=a.to_url, path=a.to_path or config.path,
                            collection=a.to_collection or config.collection)

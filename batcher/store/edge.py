@@ -20,24 +20,26 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from qdrant_edge import (CountRequest, EdgeShard, PayloadSchemaType, Point, QueryBatchRequest, QueryRequest, Query,
-                         ScrollRequest, SearchParams, UpdateOperation)
+from qdrant_edge import CountRequest, EdgeShard, ScrollRequest, SearchParams, UpdateOperation
 
-from batcher.queue.jobs import Job
+from batcher.queue.jobs import DEFAULT_TENANT, Job
 from batcher.queue.messages import SearchResult
 from batcher.store.base import StoreError
 from batcher.store.config import MEMORY, StoreConfig
+from batcher.store.asks import Ask, vector_asks
+from batcher.store.edge_duplicates import EdgeDuplicates
+from batcher.store.edge_filters import older, same_images, with_keywords
+from batcher.store.edge_folder import add_keywords, ensure_indexes, has_keywords, open_shard, stored_dim
+from batcher.store.edge_queries import add_keywords_page, find_asks, product_photos, with_keywords_point
 from batcher.store.edge_sets import read_product, write_sets
-from batcher.store.edge_filters import conditions, has_flags, older, page_size, same_images
-from batcher.store.edge_folder import open_shard, stored_dim
-from batcher.store.points import (IMAGE_FIELDS, INDEXED_INTEGERS, INDEXED_KEYWORDS, Photo, StoredImage,
-                                  by_photo_and_sha, made_by, point_id, search_result)
+from batcher.store.keywords import DENSE, backfill
+from batcher.store.points import IMAGE_FIELDS, Photo, StoredImage, by_photo_and_sha, made_by, point_id
 
 log = logging.getLogger(__name__)
 FLUSH_INTERVAL_S = 1.0
 
 
-class EdgeStore:
+class EdgeStore(EdgeDuplicates):
     engine = "edge"
 
     def __init__(self, shard: EdgeShard, folder: Path, config: StoreConfig, dim: int, embedder: str = "",
@@ -46,7 +48,9 @@ class EdgeStore:
         self.embedder = embedder
         self._temporary = temporary
         self._lock = threading.Lock()  # one call at a time: Edge takes them so, and the version rule needs it
-        self._ensure_indexes()
+        ensure_indexes(shard, config.indexed_fields)
+        if not has_keywords(folder):
+            add_keywords(shard, folder)
         self._unindexed = self._count_unindexed()
         self._flushed_at = time.monotonic()
         self.params = SearchParams(hnsw_ef=config.hnsw_ef)
@@ -64,18 +68,12 @@ class EdgeStore:
             raise StoreError(f"there is no embedded store in {folder}")
         return cls(open_shard(folder, config, dim, model), folder, config, dim, embedder, temporary)
 
-    def _ensure_indexes(self) -> None:
-        have = set(self.shard.info().payload_schema)
-        wanted = {**{f: PayloadSchemaType.Keyword for f in INDEXED_KEYWORDS},
-                  **{f: PayloadSchemaType.Integer for f in INDEXED_INTEGERS},
-                  **{f"metadata.{f}": PayloadSchemaType.Keyword for f in self.config.indexed_fields}}
-        for field, schema in wanted.items():
-            if field not in have:
-                self.shard.update(UpdateOperation.create_field_index(field, schema))
-
     def _count_unindexed(self) -> int:
+        """Points whose CLIP vector has no HNSW index yet. Edge counts every keywords vector as
+        indexed (a sparse index is built as points come), so those are taken off."""
         info = self.shard.info()
-        return max(0, info.points_count - info.indexed_vectors_count)
+        sparse = self.shard.count(CountRequest(exact=True, filter=with_keywords()))
+        return max(0, info.points_count - (info.indexed_vectors_count - sparse))
 
     def upsert(self, jobs: list[Job], vectors: np.ndarray) -> None:
         """Each product's photo set written whole, or not at all when a newer one is stored
@@ -106,51 +104,39 @@ class EdgeStore:
             log.info("built the HNSW index of %d points in %.1fs (the worker paused meanwhile)",
                      unindexed - self._count_unindexed(), time.perf_counter() - t0)
 
-    def images(self, photos: list[Photo], shas: list[str]
+    def images(self, photos: list[Photo], shas: list[str], tenant: str = DEFAULT_TENANT
                ) -> tuple[dict[Photo, StoredImage], dict[str, StoredImage]]:
-        """Two indexed reads: the batch's photos by point id, then the images by sha256."""
+        """Two indexed reads, in the tenant: the batch's photos by point id, then the images by sha256."""
         with self._lock:
-            found = made_by(self.shard.retrieve([point_id(*p) for p in photos], IMAGE_FIELDS, True),
+            found = made_by(self.shard.retrieve([point_id(p, i, tenant) for p, i in photos], IMAGE_FIELDS, DENSE),
                             self.embedder)
             missing = sorted(set(shas) - {i.image_sha256 for i in found})
             if self.embedder and missing:
                 more, _ = self.shard.scroll(ScrollRequest(limit=4 * len(missing), with_payload=IMAGE_FIELDS,
-                                                          with_vector=True,
-                                                          filter=same_images(missing, self.embedder)))
+                                                          with_vector=DENSE,
+                                                          filter=same_images(missing, self.embedder, tenant)))
                 found += made_by(more, self.embedder)
         return by_photo_and_sha(found, photos)
 
     def search(self, vectors: np.ndarray, limits: list[int],
                filters: list[dict[str, Any]]) -> list[list[SearchResult]]:
-        """One planned batch; a query with a true/false filter reads on, a page at a time, until
-        it has its ``limit`` of points holding those values (see ``edge_filters.conditions``)."""
-        asked = [(v, n, *conditions(f)) for v, n, f in zip(vectors.astype(np.float32).tolist(), limits, filters)]
+        """Nearest CLIP vectors, one batched query for many, each with its own limit and filter."""
+        return self.find(vector_asks(vectors, limits, filters))
+
+    def find(self, asks: list[Ask]) -> list[list[SearchResult]]:
         with self._lock:
-            found = self.shard.query_batch(QueryBatchRequest([self._query(v, page_size(n, flags), f)
-                                                              for v, n, f, flags in asked]))
-            found = [self._with_flags(v, n, f, flags, points) if flags else points
-                     for (v, n, f, flags), points in zip(asked, found)]
-        return [[search_result(p.score, p.payload) for p in points] for points in found]
+            return find_asks(self.shard, asks, self.params)
 
-    def _query(self, vector: list[float], limit: int, flt, offset: int = 0) -> QueryRequest:
-        return QueryRequest(limit=limit, offset=offset, query=Query.Nearest(vector), filter=flt, with_payload=True,
-                            params=self.params)
-
-    def _with_flags(self, vector: list[float], limit: int, flt, flags: dict[str, bool], points: list) -> list:
-        page, read, kept = page_size(limit, flags), 0, []
-        while True:
-            kept += [p for p in points if has_flags(p.payload, flags)]
-            read += len(points)
-            if len(kept) >= limit or len(points) < page:
-                return kept[:limit]
-            points = self.shard.query(self._query(vector, page, flt, read))
-
-    def get(self, product_id: str) -> dict[str, Any] | None:
+    def photos(self, product_id: str, tenant: str = DEFAULT_TENANT) -> list[list[float]]:
         with self._lock:
-            return read_product(self.shard, product_id)
+            return product_photos(self.shard, product_id, tenant)
 
-    def delete(self, product_id: str, version: int) -> bool:
-        stale = older(product_id, version)
+    def get(self, product_id: str, tenant: str = DEFAULT_TENANT) -> dict[str, Any] | None:
+        with self._lock:
+            return read_product(self.shard, product_id, tenant)
+
+    def delete(self, product_id: str, version: int, tenant: str = DEFAULT_TENANT) -> bool:
+        stale = older(product_id, version, tenant)
         with self._lock:  # the one writer: nothing is stored between the count and the delete
             if not self.shard.count(CountRequest(exact=True, filter=stale)):
                 return False
@@ -161,12 +147,20 @@ class EdgeStore:
     def scroll(self, offset: Any = None, limit: int = 256) -> tuple[list[Any], Any]:
         """Points in id order, with vectors and payloads: ``clipq-store export`` and the copy."""
         with self._lock:
-            return self.shard.scroll(ScrollRequest(offset=offset, limit=limit, with_payload=True, with_vector=True))
+            return self.shard.scroll(ScrollRequest(offset=offset, limit=limit, with_payload=True, with_vector=DENSE))
+
+    def backfill_keywords(self, batch: int = 256) -> int:
+        def page(offset: Any) -> tuple[int, Any]:
+            with self._lock:
+                done = add_keywords_page(self.shard, offset, batch)
+                self._written(0)
+            return done
+        return backfill(page)
 
     def write(self, points: list[tuple[Any, list[float], dict[str, Any]]]) -> None:
         """Store points as they are (an import or an upgrade): no version check."""
         with self._lock:
-            self.shard.update(UpdateOperation.upsert_points([Point(i, v, p) for i, v, p in points]))
+            self.shard.update(UpdateOperation.upsert_points([with_keywords_point(i, v, p) for i, v, p in points]))
             self._written(len(points))
 
     def count(self) -> int:
@@ -175,9 +169,9 @@ class EdgeStore:
 
     def info(self) -> dict[str, Any]:
         with self._lock:
-            info = self.shard.info()
+            info, unindexed = self.shard.info(), self._count_unindexed()
         return {"engine": "Qdrant Edge (embedded)", "folder": str(self.folder), "collection": self.config.collection,
-                "points": info.points_count, "indexed_vectors": info.indexed_vectors_count,
+                "points": info.points_count, "indexed_vectors": info.points_count - unindexed,
                 "segments": info.segments_count, "dim": self.dim,
                 "payload_indexes": {k: str(v.data_type).rsplit(".", 1)[-1] for k, v in info.payload_schema.items()},
                 # blocks in use: Edge's files are sparse, their apparent size is mostly holes
@@ -189,3 +183,4 @@ class EdgeStore:
             self.shard.close()
         if self._temporary:
             shutil.rmtree(self.folder.parent, ignore_errors=True)
+

@@ -5,20 +5,35 @@ from __future__ import annotations
 
 from typing import Any
 
-from qdrant_edge import FieldCondition, Filter, HasIdCondition, IsEmptyCondition, MatchAny, MatchValue, RangeFloat
+from qdrant_edge import (FieldCondition, Filter, HasIdCondition, HasVectorCondition, IsEmptyCondition, MatchAny,
+                         MatchValue, RangeFloat)
 
-from batcher.queue.jobs import Job
-from batcher.store.points import point_id, set_members as members
+from batcher.duplicates.photo import Probe
+from batcher.queue.jobs import DEFAULT_TENANT, Job
+from batcher.store.keywords import KEYWORDS
+from batcher.store.points import TENANT, point_id, set_members as members
 
 
-def conditions(filters: dict[str, Any]) -> tuple[Filter | None, dict[str, bool]]:
+def tenant_is(tenant: str) -> Filter:
+    """The tenant's points; the default tenant's include those stored before tenants (no ``tenant``)."""
+    if tenant == DEFAULT_TENANT:
+        return Filter(should=[FieldCondition(key=TENANT, match=MatchValue(tenant)), IsEmptyCondition(TENANT)])
+    return Filter(must=[FieldCondition(key=TENANT, match=MatchValue(tenant))])
+
+
+def conditions(filters: dict[str, Any], exclude: str = "", tenant: str = DEFAULT_TENANT
+               ) -> tuple[Filter | None, dict[str, bool]]:
     """Exact matches on ``product_id`` and ``metadata`` keys, and apart, the ``true``/``false``
     ones: Edge 0.9's Python binding turns a bool into an integer match (Python's bool is an
-    int), which no stored ``true`` matches, so the store checks those itself (``has_flags``)."""
-    must = [FieldCondition(key=key if key == "product_id" else f"metadata.{key}", match=MatchValue(value))
-            for key, value in filters.items() if not isinstance(value, bool)]
+    int), which no stored ``true`` matches, so the store checks those itself (``has_flags``).
+    ``exclude``: a product left out (a "more like this" search leaves out its own). Always within
+    ``tenant`` (a ``tenant`` key of ``filters`` is a metadata key, as any other)."""
+    must = [tenant_is(tenant), *(FieldCondition(key=key if key == "product_id" else f"metadata.{key}",
+                                                match=MatchValue(value))
+                                 for key, value in filters.items() if not isinstance(value, bool))]
+    must_not = [FieldCondition(key="product_id", match=MatchValue(exclude))] if exclude else []
     flags = {key: value for key, value in filters.items() if isinstance(value, bool)}
-    return (Filter(must=must) if must else None), flags
+    return Filter(must=must, must_not=must_not or None), flags
 
 
 def has_flags(payload: dict[str, Any] | None, flags: dict[str, bool]) -> bool:
@@ -37,7 +52,7 @@ def replaceable(jobs: list[Job]) -> Filter:
     than the job, or a point stored before versions existed. A point not stored yet is inserted
     whatever the condition says."""
     return Filter(should=[
-        *(Filter(must=[HasIdCondition({point_id(j.product_id, j.photo_index)}),
+        *(Filter(must=[HasIdCondition({point_id(j.product_id, j.photo_index, j.tenant)}),
                        FieldCondition(key="version", range=RangeFloat(lte=j.version))]) for j in jobs),
         IsEmptyCondition("version")])
 
@@ -46,31 +61,48 @@ def _product(product_id: str) -> FieldCondition:
     return FieldCondition(key="product_id", match=MatchValue(product_id))
 
 
-def older(product_id: str, version: int) -> Filter:
-    """The product's points older than ``version`` (or unversioned)."""
-    return Filter(must=[_product(product_id)],
+def older(product_id: str, version: int, tenant: str = DEFAULT_TENANT) -> Filter:
+    """The tenant's product's points (every photo) older than ``version`` (or unversioned)."""
+    return Filter(must=[_product(product_id), tenant_is(tenant)],
                   should=[FieldCondition(key="version", range=RangeFloat(lt=version)), IsEmptyCondition("version")])
 
 
-def of_products(product_ids: list[str]) -> Filter:
-    """Every photo of these products."""
-    return Filter(must=[FieldCondition(key="product_id", match=MatchAny(product_ids))])
-
-
 def set_members(jobs: list[Job]) -> Filter:
-    """The stored points a photo set's write reads (``points.set_members``)."""
-    products, photo0 = members(jobs)
-    return Filter(must=[FieldCondition(key="product_id", match=MatchAny(products))],
-                  should=[FieldCondition(key="photo_index", range=RangeFloat(gte=1)),
-                          *([HasIdCondition(set(photo0))] if photo0 else [])])
+    """The stored points a photo set's write reads (``points.set_members``), each tenant's own."""
+    return Filter(should=[Filter(must=[FieldCondition(key="product_id", match=MatchAny(products)), tenant_is(t)],
+                                 should=[FieldCondition(key="photo_index", range=RangeFloat(gte=1)),
+                                         *([HasIdCondition(set(photo0))] if photo0 else [])])
+                          for t, (products, photo0) in members(jobs).items()])
 
 
-def same_images(shas: list[str], embedder: str) -> Filter:
-    """Points holding one of these images (by sha256) whose vector ``embedder`` made."""
+def same_images(shas: list[str], embedder: str, tenant: str = DEFAULT_TENANT) -> Filter:
+    """The tenant's points holding one of these images (by sha256) whose vector ``embedder`` made."""
     return Filter(must=[FieldCondition(key="image_sha256", match=MatchAny(shas)),
-                        FieldCondition(key="embedder", match=MatchValue(embedder))])
+                        FieldCondition(key="embedder", match=MatchValue(embedder)), tenant_is(tenant)])
 
 
-def page_size(limit: int, flags: dict[str, bool]) -> int:
-    """Points a query reads at a time: more than its limit when the store checks flags itself."""
-    return max(4 * limit, 64) if flags else limit
+def of_product(product_id: str, tenant: str = DEFAULT_TENANT) -> Filter:
+    """Every photo of the tenant's product."""
+    return Filter(must=[_product(product_id), tenant_is(tenant)])
+
+
+def with_keywords() -> Filter:
+    return Filter(must=[HasVectorCondition(KEYWORDS)])
+
+
+def without_keywords() -> Filter:
+    """Points stored before keyword search: no keywords vector yet."""
+    return Filter(must_not=[HasVectorCondition(KEYWORDS)])
+
+
+def banded(probe: Probe) -> Filter:
+    """The probe's tenant's points holding one of its ``phash_bands`` keywords, except the points
+    of the products it excludes (batcher.duplicates.bands)."""
+    return Filter(must=[FieldCondition(key="phash_bands", match=MatchAny(probe.keys)), tenant_is(probe.tenant)],
+                  must_not=[FieldCondition(key="product_id", match=MatchAny(probe.exclude))] if probe.exclude
+                  else None)
+
+
+def with_near_duplicates(tenant: str = DEFAULT_TENANT) -> Filter:
+    """The tenant's points that listed near duplicates when they were stored."""
+    return Filter(must=[FieldCondition(key="near_duplicate_count", range=RangeFloat(gte=1)), tenant_is(tenant)])

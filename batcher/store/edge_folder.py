@@ -7,11 +7,14 @@ import json
 import logging
 from pathlib import Path
 
-from qdrant_edge import (Distance, EdgeConfig, EdgeOptimizersConfig, EdgeShard, EdgeVectorParams, HnswIndexConfig,
-                         Memory, ScalarQuantizationConfig, ScalarType)
+from qdrant_edge import (Distance, EdgeConfig, EdgeOptimizersConfig, EdgeShard, EdgeSparseVectorParams, EdgeVectorParams,
+                         HnswIndexConfig, KeywordIndexParams, Memory, Modifier, PayloadSchemaType,
+                         ScalarQuantizationConfig, ScalarType, UpdateOperation)
 
 from batcher.store.base import StoreError, StoreLocked
 from batcher.store.config import StoreConfig
+from batcher.store.keywords import KEYWORDS
+from batcher.store.points import INDEXED_INTEGERS, INDEXED_KEYWORDS, TENANT
 
 log = logging.getLogger(__name__)
 MARKER = "clipq.json"  # which model's vectors the folder holds
@@ -30,9 +33,23 @@ def new_shard_config(config: StoreConfig, dim: int) -> EdgeConfig:
     return EdgeConfig(
         vectors=EdgeVectorParams(size=dim, distance=Distance.Cosine, quantization_config=quantization,
                                  memory=Memory.Cold if config.vectors_on_disk else Memory.Cached),
+        sparse_vectors={KEYWORDS: EdgeSparseVectorParams(modifier=Modifier.Idf)},
         hnsw_config=HnswIndexConfig(m=config.hnsw_m, ef_construct=config.hnsw_ef_construct,
                                     full_scan_threshold=10_000),
         optimizers=EdgeOptimizersConfig(indexing_threshold=kb, max_segment_size=kb))
+
+
+def ensure_indexes(shard: EdgeShard, indexed_fields: list[str]) -> None:
+    """The payload indexes every store has, and those of ``QDRANT_INDEXED_FIELDS``; ``tenant``
+    marked as the tenant key (Edge keeps each tenant's points together)."""
+    have = set(shard.info().payload_schema)
+    wanted = {**{f: PayloadSchemaType.Keyword for f in INDEXED_KEYWORDS},
+              **{f: PayloadSchemaType.Integer for f in INDEXED_INTEGERS},
+              **{f"metadata.{f}": PayloadSchemaType.Keyword for f in indexed_fields},
+              TENANT: KeywordIndexParams(is_tenant=True)}
+    for field, schema in wanted.items():
+        if field not in have:
+            shard.update(UpdateOperation.create_field_index(field, schema))
 
 
 def stored_dim(folder: Path) -> int | None:
@@ -43,6 +60,19 @@ def stored_dim(folder: Path) -> int | None:
         return None
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise StoreError(f"the embedded store {folder} is corrupt ({SHARD_FILE} unreadable: {exc})") from None
+
+
+def has_keywords(folder: Path) -> bool:
+    """Whether the store was made with the keywords' sparse vector (stores made before it lack it)."""
+    return KEYWORDS in json.loads((folder / SHARD_FILE).read_text()).get("sparse_vectors", {})
+
+
+def add_keywords(shard: EdgeShard, folder: Path) -> None:
+    """Give a store made before keyword search its sparse vector: new points get keywords at
+    once; the points already there get theirs from ``clipq-store backfill-keywords``."""
+    shard.update(UpdateOperation.create_sparse_vector(KEYWORDS, Modifier.Idf))
+    log.warning("the embedded store %s had no keyword vectors: added them; run `clipq-store backfill-keywords` "
+                "so that keyword and hybrid searches find the products stored before", folder)
 
 
 def _check_folder(folder: Path, dim: int, model: str) -> None:

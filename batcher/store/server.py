@@ -11,26 +11,29 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
 from qdrant_client import QdrantClient, models
 
-from batcher.queue.jobs import Job
+from batcher.queue.jobs import DEFAULT_TENANT, Job
 from batcher.queue.messages import SearchResult
 from batcher.store.base import StoreError
 from batcher.store.config import StoreConfig
-from batcher.store.points import (IMAGE_FIELDS, INDEXED_INTEGERS, INDEXED_KEYWORDS, PHOTOS_READ, SET_FIELDS, Photo,
-                                  StoredImage, by_photo_and_sha, made_by, photo_sets, point_id, point_payload,
-                                  product_view, search_result, write_plan)
-from batcher.store.server_filters import (conditions, dropped, newer, of_products, older, own, replaceable,
-                                          same_images, set_members)
+from batcher.store.asks import Ask, vector_asks
+from batcher.store.keywords import DENSE, KEYWORDS, backfill
+from batcher.store.points import (IMAGE_FIELDS, INDEXED_INTEGERS, INDEXED_KEYWORDS, TENANT, Photo, StoredImage,
+                                  by_photo_and_sha, made_by, point_id)
+from batcher.store.server_duplicates import ServerDuplicates
+from batcher.store.server_filters import older, same_images
+from batcher.store.server_queries import (KEYWORDS_CONFIG, add_keywords_page, add_keywords_vector, find_asks,
+                                          keywords_of, product_photos)
+from batcher.store.server_sets import delete_where, read_product, write_sets
 
 log = logging.getLogger(__name__)
 
 
-class ServerStore:
+class ServerStore(ServerDuplicates):
     """One collection of a Qdrant server (or of qdrant-client's in-process modes, in tests)."""
 
     engine = "server"
@@ -61,6 +64,7 @@ class ServerStore:
                 self.client.create_collection(
                     self.collection, shard_number=config.shards, replication_factor=config.replicas,
                     vectors_config=models.VectorParams(size=self.dim, distance=models.Distance.COSINE),
+                    sparse_vectors_config=KEYWORDS_CONFIG,
                     hnsw_config=models.HnswConfigDiff(m=config.hnsw_m, ef_construct=config.hnsw_ef_construct),
                     quantization_config=(models.ScalarQuantization(scalar=models.ScalarQuantizationConfig(
                         type=models.ScalarType.INT8, quantile=0.99)) if config.quantization == "int8" else None))
@@ -69,98 +73,86 @@ class ServerStore:
                 if not self.client.collection_exists(self.collection):
                     raise  # not a race with another worker creating it: a real failure
         else:
-            size = self.client.get_collection(self.collection).config.params.vectors.size
-            if size != self.dim:
-                raise StoreError(f"collection {self.collection} holds {size}-d vectors but the model "
+            params = self.client.get_collection(self.collection).config.params
+            if params.vectors.size != self.dim:
+                raise StoreError(f"collection {self.collection} holds {params.vectors.size}-d vectors but the model "
                                    f"makes {self.dim}-d ones: use another QDRANT_COLLECTION")
+            if KEYWORDS not in (params.sparse_vectors or {}):
+                add_keywords_vector(self.client, self.collection)
+                log.warning("collection %s had no keyword vectors: added them; run `clipq-store backfill-keywords` "
+                            "so that keyword and hybrid searches find the products stored before", self.collection)
         fields = {**{f: models.PayloadSchemaType.KEYWORD for f in INDEXED_KEYWORDS},
                   **{f: models.PayloadSchemaType.INTEGER for f in INDEXED_INTEGERS},
-                  **{f"metadata.{f}": models.PayloadSchemaType.KEYWORD for f in config.indexed_fields}}
+                  **{f"metadata.{f}": models.PayloadSchemaType.KEYWORD for f in config.indexed_fields},
+                  TENANT: models.KeywordIndexParams(type="keyword", is_tenant=True)}  # Qdrant's multitenancy
         for field, schema in fields.items():
             self.client.create_payload_index(self.collection, field, schema)
         self.params = models.SearchParams(hnsw_ef=config.hnsw_ef)
 
     def upsert(self, jobs: list[Job], vectors: np.ndarray) -> None:
-        """One point per job (a photo), keyed by its product and photo index: the server replaces a
-        stored point only where ``replaceable`` holds (``update_filter``, checked against the point
-        already there). Before, the products' stored photos are read (``write_plan``): a stale
-        photo set is left out, and the photos a set drops are deleted after it, by a filter that
-        checks their version again. Other workers write meanwhile: a newer set stored between the
-        read and the upsert is found after it, and this job's own points are deleted again. Four
-        calls a batch: the read, the upsert, one delete, one count (more only after such a race)."""
-        now = datetime.now(timezone.utc).isoformat()
+        """Each product's photo set written whole, or not at all when a newer one is stored
+        (``server_sets.write_sets``)."""
         with self._lock:
-            stored, _ = self.client.scroll(self.collection, set_members(jobs), limit=PHOTOS_READ * len(jobs),
-                                           with_payload=SET_FIELDS)
-            keep, _ = write_plan(jobs, stored)
-            kept = [jobs[i] for i in keep]
-            if not kept:
-                return
-            self.client.upsert(self.collection, wait=True, update_filter=replaceable(kept), points=models.Batch(
-                ids=[point_id(j.product_id, j.photo_index) for j in kept],
-                vectors=vectors[keep].astype(np.float32).tolist(),
-                payloads=[point_payload(j, now, self.embedder) for j in kept]))
-            sets = photo_sets(kept)
-            self._delete(models.Filter(should=[dropped(p, n, v) for p, v, n in sets]))  # one call for the batch
-            if self.client.count(self.collection, count_filter=models.Filter(
-                    should=[newer(p, v) for p, v, _ in sets]), exact=True).count:
-                for product_id, version, _ in sets:
-                    if self.client.count(self.collection, count_filter=newer(product_id, version)).count:
-                        self._delete(own(product_id, version))
+            write_sets(self.client, self.collection, jobs, vectors, self.embedder)
 
-    def _delete(self, selector: models.Filter) -> None:
-        self.client.delete(self.collection, points_selector=models.FilterSelector(filter=selector), wait=True)
-
-    def images(self, photos: list[Photo], shas: list[str]
+    def images(self, photos: list[Photo], shas: list[str], tenant: str = DEFAULT_TENANT
                ) -> tuple[dict[Photo, StoredImage], dict[str, StoredImage]]:
-        """Two indexed reads: the batch's photos by point id, then the images by sha256."""
-        wanted = {"with_payload": IMAGE_FIELDS, "with_vectors": True}
+        """Two indexed reads, in the tenant: the batch's photos by point id, then the images by sha256."""
+        wanted = {"with_payload": IMAGE_FIELDS, "with_vectors": DENSE}
         with self._lock:
-            found = made_by(self.client.retrieve(self.collection, [point_id(*p) for p in photos], **wanted),
-                            self.embedder)
+            found = made_by(self.client.retrieve(self.collection, [point_id(p, i, tenant) for p, i in photos],
+                                                 **wanted), self.embedder)
             missing = sorted(set(shas) - {i.image_sha256 for i in found})
             if self.embedder and missing:
-                more, _ = self.client.scroll(self.collection, same_images(missing, self.embedder),
+                more, _ = self.client.scroll(self.collection, same_images(missing, self.embedder, tenant),
                                              limit=4 * len(missing), **wanted)
                 found += made_by(more, self.embedder)
         return by_photo_and_sha(found, photos)
 
     def search(self, vectors: np.ndarray, limits: list[int],
                filters: list[dict[str, Any]]) -> list[list[SearchResult]]:
-        """One batched query for many vectors, each with its own limit and filter."""
-        requests = [models.QueryRequest(query=v.tolist(), limit=n, filter=conditions(f), with_payload=True,
-                                        params=self.params)
-                    for v, n, f in zip(vectors.astype(np.float32), limits, filters)]
-        with self._lock:
-            responses = self.client.query_batch_points(self.collection, requests=requests)
-        return [[search_result(p.score, p.payload) for p in r.points] for r in responses]
+        """Nearest CLIP vectors, one batched query for many, each with its own limit and filter."""
+        return self.find(vector_asks(vectors, limits, filters))
 
-    def get(self, product_id: str) -> dict[str, Any] | None:
+    def find(self, asks: list[Ask]) -> list[list[SearchResult]]:
         with self._lock:
-            found, _ = self.client.scroll(self.collection, of_products([product_id]), limit=PHOTOS_READ,
-                                          with_payload=True)
-        return product_view([p.payload for p in found])
+            return find_asks(self.client, self.collection, asks, self.params)
 
-    def delete(self, product_id: str, version: int) -> bool:
-        """Delete the product's photos older than ``version`` (the delete's own); a newer upload
-        stored meanwhile stays. True when there was such a point."""
+    def photos(self, product_id: str, tenant: str = DEFAULT_TENANT) -> list[list[float]]:
         with self._lock:
-            if not self.client.count(self.collection, count_filter=older(product_id, version), exact=True).count:
+            return product_photos(self.client, self.collection, product_id, tenant)
+
+    def backfill_keywords(self, batch: int = 256) -> int:
+        def page(offset: Any) -> tuple[int, Any]:
+            with self._lock:
+                return add_keywords_page(self.client, self.collection, offset, batch)
+        return backfill(page)
+
+    def get(self, product_id: str, tenant: str = DEFAULT_TENANT) -> dict[str, Any] | None:
+        with self._lock:
+            return read_product(self.client, self.collection, product_id, tenant)
+
+    def delete(self, product_id: str, version: int, tenant: str = DEFAULT_TENANT) -> bool:
+        """Delete the tenant's product's photos older than ``version`` (the delete's own); a newer
+        upload stored meanwhile stays. True when there was such a point."""
+        stale = older(product_id, version, tenant)
+        with self._lock:
+            if not self.client.count(self.collection, count_filter=stale, exact=True).count:
                 return False
             # another worker may store a newer upload between the two calls: the filter checks again
-            self._delete(older(product_id, version))
+            delete_where(self.client, self.collection, stale)
         return True
 
     def scroll(self, offset: Any = None, limit: int = 256) -> tuple[list[Any], Any]:
         with self._lock:
             return self.client.scroll(self.collection, offset=offset, limit=limit, with_payload=True,
-                                      with_vectors=True)
+                                      with_vectors=DENSE)
 
     def write(self, points: list[tuple[Any, list[float], dict[str, Any]]]) -> None:
         """Store points as they are (an import or a copy): no version check."""
         with self._lock:
             self.client.upsert(self.collection, wait=True, points=[
-                models.PointStruct(id=str(i), vector=v, payload=p) for i, v, p in points])
+                models.PointStruct(id=str(i), vector={"": v, KEYWORDS: keywords_of(p)}, payload=p) for i, v, p in points])
 
     def count(self) -> int:
         with self._lock:
@@ -175,3 +167,4 @@ class ServerStore:
 
     def close(self) -> None:
         self.client.close()
+

@@ -263,7 +263,7 @@ class LocalCluster:
         raise ClusterError(f"no master serves slot {slot}")
 
     def migrate_slot(self, slot: int, target: int, batch: int = 10000, timeout_ms: int = 5000,
-                     hold_s: float = 0) -> int:
+                     hold_s: float = 0, pause_s: float = 0) -> int:
         """Move ``slot`` from its master to the master on port ``target`` the standard way (what
         ``redis-cli --cluster reshard`` does): SETSLOT IMPORTING on the target, MIGRATING on the
         source, GETKEYSINSLOT + MIGRATE ... KEYS in batches until the source holds none, then
@@ -273,7 +273,8 @@ class LocalCluster:
         whose keys are on both sides gets TRYAGAIN, and one whose keys all left gets ASK. A
         batch as large as the slot's key count moves them in one atomic MIGRATE (the source
         blocks meanwhile), so a script never finds half of them gone. ``hold_s``: a pause once
-        the keys have moved, before the slot changes hands (tests: a window of ASK answers)."""
+        the keys have moved, before the slot changes hands (tests: a window of ASK answers);
+        ``pause_s``: a pause after each batch but the last (tests: a longer window of split keys)."""
         source = self.owner_of(slot)
         if source == target:
             return 0
@@ -286,6 +287,8 @@ class LocalCluster:
                 break
             self._call(source, "MIGRATE", "127.0.0.1", target, "", 0, timeout_ms, "REPLACE", "KEYS", *keys)
             moved += len(keys)
+            if len(keys) == batch:
+                time.sleep(pause_s)
         time.sleep(hold_s)
         # the target first: from then on it answers for the slot, whatever the source says
         for port in [target, source] + [p for p in self.masters_now() if p not in (source, target)]:

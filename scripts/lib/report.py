@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -47,3 +48,11 @@ def machine_info(encoder=None) -> dict:
         info |= {"gpu": gpu, "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
                  "device": str(encoder.device), "precision": encoder.precision}
     return info
+
+
+def commit() -> str:
+    """The checkout's short commit, with ``-dirty`` when tracked files differ from it."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True, cwd=Path(__file__).parent).stdout.strip()
+    sha = git("rev-parse", "--short", "HEAD") or "unknown"
+    return sha + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")

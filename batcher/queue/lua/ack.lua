@@ -8,6 +8,8 @@
 --       same atomic step: a status long-poll hears of an outcome as soon as it is recorded)
 --       kind, for a completed job: '' (embedded), 'unchanged' (its product already had this
 --       image's vector) or 'reused' (another product had it); stored in the job's 'outcome'.
+--       near_duplicates, for a completed job: a JSON list stored as it is in the job's field
+--       'near_duplicates' ('' or absent: not looked up).
 -- Returns {now_ms, result...}: one result per outcome, in order: what was recorded
 -- (completed, unchanged, reused, failed, retried, superseded) or skipped (the job is no longer
 -- ours). A job older than its product's newest version is superseded, whatever the outcome sent.
@@ -25,7 +27,10 @@ local function fail(job, image, id, message)
   return 'failed'
 end
 
-for _, o in ipairs(cjson.decode(ARGV[7])) do
+local outcomes = cjson.decode(ARGV[7])
+for _, o in ipairs(outcomes) do here({ARGV[1] .. o.id, ARGV[2] .. o.id}) end  -- all or nothing
+
+for _, o in ipairs(outcomes) do
   local id = o.id
   local result = 'skipped'
   if redis.call('LREM', KEYS[1], 1, id) == 1 then
@@ -39,6 +44,9 @@ for _, o in ipairs(cjson.decode(ARGV[7])) do
       if kind ~= 'unchanged' and kind ~= 'reused' then kind = '' end
       redis.call('HSET', job, 'status', 'completed', 'error_message', '', 'updated_at', now,
                  'completed_at', now, 'outcome', kind == '' and 'embedded' or kind)
+      if o.near_duplicates and o.near_duplicates ~= '' then
+        redis.call('HSET', job, 'near_duplicates', o.near_duplicates)
+      end
       redis.call('EXPIRE', job, tonumber(ARGV[3]))
       drop_image(budget, image)
       redis.call('HINCRBY', KEYS[2], 'completed', 1)

@@ -6,6 +6,14 @@ local function redis_now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- Touch (read) each key a script is about to use. On a Redis Cluster whose slot is migrating,
+-- a key already moved to the other node stops the script right here with an error ("non
+-- local key"), so a script that calls this before its first write stops having written
+-- nothing (see batcher/queue/owner.py). Elsewhere, a cheap no-op.
+local function here(keys)
+  for _, key in ipairs(keys) do redis.call('EXISTS', key) end
+end
+
 -- The byte budget (MAX_QUEUE_BYTES). Every image is stored and deleted through these functions,
 -- never by a TTL, so {clipq}:image_bytes always equals the bytes of the image keys that exist.
 -- `budget`: {bytes = image_bytes key, failed = failed_images key, prefix = image key prefix}.
@@ -40,6 +48,7 @@ local function drop_failed_images(budget, cutoff_ms, need, max_bytes, limit)
   for _ = 1, limit do
     local oldest = redis.call('ZRANGE', budget.failed, 0, 0, 'WITHSCORES')
     if #oldest == 0 or (tonumber(oldest[2]) > cutoff_ms and held + need <= max_bytes) then break end
+    here({budget.prefix .. oldest[1]})  -- each round is whole: stopped here, the rounds before it stand
     redis.call('ZREM', budget.failed, oldest[1])
     drop_image(budget, budget.prefix .. oldest[1])
     held = tonumber(redis.call('GET', budget.bytes) or '0')
@@ -69,11 +78,18 @@ local function next_version(seq_key)
   return v
 end
 
+-- A job's product in the versions and deletes hashes: its ``product_key`` (the tenant's
+-- ``<tenant>/<product_id>``, batcher/queue/keys.py), or its product_id for a job queued before tenants.
+local function product_key(job)
+  local f = redis.call('HMGET', job, 'product_key', 'product_id')
+  return f[1] or f[2]
+end
+
 -- Whether a job is older than its product's newest version (a later upload, or a delete).
 local function is_superseded(job, versions_key)
-  local f = redis.call('HMGET', job, 'product_id', 'version')
+  local f = redis.call('HMGET', job, 'product_id', 'version', 'product_key')
   if not f[1] or not f[2] then return false end
-  local newest = redis.call('HGET', versions_key, f[1])
+  local newest = redis.call('HGET', versions_key, f[3] or f[1])
   return newest and tonumber(f[2]) < tonumber(newest) or false
 end
 

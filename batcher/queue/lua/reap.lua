@@ -22,6 +22,9 @@ local count_attempt = mode == 'reap' or mode == 'recover'
 local requeued = 0
 local budget = {bytes = KEYS[7], failed = KEYS[8], prefix = ARGV[2]}
 local orphan = 7
+-- before the first write, the job and image of every id this call may hand back
+local listed = mode == 'orphans' and {unpack(ARGV, 8)} or redis.call('LRANGE', KEYS[1], 0, -1)
+for _, id in ipairs(listed) do here({ARGV[1] .. id, ARGV[2] .. id}) end
 local function next_id()
   if mode ~= 'orphans' then return redis.call('LPOP', KEYS[1]) end
   while orphan < #ARGV do

@@ -3,6 +3,7 @@
 -- this worker's processing list are marked (a reaped job belongs to someone else now).
 -- KEYS: processing
 -- ARGV: job_key_prefix, id...
+for i = 2, #ARGV do here({ARGV[1] .. ARGV[i]}) end
 for i = 2, #ARGV do
   if redis.call('LPOS', KEYS[1], ARGV[i]) then
     redis.call('HSET', ARGV[1] .. ARGV[i], 'started', '1')
