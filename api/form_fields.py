@@ -27,13 +27,20 @@ class FormField:
     default: str | None = None
     max_length: int | None = None  # in characters; documented, and checked unless ``check`` is given
     check: Check | None = None
+    repeated: bool = False  # every value given, in order, as a list (empty ones left out); else the last
 
-    def read(self, form: Form) -> Value:
-        value = form.get(self.name)
-        if value is None or value == "" or (isinstance(value, FilePart) and value.empty_input):
+    def read(self, form: Form) -> Value | list[Value]:
+        values = form.get(self.name) or []
+        if self.repeated:
+            return [self._one(v) for v in values if not _empty(v)]
+        value = values[-1] if values else None
+        if _empty(value):
             if self.required:
                 raise ApiError(422, "invalid_field", f"{self.name}: Field required", self.name)
             return self.default
+        return self._one(value)
+
+    def _one(self, value: str | FilePart) -> Value:
         if self.file and not isinstance(value, FilePart):
             raise ApiError(422, "invalid_field",
                            f"{self.name}: Value error, Expected UploadFile, received: <class 'str'>", self.name)
@@ -41,21 +48,29 @@ class FormField:
             raise ApiError(422, "invalid_field", f"{self.name}: Input should be a valid string", self.name)
         return value.data if self.file else value
 
-    def checked(self, value: Value, settings) -> Any:
+    def checked(self, value: Value | list[Value], settings) -> Any:
         if self.check is not None:
             return self.check(value, settings)
-        if self.max_length is not None and value is not None and len(value) > self.max_length:
-            raise ApiError(422, "invalid_field",
-                           f"{self.name} is {len(value)} characters; the limit is {self.max_length}", self.name)
+        for one in value if self.repeated else [value]:
+            if self.max_length is not None and one is not None and len(one) > self.max_length:
+                raise ApiError(422, "invalid_field",
+                               f"{self.name} is {len(one)} characters; the limit is {self.max_length}", self.name)
         return value
 
     def schema(self) -> dict:
         kind = {"type": "string"} | ({"contentMediaType": "application/octet-stream"} if self.file else {})
         kind |= {"maxLength": self.max_length} if self.max_length is not None else {}
         title = {"title": self.name.replace("_", " ").title(), "description": self.description}
+        if self.repeated:
+            return {"type": "array", "items": kind} | title
         if self.required or self.default is not None:
             return kind | title | ({"default": self.default} if self.default is not None else {})
         return {"anyOf": [kind, {"type": "null"}]} | title
+
+
+def _empty(value: str | FilePart | None) -> bool:
+    """Missing: no value, an empty one, or a browser's empty file input."""
+    return value is None or value == "" or (isinstance(value, FilePart) and value.empty_input)
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,9 @@ per-field model validation.
 
 Forms read the way FastAPI and Starlette read them for this route before
 (``tests/test_upload_form.py`` pins it): a part with a ``filename`` is a file, any other is
-text, decoded with the body's charset (UTF-8 by default, Latin-1 when that fails); the last of
-repeated fields wins; only completed parts count; malformed multipart, a part without a name
+text, decoded with the body's charset (UTF-8 by default, Latin-1 when that fails); every value of
+a repeated field is kept, in order (``api.form_fields`` takes the last one, unless the field is
+``repeated``); only completed parts count; malformed multipart, a part without a name
 or a text part over 1 MB get 400; a body that is not multipart goes to Starlette's parser.
 """
 from __future__ import annotations
@@ -40,7 +41,7 @@ class FilePart:
         return self.filename == "" and not self.data
 
 
-Form = dict[str, "str | FilePart"]
+Form = dict[str, "list[str | FilePart]"]  # each name's values, in the order sent
 
 
 class _Refused(Exception):
@@ -62,7 +63,7 @@ def _charset(params: dict[bytes, bytes]) -> str:
 
 
 class _Parts:
-    """python-multipart callbacks that collect the parts in memory, last one of a name winning."""
+    """python-multipart callbacks that collect the parts in memory, each name's in order."""
 
     def __init__(self, charset: str) -> None:
         self.charset = charset
@@ -116,7 +117,8 @@ class _Parts:
 
     def on_part_end(self) -> None:
         data = b"".join(self.chunks)
-        self.form[self.name] = _decode(data, self.charset) if self.filename is None else FilePart(self.filename, data)
+        value = _decode(data, self.charset) if self.filename is None else FilePart(self.filename, data)
+        self.form.setdefault(self.name, []).append(value)
 
 
 async def _body(request: Request) -> bytes:
@@ -136,7 +138,8 @@ def _plain(parts: list[strict_multipart.Part], charset: str) -> Form | None:
         if filename is None and len(data) > MAX_TEXT_PART:
             return None  # python-multipart's reading says so
         key = _decode(name, charset)
-        form[key] = _decode(data, charset) if filename is None else FilePart(_decode(filename, charset), data)
+        value = _decode(data, charset) if filename is None else FilePart(_decode(filename, charset), data)
+        form.setdefault(key, []).append(value)
     return form
 
 
@@ -166,7 +169,10 @@ async def read_form(request: Request) -> Form:
     try:
         if media_type == b"multipart/form-data":
             return await _parse_multipart(request, params)
-        return dict((await request.form()).multi_items())  # URL-encoded, or no form at all: {}
+        form: Form = {}  # URL-encoded, or no form at all: {}
+        for key, value in (await request.form()).multi_items():
+            form.setdefault(key, []).append(value)
+        return form
     except _Refused as exc:
         raise ApiError(400, "bad_request", str(exc)) from None
     except HTTPException:

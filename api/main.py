@@ -83,7 +83,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origin_list,
                            allow_methods=["GET", "POST", "DELETE"], allow_headers=["X-API-Key", "Content-Type"])
     # added last: the outermost layer, which also times every answer for the metrics
-    app.add_middleware(BodyLimits, max_bytes=settings.max_upload_bytes,
+    app.add_middleware(BodyLimits, max_bytes=settings.max_upload_bytes * settings.max_photos_per_product,
                        read_timeout_s=settings.upload_read_timeout, observe=app.state.metrics.record)
     return app
 

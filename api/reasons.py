@@ -29,6 +29,7 @@ BY_PREFIX = (
 )
 GENERIC = "processing failed (the details are in the worker's logs)"
 GAVE_UP = re.compile(r"^(?P<head>.*?)(?P<tail> \(gave up after \d+ attempts\))$", re.S)
+PHOTO = re.compile(r"^photo \d+ \(image_(file|url) #\d+\): ")  # batcher.stages.photos names the photo: kept
 
 
 def short_reason(message: str | None) -> str | None:
@@ -36,9 +37,11 @@ def short_reason(message: str | None) -> str | None:
         return None
     m = GAVE_UP.match(message)
     head, tail = (m["head"], m["tail"]) if m else (message, "")
+    photo = p[0] if (p := PHOTO.match(head)) else ""
+    head = head[len(photo):]
     if SAFE.fullmatch(head):
-        return head + tail
+        return photo + head + tail
     for prefix, reason in BY_PREFIX:
         if head.startswith(prefix):
-            return reason + tail
-    return GENERIC + tail
+            return photo + reason + tail
+    return photo + GENERIC + tail

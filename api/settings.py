@@ -35,6 +35,10 @@ class ApiSettings(QueueSettings):
                                    "beyond which uploads get 429; failed images are dropped first, oldest first. "
                                    "With QUEUE_SHARDS=N, each shard holds 1/N of it.")
     max_metadata_bytes: int = Field(16 * 1024, ge=2, description="Largest `metadata` JSON object.")
+    max_photos_per_product: int = Field(
+        10, ge=1, le=100, description="Photos one upload may carry (`image_file` and `image_url` fields together); "
+                                      "more get 413. Each obeys MAX_UPLOAD_BYTES; a request body may hold this "
+                                      "many times MAX_UPLOAD_BYTES.")
     upload_read_timeout: float = Field(
         60.0, gt=0, le=3600, description="Seconds a request body may take to arrive; a slower one gets 408.")
     max_pending_queries: int = Field(

@@ -81,8 +81,14 @@ def one_image_source(has_file: bool, image_url: str | None) -> str | None:
         raise ApiError(422, "missing_field", "give image_file (a photo) or image_url (where to fetch it)",
                        "image_file")
     if image_url:
-        try:
-            parse_url(image_url)
-        except UrlRefused as exc:
-            raise ApiError(422, "invalid_field", f"image_url: {exc}", "image_url") from None
+        check_url(image_url)
     return image_url or None
+
+
+def check_url(image_url: str) -> str:
+    """The form of an ``image_url`` (where it leads is the worker's to check), or a 422."""
+    try:
+        parse_url(image_url)
+    except UrlRefused as exc:
+        raise ApiError(422, "invalid_field", f"image_url: {exc}", "image_url") from None
+    return image_url

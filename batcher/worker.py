@@ -85,7 +85,7 @@ class Worker:
         """Mark the batch's jobs as started (a crash from here on charges them an attempt), then
         embed it under the watchdog."""
         try:
-            self.consumer.mark_started([j.job_id for j in batch.jobs])
+            self.consumer.mark_started(list(dict.fromkeys(j.job_id for j in batch.jobs)))  # one per job, not photo
         except redis.RedisError as exc:  # unmarked jobs are only spared an attempt if we die
             log.warning("could not mark a batch as started (%s)", exc)
         with self.watchdog.watch("infer"):

@@ -104,10 +104,10 @@ def store_hashes(store, finder: DuplicateFinder | None, hashes: list[int], prefi
         chunk = hashes[start:start + 1000]
         jobs = [Job(f"job-{prefix}{start + i}", f"{prefix}{start + i}", "", "", {}, "", 0, 0, version=1)
                 for i in range(len(chunk))]
-        by_job = {j.job_id: h for j, h in zip(jobs, chunk)}
+        by_job = {(j.job_id, 0): h for j, h in zip(jobs, chunk)}
         if finder is None:
             for j in jobs:
-                DuplicateFinder.stamp(j, by_job[j.job_id], [])
+                DuplicateFinder.stamp(j, by_job[(j.job_id, 0)], [])
         else:
             finder.mark(jobs, by_job)
         store.upsert(jobs, np.ones((len(jobs), DIM), np.float32))

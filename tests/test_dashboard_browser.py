@@ -131,6 +131,19 @@ def test_dashboard_in_chromium(live_api, browser_page, serve_worker, tmp_path):
     expect(page.locator("#search-status")).to_contain_text(f"results for {photos[1].name}")
     expect(page.locator("#search-results li").first).to_contain_text("sku-1")  # itself, first
 
+    # 6. a product's photos: sku-3 uploaded again with two
+    resp = httpx.post(f"{live_api}/api/v1/index-product-with-image", headers={"X-API-Key": KEY},
+                      data={"product_id": "sku-3", "name": "Two photos"},
+                      files=[("image_file", (p.name, p.read_bytes(), "image/jpeg")) for p in photos[2:4]])
+    deadline = time.monotonic() + 60
+    while job_status(live_api, resp.json()["job_id"])["status"] != "completed" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    page.fill("#product-input", "sku-3")
+    page.click("#product-form button")
+    expect(page.locator("#product-status")).to_contain_text("Two photos: version")
+    expect(page.locator("#photo-rows tr")).to_have_count(2)
+    expect(page.locator("#photo-rows")).to_contain_text("upload")
+
     page.wait_for_timeout(3500)  # one more refresh: the sparklines have their samples
     shot = tmp_path / "dashboard.png"
     page.screenshot(path=str(shot), full_page=True)

@@ -25,9 +25,9 @@ def store_photos(store, finder, photos: dict[str, int], vectors: np.ndarray | No
     """Store one job per product with its hash, as the finish stage does; what each listed."""
     jobs = [Job(f"job-{p}", p, p, "", {}, f"sha-{p}", 0, 0, version=1) for p in photos]
     vectors = np.ones((len(jobs), DIM), np.float32) if vectors is None else vectors
-    near = finder.mark(jobs, {j.job_id: photos[j.product_id] for j in jobs}, vectors)
+    near = finder.mark(jobs, {(j.job_id, 0): photos[j.product_id] for j in jobs}, vectors)
     store.upsert(jobs, vectors)
-    return {j.product_id: [(n.product_id, n.distance) for n in near[j.job_id]] for j in jobs}
+    return {j.product_id: [(n["product_id"], n["distance"]) for n in near[j.job_id]] for j in jobs}
 
 
 @pytest.fixture(params=["edge", "server"])

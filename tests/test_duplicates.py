@@ -68,7 +68,7 @@ def test_a_photo_whose_vector_is_reused_is_hashed_too(client, run_burst):
         run_burst()
     second = status(client, jobs[1])
     assert second["outcome"] == "reused"
-    assert second["near_duplicates"] == [{"product_id": "mug-1", "photo_index": 0, "distance": 0}]
+    assert second["near_duplicates"] == [{"of_photo": 0, "product_id": "mug-1", "photo_index": 0, "distance": 0}]
 
 
 def test_reuploading_a_product_does_not_list_itself(client, run_burst):

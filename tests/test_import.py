@@ -34,7 +34,7 @@ def write_catalog(folder: Path) -> tuple[Path, dict[str, str]]:
     for i in range(GOOD):
         (folder / "img" / f"{i}.jpg").write_bytes(photo(i))
         rows.append({"product_id": f"sku-{i}", "name": f"Product {i}", "metadata": json.dumps({"i": i}),
-                     "image_path": f"img/{i}.jpg"})
+                     "image_path": f"img/{i}.jpg", "image_path_2": f"img/{i - 1}.jpg" if i == 3 else ""})
     for i in range(10):
         rows.append({"product_id": f"missing-{i}", "name": "x", "image_path": f"img/missing-{i}.jpg"})
         bad[f"missing-{i}"] = "no such file"
@@ -48,13 +48,13 @@ def write_catalog(folder: Path) -> tuple[Path, dict[str, str]]:
         (folder / "img" / name).write_bytes((CORPUS / "hostile" / name).read_bytes())
         rows.append({"product_id": f"hostile-{name}", "name": "x", "image_path": f"img/{name}"})
         bad[f"hostile-{name}"] = kind
-    rows.append({"product_id": "both", "name": "x", "image_path": "img/1.jpg", "image_url": "http://x/1.jpg"})
-    bad["both"] = "exactly one"
+    rows.append({"product_id": "no-photo", "name": "x"})
+    bad["no-photo"] = "no photo"
     rows.append({"product_id": "", "name": "no id", "image_path": "img/1.jpg"})
     path = folder / "catalog.csv"
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["product_id", "name", "description", "metadata", "image_path",
-                                               "image_url"])
+                                               "image_url", "image_path_2"])
         writer.writeheader()
         writer.writerows(rows)
     return path, bad
@@ -90,6 +90,7 @@ def test_a_catalog_with_bad_rows_imports_the_good_ones_and_lists_the_bad(tmp_pat
     assert stats["completed"] == GOOD and stats["failed"] == 1, stats  # the truncated JPEG fails in the worker
     product = httpx.get(f"{api}/api/v1/products/sku-3", timeout=30).json()
     assert product["name"] == "Product 3"  # the last row of a duplicated product won
+    assert [p["index"] for p in product["photos"]] == [0, 1]  # image_path and image_path_2
     assert f"ok={GOOD}" in run.stderr and f"failed={len(listed)}" in run.stderr, run.stderr
 
     # the user fixes the missing files and runs again: only what is left is sent
@@ -114,6 +115,24 @@ def test_json_lines_catalog_rows(tmp_path):
     items = {i.product_id: i for i in catalog.items}
     assert set(items) == {"a", "u", "m"}
     assert items["a"].form["metadata"] == '{"k":1}' and items["m"].form["metadata"] == '{"k":2}'
-    assert items["u"].form["image_url"] == "https://shop.example/u.jpg" and items["u"].image_path is None
+    assert items["u"].form["image_url"] == "https://shop.example/u.jpg"
+    assert items["u"].image_paths == []
     assert [(p.line, p.reason) for p in catalog.problems] == [(3, "not a JSON object"), (5, "the line is not valid JSON")]
     assert isinstance(items["a"], Item) and items["a"].key != items["m"].key
+
+
+def test_a_row_with_several_photos(tmp_path):
+    for name in ("a.jpg", "b.jpg"):
+        (tmp_path / name).write_bytes(photo(len(name)))
+    lines = [{"product_id": "csv-like", "name": "C", "image_path": "a.jpg", "image_path_2": "b.jpg",
+              "image_url_3": "https://shop.example/3.jpg", "image_url": "https://shop.example/1.jpg"},
+             {"product_id": "lists", "name": "L", "image_path": ["b.jpg", "a.jpg"]},
+             {"product_id": "gone", "name": "G", "image_path": "a.jpg", "image_path_2": "nope.jpg"}]
+    path = tmp_path / "c.jsonl"
+    path.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    catalog = load_catalog(path)
+    items = {i.product_id: i for i in catalog.items}
+    assert [p.name for p in items["csv-like"].image_paths] == ["a.jpg", "b.jpg"]
+    assert items["csv-like"].form["image_url"] == ["https://shop.example/1.jpg", "https://shop.example/3.jpg"]
+    assert [p.name for p in items["lists"].image_paths] == ["b.jpg", "a.jpg"]
+    assert [(p.product_id, p.reason) for p in catalog.problems] == [("gone", "image_path nope.jpg: no such file")]

@@ -41,9 +41,8 @@ def refused(resp, field: str) -> bool:
     return resp.status_code == 422 and resp.json()["error"]["field"] == field
 
 
-def test_exactly_one_of_image_file_and_image_url(client):
+def test_an_image_file_or_an_image_url_is_needed_and_each_url_checked(client):
     photo = {"image_file": ("a.jpg", PHOTO, "image/jpeg")}
-    assert refused(index_url(client, "http://shop.example/a.jpg", "sku-1", **photo), "image_url")
     assert refused(client.post("/api/v1/index-product-with-image", data={"product_id": "p", "name": "n"}),
                    "image_file")
     for bad in ("ftp://shop.example/a.jpg", "file:///etc/passwd", "http://u:p@shop.example/a.jpg", "not a url"):
@@ -52,6 +51,8 @@ def test_exactly_one_of_image_file_and_image_url(client):
     assert refused(client.post("/api/v1/search/image", data={"image_url": "http://x.example/a.jpg"}, files=photo),
                    "image_url")
     assert client.get("/api/v1/queue/stats").json()["jobs"]["total"] == 0
+    # both: two photos of one product, the file first (tests/test_photos.py)
+    assert index_url(client, "http://shop.example/a.jpg", "sku-1", **photo).status_code == 202
 
 
 def test_a_url_job_stores_the_url_and_no_image(client, r, namespace):

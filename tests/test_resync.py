@@ -198,15 +198,15 @@ def test_the_store_finds_images_by_product_and_by_bytes(tmp_path, engine):
 
     store = open_store()  # a restarted worker
     c = _job("c", b"photo-b")                        # a new product with b's photo
-    by_product, by_sha = store.images(["a", "c"], [a.image_sha256, c.image_sha256, "f" * 64])
-    assert set(by_product) == {"a"} and by_product["a"].image_sha256 == a.image_sha256
+    by_photo, by_sha = store.images([("a", 0), ("c", 0)], [a.image_sha256, c.image_sha256, "f" * 64])
+    assert set(by_photo) == {("a", 0)} and by_photo["a", 0].image_sha256 == a.image_sha256
     assert by_sha[c.image_sha256].product_id == "b"
     assert np.array_equal(by_sha[c.image_sha256].vector, np.eye(4, dtype=np.float32)[1])
     assert "f" * 64 not in by_sha
     store.upsert([_job("b", b"photo-b2", version=2)], np.eye(4, dtype=np.float32)[2:3])  # b's photo replaced
-    assert c.image_sha256 not in store.images(["c"], [c.image_sha256])[1], "b no longer holds those bytes"
+    assert c.image_sha256 not in store.images([("c", 0)], [c.image_sha256])[1], "b no longer holds those bytes"
     store.close()
 
     other = open_store("another|model|fp32")
-    assert other.images(["a"], [a.image_sha256]) == ({}, {})
+    assert other.images([("a", 0)], [a.image_sha256]) == ({}, {})
     other.close()

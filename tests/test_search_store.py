@@ -3,6 +3,7 @@ keeps the exact match among CLIP's, one result per product at its best photo, "m
 and a store made before keywords, upgraded and backfilled without touching its CLIP vectors."""
 from __future__ import annotations
 
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -25,9 +26,9 @@ def catalog(store, n: int = 30) -> np.ndarray:
     p4 with the brand "Pikolo" in its description; the rest named "Product i"."""
     jobs = [job(f"p{i}", shop="a" if i % 2 == 0 else "b") for i in range(n)]
     for i, name in enumerate(NAMES):
-        jobs[i] = SimpleNamespace(**{**vars(jobs[i]), "name": name})
+        jobs[i] = replace(jobs[i], name=name)
     jobs[3].metadata["sku"] = "XK-4471"
-    jobs[4] = SimpleNamespace(**{**vars(jobs[4]), "description": "Hand made by Pikolo"})
+    jobs[4] = replace(jobs[4], description="Hand made by Pikolo")
     vectors = unit(n, seed=5)
     store.upsert(jobs, vectors)
     return vectors

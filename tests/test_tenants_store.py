@@ -76,7 +76,7 @@ def test_known_images_are_looked_up_inside_the_tenant(tmp_path, engine):
     store = open_engine(engine, tmp_path / "q", DIM, embedder="m1")
     a = replace(job("p1"), tenant="shop-a", image_sha256="f" * 64)
     store.upsert([a], unit(1))
-    by_product, by_sha = store.images(["p1"], ["f" * 64], "shop-a")
-    assert set(by_product) == {"p1"} and set(by_sha) == {"f" * 64}
-    assert store.images(["p1"], ["f" * 64], "shop-b") == ({}, {}), "another tenant's bytes are not reused"
+    by_photo, by_sha = store.images([("p1", 0)], ["f" * 64], "shop-a")
+    assert set(by_photo) == {("p1", 0)} and set(by_sha) == {"f" * 64}
+    assert store.images([("p1", 0)], ["f" * 64], "shop-b") == ({}, {}), "another tenant's bytes are not reused"
     store.close()

@@ -4,7 +4,9 @@ form itself (api/forms.py): every case here held then and must hold now."""
 from __future__ import annotations
 
 import hashlib
+import json
 import socket
+from urllib.parse import quote
 
 import pytest
 from fastapi.testclient import TestClient
@@ -30,7 +32,9 @@ PID, NAME, IMAGE = part("product_id", b"p1"), part("name", b"n"), part("image_fi
 NOT_IMAGE = part("image_file", b"not an image", "b.jpg")
 
 REFUSED = [  # (case, body, headers, status, code, field, message or None)
-    ("the last of two image parts is the one read", form(PID, NAME, IMAGE, NOT_IMAGE), MP,
+    ("every image part is a photo: a bad second one is refused", form(PID, NAME, IMAGE, NOT_IMAGE), MP,
+     415, "unsupported_media_type", "image_file", None),
+    ("every image part is a photo: a bad first one is refused", form(PID, NAME, NOT_IMAGE, IMAGE), MP,
      415, "unsupported_media_type", "image_file", None),
     ("an image part without a filename is a text field", form(PID, NAME, part("image_file", b"hello")), MP,
      422, "invalid_field", "image_file", "image_file: Value error, Expected UploadFile, received: <class 'str'>"),
@@ -52,8 +56,6 @@ REFUSED = [  # (case, body, headers, status, code, field, message or None)
     ("an image part cut off before its boundary is missing", PID + NAME + IMAGE[:-500], MP,
      422, "missing_field", "image_file", None),
     ("a body without its closing boundary", PID + NAME + IMAGE, MP, 422, "missing_field", "image_file", None),
-    ("both a file and a URL", form(PID, NAME, part("image_url", b"https://example.com/a.jpg"), IMAGE), MP,
-     422, "invalid_field", "image_url", "give image_file or image_url, not both"),
     ("no boundary", form(PID, NAME, IMAGE), {"Content-Type": "multipart/form-data"},
      400, "bad_request", None, "Missing boundary in multipart."),
     ("an empty boundary", form(PID, NAME, IMAGE), {"Content-Type": "multipart/form-data; boundary="},
@@ -91,7 +93,6 @@ def stored(r, client, resp) -> dict[str, str]:
 
 
 ACCEPTED = [  # (case, body, headers, what the job record holds)
-    ("the last of two image parts is the one read", form(PID, NAME, NOT_IMAGE, IMAGE), MP, {}),
     ("the last of two text fields wins", form(part("product_id", b"first"), PID, NAME, IMAGE), MP, {}),
     ("upper-case media type", form(PID, NAME, IMAGE), {"Content-Type": "MULTIPART/FORM-DATA; boundary=B"}, {}),
     ("quoted boundary", form(PID, NAME, IMAGE), {"Content-Type": 'multipart/form-data; boundary="B"'}, {}),
@@ -111,6 +112,26 @@ def test_well_formed_variants_are_queued_with_the_right_fields(client, r, case, 
     job = stored(r, client, client.post(ROUTE, content=body, headers=headers))
     expected = {"product_id": "p1", "name": "n", "image_sha256": hashlib.sha256(JPEG).hexdigest()} | fields
     assert {k: job[k] for k in expected} == expected
+
+
+def test_a_file_and_a_url_are_two_photos_files_first(client, r):
+    url = "https://example.com/a.jpg"
+    job = stored(r, client, client.post(ROUTE, headers=MP, content=form(
+        PID, NAME, part("image_url", url.encode()), IMAGE)))
+    sha = hashlib.sha256(JPEG).hexdigest()
+    assert job["image_sha256"] == sha and "image_url" not in job
+    assert json.loads(job["photos"]) == [
+        {"index": 0, "image_sha256": sha, "source": "upload", "content_type": "image/jpeg"},
+        {"index": 1, "image_sha256": "", "source": url, "content_type": ""}]
+
+
+def test_a_url_encoded_form_with_repeated_image_urls_is_one_job_of_several_photos(client, r):
+    a, b = "https://example.com/a.jpg", "https://example.com/b.jpg"
+    body = f"product_id=p1&name=n&image_url={quote(a, safe='')}&image_url={quote(b, safe='')}".encode()
+    job = stored(r, client, client.post(ROUTE, content=body,
+                                         headers={"Content-Type": "application/x-www-form-urlencoded"}))
+    assert [p["source"] for p in json.loads(job["photos"])] == [a, b]
+    assert job["image_url"] == a, "no photo uploaded: no image key to expect"
 
 
 def test_a_url_encoded_form_with_an_image_url_is_queued(client, r):
@@ -187,7 +208,8 @@ def test_the_form_is_still_documented(client):
     assert operation["requestBody"]["required"] and body["required"] == ["product_id", "name"]
     assert list(body["properties"]) == ["product_id", "name", "image_file", "image_url", "description", "metadata",
                                         "callback_url"]
-    assert body["properties"]["image_file"]["anyOf"][0]["contentMediaType"] == "application/octet-stream"
+    photos = body["properties"]["image_file"]  # repeatable: one part per photo
+    assert photos["type"] == "array" and photos["items"]["contentMediaType"] == "application/octet-stream"
     assert operation["security"] == [{"APIKeyHeader": []}]
 
 

@@ -1,8 +1,11 @@
 """A product catalog for ``clipq-import``: CSV or JSON Lines, one product a row.
 
 Columns: ``product_id``, ``name``, ``description``, ``metadata`` (a JSON object; in JSON Lines
-an object or a string holding one) and exactly one of ``image_path`` (relative to the catalog
-file) or ``image_url``. Each row becomes an :class:`Item` to send, or a :class:`Problem` that
+an object or a string holding one) and the product's photos: ``image_path`` (relative to the
+catalog file) and/or ``image_url``, each with more columns for more photos, ``image_path_2``,
+``image_path_3``... and ``image_url_2``... (in JSON Lines, either column may also hold a list).
+At least one photo is needed; the API numbers them files first, then URLs, each kind in the
+order of its columns. Each row becomes an :class:`Item` to send, or a :class:`Problem` that
 says why it cannot be sent; reading never stops at a bad row.
 """
 from __future__ import annotations
@@ -16,12 +19,12 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class Item:
-    """One row ready to upload. ``key`` changes when the row or its image file changes."""
+    """One row ready to upload. ``key`` changes when the row or one of its image files changes."""
 
     line: int
     product_id: str
-    form: dict[str, str]
-    image_path: Path | None
+    form: dict[str, str | list[str]]  # several image_urls: a list (sent as repeated fields)
+    image_paths: list[Path]
     key: str
 
 
@@ -75,20 +78,31 @@ def to_item(line: int, row: dict, base: Path) -> Item | Problem:
                 "description": str(row.get("description") or ""), "metadata": _metadata(row.get("metadata"))}
     except ValueError as exc:
         return Problem(line, product_id, f"metadata: {exc}")
-    path_text, url = str(row.get("image_path") or "").strip(), str(row.get("image_url") or "").strip()
-    if bool(path_text) == bool(url):
-        return Problem(line, product_id, "exactly one of image_path and image_url is needed")
+    paths, urls = photo_columns(row, "image_path"), photo_columns(row, "image_url")
+    if not paths and not urls:
+        return Problem(line, product_id, "no photo: give image_path or image_url")
     digest = hashlib.sha256(json.dumps(form, sort_keys=True).encode())
-    image_path = None
-    if url:
-        form["image_url"] = url
-        digest.update(url.encode())
-    else:
-        image_path = (base / path_text).resolve()
+    if urls:
+        form["image_url"] = urls if len(urls) > 1 else urls[0]
+        digest.update("\n".join(urls).encode())
+    image_paths = [(base / text).resolve() for text in paths]
+    for text, image_path in zip(paths, image_paths):
         if not image_path.is_file():
-            return Problem(line, product_id, f"image_path {path_text}: no such file")
+            return Problem(line, product_id, f"image_path {text}: no such file")
         digest.update(image_path.read_bytes())
-    return Item(line, product_id, form, image_path, digest.hexdigest()[:32])
+    return Item(line, product_id, form, image_paths, digest.hexdigest()[:32])
+
+
+def photo_columns(row: dict, name: str) -> list[str]:
+    """The row's values of ``name``, ``name_2``, ``name_3``... in that order, empty ones left out
+    (a JSON Lines value may be a list)."""
+    numbered = sorted((int(key[len(name) + 1:]), key) for key in row
+                      if key.startswith(name + "_") and key[len(name) + 1:].isdigit())
+    values = []
+    for key in [name] + [key for _, key in numbered]:
+        value = row.get(key)
+        values += [str(v).strip() for v in (value if isinstance(value, list) else [value]) if v is not None]
+    return [v for v in values if v]
 
 
 def load_catalog(path: Path) -> Catalog:

@@ -68,10 +68,9 @@ class Uploader:
             delay = min(delay * 2, 30.0)
 
     async def _post(self, item: Item) -> httpx.Response:
-        files = None
-        if item.image_path is not None:
-            files = {"image_file": (item.image_path.name, item.image_path.read_bytes(), "application/octet-stream")}
-        return await self.client.post(UPLOAD, data=item.form, files=files)
+        files = [("image_file", (path.name, path.read_bytes(), "application/octet-stream"))
+                 for path in item.image_paths]  # one part per photo
+        return await self.client.post(UPLOAD, data=item.form, files=files or None)
 
     async def follow(self, outcome: Outcome) -> Outcome:
         """Wait until the job is completed or failed (long-polls where the API supports it)."""

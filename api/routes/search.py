@@ -134,9 +134,9 @@ async def get_product(product_id: str, queue: Queue, settings: Settings, caller:
 
 @router.delete("/api/v1/products/{product_id}", responses={404: {}, 503: {}, 504: {}})
 async def delete_product(product_id: str, queue: Queue, settings: Settings, caller: CallerOf) -> dict:
-    """Delete the product's point, and cancel its uploads still queued or in progress: a
-    tombstone version makes every earlier job of the product ``superseded``. 404 when there
-    was neither a point nor a pending upload."""
+    """Delete every photo of the caller's tenant's product, and cancel its uploads still queued or
+    in progress: a tombstone version makes every earlier job of the product ``superseded``. 404
+    when there was neither a point nor a pending upload."""
     await require_worker(queue)
     tenant = tenant_of(caller)
     version, pending = await queue.tombstone(check_product_id(product_id), tenant)

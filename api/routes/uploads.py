@@ -1,13 +1,13 @@
 """``POST /api/v1/index-product-with-image``: validate, store, queue, answer 202."""
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import replace
 
 from fastapi import APIRouter, Request, UploadFile
 from fastapi.responses import JSONResponse
 
+from api import photos
 from api.callbacks import check_callback_url
 from api.errors import ApiError
 from api.form_fields import FormField, FormSpec
@@ -15,8 +15,9 @@ from api.forms import read_form
 from api.lane import declare
 from api.metrics import UPLOAD_ROUTE
 from api.queue import NotReplicated, OverBudget, QueueFull
+from api.photos import check_size
 from api.security import api_key, tenant_of
-from api.validation import MAX_PRODUCT_ID, check_image, check_nesting, check_product_id, one_image_source, parse_object
+from api.validation import MAX_PRODUCT_ID, check_image, check_nesting, check_product_id, parse_object
 from batcher.queue.jobs import JobSpec
 
 router = APIRouter(tags=["indexing"])
@@ -32,21 +33,16 @@ FORM = FormSpec("Body_index_product_api_v1_index_product_with_image_post", (
     FormField("product_id", f"1 to {MAX_PRODUCT_ID} letters, digits and . _ : - (uploading one again replaces it).",
               required=True, max_length=MAX_PRODUCT_ID, check=lambda value, _: check_product_id(value)),
     FormField("name", "The product's name.", required=True, max_length=512),
-    FormField("image_file", "The photo: JPEG, PNG or WebP, judged by its content. Give it or image_url.",
-              file=True),
-    FormField("image_url", "An http(s) URL the worker fetches the photo from, instead of image_file."),
+    FormField("image_file", "A photo: JPEG, PNG or WebP, judged by its content. Repeat it for several photos "
+              "(MAX_PHOTOS_PER_PRODUCT in all, with image_url); give it or image_url.", file=True, repeated=True),
+    FormField("image_url", "An http(s) URL the worker fetches a photo from; repeatable. Photos are numbered "
+              "image_file parts first, then image_url fields.", repeated=True),
     FormField("description", "Free text, indexed with the product.", default="", max_length=8192),
     FormField("metadata", "A JSON object, kept with the product and matched by search filters.",
               check=_metadata),
     FormField("callback_url", "An http(s) URL that receives the job's status document, signed, when the job "
               "ends (see Webhooks). Unset: WEBHOOK_URL, if set.", check=check_callback_url),
 ))
-
-
-def check_size(data: bytes, max_bytes: int) -> bytes:
-    if len(data) > max_bytes:
-        raise ApiError(413, "payload_too_large", f"the image is over the limit of {max_bytes} bytes", "image_file")
-    return data
 
 
 async def read_upload(upload: UploadFile, max_bytes: int, max_pixels: int) -> tuple[bytes, str]:
@@ -59,9 +55,9 @@ async def index_product(request: Request) -> JSONResponse:
     """The answer is a ``JSONResponse`` made here: FastAPI then skips validating and encoding a dict."""
     settings, queue, metrics = request.app.state.settings, request.app.state.queue, request.app.state.metrics
     form = FORM.read(await read_form(request))
-    url = one_image_source(form["image_file"] is not None, form["image_url"])
+    photos.count(form["image_file"], form["image_url"], settings.max_photos_per_product)
     checked = FORM.checked(form, settings)
-    spec, image = _validate(settings, checked, url)
+    spec, image = _validate(settings, checked)
     # the tenant: set by the api_key guard
     spec = replace(spec, tenant=tenant_of(request.state.caller), callback_url=checked["callback_url"])
     start = time.perf_counter()
@@ -96,10 +92,13 @@ def _not_replicated(exc: NotReplicated) -> ApiError:
                            "replicas_wanted": exc.wanted})
 
 
-def _validate(settings, form: dict, image_url: str | None) -> tuple[JobSpec, bytes]:
+def _validate(settings, form: dict) -> tuple[JobSpec, bytes]:
+    """The job of one upload: its photos' sha256s and types, the image key's value."""
     text = form["product_id"], form["name"], form["description"], form["metadata"]
-    if image_url:  # fetched by the worker: no bytes in Redis, the sha256 comes once fetched
-        return JobSpec(*text, "", "", image_url=image_url), b""
-    image = check_size(form["image_file"], settings.max_upload_bytes)
-    content_type = check_image(image, settings.max_image_pixels)
-    return JobSpec(*text, image_sha256=hashlib.sha256(image).hexdigest(), content_type=content_type), image
+    listed, image = photos.photos(form["image_file"], form["image_url"], settings.max_upload_bytes,
+                                  settings.max_image_pixels)
+    # image_url: photo 0's URL when no photo is uploaded (files come first): the job has no image
+    # key, the worker fetches every photo (and a manual retry needs no stored image)
+    first = listed[0]
+    return JobSpec(*text, first.image_sha256, first.content_type, image_url=first.url,
+                   photos=tuple(listed) if len(listed) > 1 else ()), image

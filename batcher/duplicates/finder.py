@@ -9,7 +9,9 @@ every earlier batch is stored, so that no pair between consecutive batches is mi
 
 What is found goes into the photo's payload (``phash``, ``phash_bands``, ``near_duplicates``,
 ``near_duplicate_count``: ``GET /api/v1/duplicates`` pages through those points) and into its
-job's status, through the ack. A failed lookup stores the hash all the same and lists nothing
+job's status, through the ack: one list over all the job's photos, each entry naming the job's
+photo it is a near duplicate of (``of_photo``). A product's own photos never pair with each
+other (neither in the batch nor in the store, where the batch's products are left out). A failed lookup stores the hash all the same and lists nothing
 (``None``: unknown), the photo is stored as usual.
 """
 from __future__ import annotations
@@ -25,6 +27,7 @@ from batcher.duplicates.confirm import confirmed
 from batcher.duplicates.phash import distance, to_hex
 from batcher.duplicates.photo import NearDuplicate, Photo, Probe, stored_photo
 from batcher.queue.jobs import Job
+from batcher.stages.batch import photo_of
 from batcher.store import VectorStore
 
 log = logging.getLogger("clipq.worker")
@@ -33,22 +36,35 @@ log = logging.getLogger("clipq.worker")
 CANDIDATES_PER_PHOTO = 16_384
 
 
+def by_job(photos: list[Job], found: list[list[NearDuplicate] | None]) -> dict[str, list[dict] | None]:
+    """What each job's status lists (``photos`` one ``Job`` per photo, ``found`` theirs): the near
+    duplicates of all its photos, each entry with ``of_photo``, the job's photo it pairs with;
+    None when any of its photos' lookups failed."""
+    listed: dict[str, list[dict] | None] = {}
+    for job, near in zip(photos, found):
+        before = listed.get(job.job_id, [])
+        listed[job.job_id] = None if near is None or before is None else before + [n.of(job.photo_index) for n in near]
+    return {j: None if near is None else sorted(near, key=lambda n: (n["of_photo"], n["distance"]))
+            for j, near in listed.items()}
+
+
 class DuplicateFinder:
     def __init__(self, store: VectorStore, config: DuplicateConfig) -> None:
         self.store, self.config = store, config
 
-    def mark(self, jobs: list[Job], hashes: dict[str, int], vectors: np.ndarray | None = None
-             ) -> dict[str, list[NearDuplicate] | None]:
-        """Put each hashed job's photo hash and near duplicates in its point's payload
-        (``job.extra``); by job id, what was found (None: the lookup failed). ``vectors``, one
-        a job, are needed only to confirm by CLIP cosine (``WORKER_DUPLICATE_MIN_COSINE``)."""
-        hashed = [(j, None if vectors is None else vectors[i]) for i, j in enumerate(jobs) if j.job_id in hashes]
-        photos = [Photo(j.product_id, 0, hashes[j.job_id], v, j.tenant) for j, v in hashed]  # one photo a job, index 0
-        hashed = [j for j, _ in hashed]
+    def mark(self, jobs: list[Job], hashes: dict[tuple[str, int], int], vectors: np.ndarray | None = None
+             ) -> dict[str, list[dict] | None]:
+        """Put each hashed photo's hash and near duplicates in its point's payload (``job.extra``;
+        ``jobs`` holds one ``Job`` per photo, ``hashes`` is by (job id, photo index)); by job id,
+        the public list over all its photos, each entry naming its own photo (``of_photo``), or
+        None when the lookup failed. ``vectors``, one a photo, are needed only to confirm by CLIP
+        cosine (``WORKER_DUPLICATE_MIN_COSINE``)."""
+        hashed = [(j, None if vectors is None else vectors[i]) for i, j in enumerate(jobs) if photo_of(j) in hashes]
+        photos = [Photo(j.product_id, j.photo_index, hashes[photo_of(j)], v, j.tenant) for j, v in hashed]
         found = self.find(photos)
-        for job, photo, near in zip(hashed, photos, found):
+        for (job, _), photo, near in zip(hashed, photos, found):
             self.stamp(job, photo.phash, near or [])
-        return {j.job_id: near for j, near in zip(hashed, found)}
+        return by_job([j for j, _ in hashed], found)
 
     @staticmethod
     def stamp(job: Job, phash: int, near: list[NearDuplicate]) -> None:

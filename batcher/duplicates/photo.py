@@ -38,6 +38,10 @@ class NearDuplicate:
     def public(self) -> dict:
         return {"product_id": self.product_id, "photo_index": self.photo_index, "distance": self.distance}
 
+    def of(self, photo_index: int) -> dict:
+        """As a job's status lists it: which of the job's photos it is a near duplicate of."""
+        return {"of_photo": photo_index, **self.public()}
+
 
 def stored_photo(payload: dict) -> Photo | None:
     """A stored point's photo, or None for one without a readable hash."""

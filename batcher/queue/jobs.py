@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from batcher.queue import photos as photo_list
+from batcher.queue.photos import UPLOAD, Photo
+
 QUEUED, PROCESSING, COMPLETED, FAILED = "queued", "processing", "completed", "failed"
 SUPERSEDED = "superseded"  # a newer upload or a delete of its product came after it: not stored
 STATUSES = (QUEUED, PROCESSING, COMPLETED, FAILED, SUPERSEDED)
@@ -31,7 +34,8 @@ def iso_from_ms(ms: int | str | None) -> str | None:
 @dataclass(frozen=True)
 class JobSpec:
     """What the API stores for a new job (the image bytes are stored beside it, unless the job
-    has an ``image_url``)."""
+    has an ``image_url``). Several photos: ``photos`` lists them all (``batcher.queue.photos``);
+    ``image_sha256`` and ``content_type`` are photo 0's, and the image bytes are framed."""
 
     product_id: str
     name: str
@@ -40,6 +44,7 @@ class JobSpec:
     image_sha256: str
     content_type: str
     image_url: str = ""  # instead of image bytes: the worker fetches it (no image key is stored)
+    photos: tuple[Photo, ...] = ()  # given for several photos only
     tenant: str = DEFAULT_TENANT
     callback_url: str = ""  # where the job's end is delivered (api/webhooks.py); "" for nowhere
 
@@ -59,13 +64,16 @@ class JobSpec:
             fields["image_url"] = self.image_url
         if self.callback_url:
             fields["callback_url"] = self.callback_url
+        if len(self.photos) > 1:
+            fields["photos"] = photo_list.dumps(list(self.photos))
         return fields
 
 
 @dataclass
 class Job:
     """A job as read back from Redis by a worker, with its image bytes (for an ``image_url`` job,
-    the fetched bytes)."""
+    the fetched bytes). The claim stage splits a job of several photos into one ``Job`` per
+    photo (``batcher.stages.photos``): each with its ``photo_index``, bytes, URL and sha256."""
 
     job_id: str
     product_id: str
@@ -79,9 +87,19 @@ class Job:
     version: int = 0  # given at enqueue time; 0 for a job queued before versions existed
     image: bytes | None = field(default=None, repr=False)
     image_url: str = ""
-    # payload fields the worker adds to the job's point (its photo's hash and near duplicates)
+    photos: tuple[Photo, ...] = ()  # every photo of the job, when it has several
+    photo_index: int = 0
+    # payload fields the worker adds to the photo's point (its hash and near duplicates)
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
     tenant: str = DEFAULT_TENANT
+
+    @property
+    def photo_count(self) -> int:
+        return max(1, len(self.photos))
+
+    @property
+    def source(self) -> str:
+        return self.image_url or UPLOAD
 
     @property
     def product_key(self) -> str:
@@ -103,6 +121,7 @@ class Job:
             version=int(s.get("version") or 0),
             image=image,
             image_url=s.get("image_url", ""),
+            photos=tuple(photo_list.loads(s["photos"])) if s.get("photos") else (),
             tenant=s.get("tenant") or DEFAULT_TENANT,
         )
 

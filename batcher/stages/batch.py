@@ -9,6 +9,11 @@ import numpy as np
 from batcher.queue.jobs import Job
 
 
+def photo_of(job: Job) -> tuple[str, int]:
+    """Which photo of which job ``job`` is (the claim splits a job into one ``Job`` per photo)."""
+    return job.job_id, job.photo_index
+
+
 @dataclass(frozen=True)
 class Known:
     """A job whose image's vector the store already holds: no decode, no forward pass."""
@@ -36,7 +41,8 @@ class Batch:
     retry: list[tuple[Job, str]] = field(default_factory=list)  # transient failures (fetching image_url)
     known: list[Known] = field(default_factory=list)  # vectors found in the store: stored as they are
     twins: list[Twin] = field(default_factory=list)  # each stored with the vector of its ``same_as`` in ``jobs``
-    hashes: dict[str, int] = field(default_factory=dict)  # job id -> its photo's perceptual hash (batcher.duplicates)
+    # (job id, photo index) -> the photo's perceptual hash (batcher.duplicates)
+    hashes: dict[tuple[str, int], int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,9 @@ from batcher.pause import pause_after
 from batcher.policy import Backoff, BatchPolicy, collect
 from batcher.queue.consumer import JobConsumer
 from batcher.queue.jobs import Job, nesting
-from batcher.stages.batch import Batch, Known, Twin
+from batcher.queue.photos import FramingError
+from batcher.stages import photos
+from batcher.stages.batch import Batch, Known, Twin, photo_of
 from batcher.stages.housekeeping import Housekeeping
 from batcher.stages.recall import RecallStage
 from models.preprocessing import Preprocessing
@@ -106,31 +108,43 @@ class ClaimStage:
             return self.decode(jobs)
 
     def decode(self, jobs: list[Job]) -> Batch:
-        malformed = self._malformed(jobs)
-        jobs = [j for j in jobs if j.job_id not in {m.job_id for m, _ in malformed}]
+        """From here on a job of several photos is one ``Job`` per photo (``stages.photos``)."""
+        jobs, malformed = self._photos(jobs)
         failed, retry = self._fetch_urls(jobs)
         failed += malformed
-        unfetched = {j.job_id for j, _ in failed + retry}
+        unfetched = {j.job_id for j, _ in failed + retry}  # a job's other photos wait with it
         jobs = [j for j in jobs if j.job_id not in unfetched]
         jobs, known, twins = self.recall.split(jobs) if self.recall else (jobs, [], [])
         t0 = time.perf_counter()
         pixels, errors, hashes = self.decoder.hashed([j.image for j in jobs])
-        error_of = {j.job_id: e for j, e in zip(jobs, errors)}  # a twin's bytes fail as its first's did
+        error_of = {id(j): e for j, e in zip(jobs, errors)}  # a twin's bytes fail as its first's did
         rejected = failed + [(j, e) for j, e in zip(jobs, errors) if e is not None]
-        rejected += [(t.job, error_of[t.same_as.job_id]) for t in twins if error_of[t.same_as.job_id] is not None]
-        twins = [t for t in twins if error_of[t.same_as.job_id] is None]
+        rejected += [(t.job, error_of[id(t.same_as)]) for t in twins if error_of[id(t.same_as)] is not None]
+        twins = [t for t in twins if error_of[id(t.same_as)] is None]
         hashes = self._hashes(jobs, hashes, known, twins)
         self.metrics.stage.labels("decode").observe(time.perf_counter() - t0)
         return Batch([j for j, e in zip(jobs, errors) if e is None], pixels, rejected, retry, known, twins, hashes)
 
     def _hashes(self, jobs: list[Job], hashes: list[int | None], known: list[Known], twins: list[Twin]
-                ) -> dict[str, int]:
-        """Each photo's perceptual hash by job id: from its decode, its twin's, or (a known vector:
-        no decode) hashed alone."""
-        by_job = {j.job_id: h for j, h in zip(jobs, hashes) if h is not None}
-        by_job |= {t.job.job_id: by_job[t.same_as.job_id] for t in twins if t.same_as.job_id in by_job}
+                ) -> dict[tuple[str, int], int]:
+        """Each photo's perceptual hash by (job id, photo index): from its decode, its twin's, or
+        (a known vector: no decode) hashed alone."""
+        by_photo = {photo_of(j): h for j, h in zip(jobs, hashes) if h is not None}
+        by_photo |= {photo_of(t.job): by_photo[photo_of(t.same_as)] for t in twins if photo_of(t.same_as) in by_photo}
         alone = self.decoder.hash_only([k.job.image for k in known])
-        return by_job | {k.job.job_id: h for k, h in zip(known, alone) if h is not None}
+        return by_photo | {photo_of(k.job): h for k, h in zip(known, alone) if h is not None}
+
+    def _photos(self, jobs: list[Job]) -> tuple[list[Job], list[tuple[Job, str]]]:
+        """(one ``Job`` per photo of the well-formed jobs, the malformed jobs with their error)."""
+        malformed = self._malformed(jobs)
+        bad = {m.job_id for m, _ in malformed}
+        units = []
+        for job in (j for j in jobs if j.job_id not in bad):
+            try:
+                units += photos.split(job)
+            except FramingError as exc:
+                malformed.append((job, f"malformed photos: {exc}"))
+        return units, malformed
 
     def _malformed(self, jobs: list[Job]) -> list[tuple[Job, str]]:
         """Jobs whose metadata nests deeper than the API allows (pushed into Redis another way):

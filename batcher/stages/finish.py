@@ -9,7 +9,6 @@ until the shutdown grace is over; then the reaper will find the jobs in this wor
 """
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -23,7 +22,6 @@ from qdrant_client.http.exceptions import ResponseHandlingException
 
 from batcher.config import DuplicateConfig, RetryConfig
 from batcher.duplicates.finder import DuplicateFinder
-from batcher.duplicates.photo import NearDuplicate
 from batcher.metrics import WorkerMetrics
 from batcher.policy import Backoff, backoff_ms
 from batcher.queue.calls import AckResult, Outcome
@@ -31,6 +29,7 @@ from batcher.queue.consumer import JobConsumer
 from batcher.queue.jobs import Job
 from batcher.stages.batch import Batch, Embedded
 from batcher.stages.ledger import Ledger
+from batcher.stages.photos import Outcomes
 from batcher.stages.recall import REUSED
 from batcher.stages.versions import VersionedStore
 from batcher.store import VectorStore
@@ -40,6 +39,13 @@ log = logging.getLogger("clipq.worker")
 UNREACHABLE = (OSError, ResponseHandlingException)
 STORE_DOWN = "vector store unavailable"
 STORE_REFUSED = "vector store refused this product"
+
+
+def halfway(jobs: list[Job]) -> int:
+    """Where to split photos sorted by job: the job boundary nearest the middle (a job's photos
+    are stored together or not at all)."""
+    cuts = [i for i in range(1, len(jobs)) if jobs[i].job_id != jobs[i - 1].job_id]
+    return min(cuts, key=lambda i: abs(len(jobs) - 2 * i))
 
 
 class FinishStage:
@@ -54,39 +60,49 @@ class FinishStage:
         self.duplicates = DuplicateFinder(store, duplicates) if duplicates else None  # None: no hashes stored
 
     def run(self, batch: Batch, embedded: Embedded) -> None:
-        jobs = [j for j, _ in batch.rejected]
-        outcomes = [Outcome(j.job_id, "failed", msg) for j, msg in batch.rejected]
-        jobs += [j for j, _ in batch.retry]  # image_url fetches that may work later
-        outcomes += [self._retry(j, msg) for j, msg in batch.retry]
+        """``batch`` holds one ``Job`` per photo (``batcher.stages.photos``): each job is
+        acknowledged once, and its photos are stored only when none of them failed."""
+        results = Outcomes()
+        for job, msg in batch.rejected:
+            results.fail(job, msg)
+        for job, msg in batch.retry:  # image_url fetches that may work later
+            results.again(job, msg)
         if batch.jobs and embedded.error is not None:
-            failed = batch.jobs + [t.job for t in batch.twins]
-            jobs += failed
-            outcomes += [self._retry(j, embedded.error) for j in failed]
+            for job in batch.jobs + [t.job for t in batch.twins]:
+                results.again(job, embedded.error, of_photo=False)
         elif batch.jobs:
             self.ledger.batch_embedded()
-        stored, vectors, kinds = self._to_store(batch, embedded)
+        stored, vectors, kinds = self._to_store(batch, embedded, results)
         if stored:
             with self.watch("upsert"):
                 near = self._near_duplicates(stored, batch.hashes, vectors)
                 t0 = time.perf_counter()
                 errors = self._upsert(stored, vectors)
             self.metrics.stage.labels("upsert").observe(time.perf_counter() - t0)
-            jobs += stored
-            outcomes += [self._completed(j, k, near.get(j.job_id)) if e is None else self._retry(j, e)
-                         for j, k, e in zip(stored, kinds, errors)]
+            for job, how, error in zip(stored, kinds, errors):
+                results.done(job, how) if error is None else results.again(job, error, of_photo=False)
+            results.near = near
+        jobs, outcomes = results.joined(self._retry)
         ack = self._ack(outcomes)
         if ack is not None:
             self.ledger.record(jobs, outcomes, ack)
 
     @staticmethod
-    def _to_store(batch: Batch, embedded: Embedded) -> tuple[list[Job], np.ndarray | None, list[str]]:
-        """The jobs to write in one upsert: those embedded and their twins, then those whose
-        vector was known."""
+    def _to_store(batch: Batch, embedded: Embedded, results: Outcomes
+                  ) -> tuple[list[Job], np.ndarray | None, list[str]]:
+        """The photos to write in one upsert: those embedded and their twins, then those whose
+        vector was known; none of a job with a photo that failed. A job's photos side by side, in
+        the order the near-duplicate lookup pairs a batch's photos (earlier ones first)."""
         ok = embedded.error is None and embedded.vectors is not None
         parts = [(j, v, "") for j, v in zip(batch.jobs, embedded.vectors)] if ok else []
-        made = {j.job_id: v for j, v, _ in parts}
-        parts += [(t.job, made[t.same_as.job_id], REUSED) for t in batch.twins if ok]
+        made = {id(j): v for j, v, _ in parts}
+        parts += [(t.job, made[id(t.same_as)], REUSED) for t in batch.twins if ok]
         parts += [(k.job, k.vector, k.kind) for k in batch.known]
+        parts = [p for p in parts if not results.settled(p[0])]
+        first = {}  # a job's photos side by side, at its first photo's place (the claim's order)
+        for i, p in enumerate(parts):
+            first.setdefault(p[0].job_id, i)
+        parts.sort(key=lambda p: first[p[0].job_id])
         if not parts:
             return [], None, []
         jobs, vectors, kinds = zip(*parts)
@@ -99,29 +115,25 @@ class FinishStage:
             return [None] * len(jobs)
         except Exception as exc:
             down = isinstance(exc, UNREACHABLE)
-            if down or len(jobs) == 1:
+            if down or len({j.job_id for j in jobs}) == 1:
                 log.warning("qdrant upsert of %d points failed: %s: %s", len(jobs), exc.__class__.__name__, exc)
                 return [STORE_DOWN if down else STORE_REFUSED] * len(jobs)
             log.warning("qdrant refused a batch of %d (%s: %s): splitting it to find the bad point",
                         len(jobs), exc.__class__.__name__, str(exc)[:200])
             self.metrics.store_splits.inc()
-            half = len(jobs) // 2
+            half = halfway(jobs)
             return self._upsert(jobs[:half], vectors[:half]) + self._upsert(jobs[half:], vectors[half:])
 
-    def _near_duplicates(self, jobs: list[Job], hashes: dict[str, int], vectors: np.ndarray
-                         ) -> dict[str, list[NearDuplicate] | None]:
-        """Each job's near duplicates, found before its point is written (batcher.duplicates)."""
+    def _near_duplicates(self, jobs: list[Job], hashes: dict[tuple[str, int], int], vectors: np.ndarray
+                         ) -> dict[str, list[dict] | None]:
+        """Each job's near duplicates over all its photos, found before its points are written
+        (batcher.duplicates)."""
         if self.duplicates is None:
             return {}
         t0 = time.perf_counter()
         near = self.duplicates.mark(jobs, hashes, vectors)
         self.metrics.stage.labels("duplicates").observe(time.perf_counter() - t0)
         return near
-
-    @staticmethod
-    def _completed(job: Job, kind: str, near: list[NearDuplicate] | None) -> Outcome:
-        listed = "" if near is None else json.dumps([n.public() for n in near], separators=(",", ":"))
-        return Outcome(job.job_id, "completed", kind=kind, near_duplicates=listed)
 
     def _retry(self, job: Job, error: str) -> Outcome:
         delay = backoff_ms(job.retry_count + 1, self.retries.backoff_base_ms, self.retries.backoff_max_ms)

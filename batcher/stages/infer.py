@@ -43,8 +43,9 @@ class InferStage:
         if batch.pixels is None:
             return Embedded()
         t0 = time.perf_counter()
+        jobs = len({j.job_id for j in batch.jobs})  # the ceiling counts jobs; a job may have several photos
         try:
-            vectors = self._embed(batch.pixels)
+            vectors = self._embed(batch.pixels, len(batch.jobs) / max(jobs, 1))
         except OutOfMemory as exc:
             log.warning("device out of memory even for one image: %s", exc)
             return Embedded(error="device out of memory even for one image")
@@ -58,15 +59,16 @@ class InferStage:
         self.metrics.batch_size.observe(len(batch.jobs))
         return Embedded(vectors=vectors)
 
-    def _embed(self, pixels: np.ndarray) -> np.ndarray:
+    def _embed(self, pixels: np.ndarray, per_job: float = 1.0) -> np.ndarray:
+        """``per_job``: images per job in this batch, to lower the ceiling (in jobs) after an OOM."""
         try:
             return self.encoder.embed_images(pixels)
         except OutOfMemory:
             if len(pixels) == 1:
                 raise
             self.metrics.oom_splits.inc()
-            ceiling = self._lower(len(pixels))
-            log.warning("out of memory on a batch of %d: splitting, ceiling %d for %.0fs",
+            ceiling = self._lower(max(1, round(len(pixels) / per_job)))
+            log.warning("out of memory on a batch of %d images: splitting, ceiling %d jobs for %.0fs",
                         len(pixels), ceiling, self._ceiling.cooldown_s)
             half = len(pixels) // 2
-            return np.concatenate([self._embed(pixels[:half]), self._embed(pixels[half:])])
+            return np.concatenate([self._embed(pixels[:half], per_job), self._embed(pixels[half:], per_job)])

@@ -1,8 +1,9 @@
 """Recall (in the claim stage, before decoding): find the jobs whose image the store already
 holds a vector for, so that they skip the decode and the model.
 
-* ``unchanged``: the job's own product is stored with the same image bytes (sha256): a nightly
-  re-sync of a catalog. Its stored vector is written back with the new payload and version.
+* ``unchanged``: the job's own product is stored with the same image bytes (sha256) at the
+  same photo index: a nightly re-sync of a catalog (photo by photo, for a job of several).
+  Its stored vector is written back with the new payload and version.
 * ``reused``: another product holds the same image bytes: its vector is copied. So does a job
   whose image bytes an earlier job of the same batch carries (a catalog's placeholder photo):
   that one is embedded, once, and its vector copied (``split_twins``).
@@ -67,7 +68,8 @@ class RecallStage:
             return jobs, []
         t0 = time.perf_counter()
         try:  # each tenant's own: one tenant's images never serve another's (nor say they exist)
-            found = {t: self.store.images([j.product_id for j in mine], [j.image_sha256 for j in mine], t)
+            found = {t: self.store.images([(j.product_id, j.photo_index) for j in mine],
+                                          [j.image_sha256 for j in mine], t)
                      for t, mine in by_tenant(candidates).items()}
         except Exception as exc:  # the store is the truth: without it, embed as usual
             log.warning("looking up known images failed (%s: %s): embedding the batch",
@@ -75,8 +77,8 @@ class RecallStage:
             return jobs, []
         rest, known = [], []
         for job in jobs:
-            by_product, by_sha = found.get(job.tenant, ({}, {}))
-            own, other = by_product.get(job.product_id), by_sha.get(job.image_sha256)
+            by_photo, by_sha = found.get(job.tenant, ({}, {}))
+            own, other = by_photo.get((job.product_id, job.photo_index)), by_sha.get(job.image_sha256)
             if job.image_sha256 and own is not None and own.image_sha256 == job.image_sha256:
                 known.append(Known(job, own.vector, UNCHANGED))
             elif job.image_sha256 and other is not None:

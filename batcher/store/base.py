@@ -15,7 +15,7 @@ from batcher.duplicates.photo import Probe
 from batcher.queue.jobs import DEFAULT_TENANT, Job
 from batcher.queue.messages import SearchResult
 from batcher.store.asks import Ask
-from batcher.store.points import StoredImage
+from batcher.store.points import Photo, StoredImage
 
 
 class StoreError(RuntimeError):
@@ -32,13 +32,16 @@ class VectorStore(Protocol):
     embedder: str  # written with every point; "" for vectors that must never be reused
 
     def upsert(self, jobs: list[Job], vectors: np.ndarray) -> None:
-        """One point per job, keyed by its product. A stored point of a newer version than the
-        job's stays as it is, checked by the engine in the same write where it can."""
+        """One point per job (one photo of a product), keyed by its product and photo index. A
+        stored point of a newer version than the job's stays as it is, checked by the engine in
+        the same write where it can; a job older than a stored point of its product writes
+        nothing, and the product's photos past the job's count and older than it are deleted."""
 
-    def images(self, product_ids: list[str], shas: list[str], tenant: str = DEFAULT_TENANT
-               ) -> tuple[dict[str, StoredImage], dict[str, StoredImage]]:
-        """The stored images of the tenant this store's model embedded, for a batch: by product,
-        the points of ``product_ids``; by sha256, for each of ``shas``, a point holding those bytes."""
+    def images(self, photos: list[Photo], shas: list[str], tenant: str = DEFAULT_TENANT
+               ) -> tuple[dict[Photo, StoredImage], dict[str, StoredImage]]:
+        """The stored images of the tenant this store's model embedded, for a batch: by (product,
+        photo index), the points of ``photos``; by sha256, for each of ``shas``, a point holding
+        those bytes."""
 
     def search(self, vectors: np.ndarray, limits: list[int],
                filters: list[dict[str, Any]]) -> list[list[SearchResult]]:
@@ -54,11 +57,13 @@ class VectorStore(Protocol):
     def backfill_keywords(self, batch: int = 256) -> int:
         """Keywords for the points stored without them, from their payloads (CLIP vectors untouched)."""
 
-    def get(self, product_id: str, tenant: str = DEFAULT_TENANT) -> dict[str, Any] | None: ...
+    def get(self, product_id: str, tenant: str = DEFAULT_TENANT) -> dict[str, Any] | None:
+        """The tenant's product: photo 0's payload, with ``photos``: each photo's index, sha256
+        and source."""
 
     def delete(self, product_id: str, version: int, tenant: str = DEFAULT_TENANT) -> bool:
-        """Delete the tenant's product's point if it is older than ``version`` (the delete's own); a
-        newer upload stored meanwhile stays. True when there was such a point."""
+        """Delete the tenant's product's photos older than ``version`` (the delete's own); a newer
+        upload stored meanwhile stays. True when there was such a point."""
 
     def hashed(self, probes: list[Probe], limit: int) -> list[list[dict[str, Any]]]:
         """For each probe, the payloads (``HASH_FIELDS``) of at most ``limit`` of its tenant's

@@ -16,7 +16,6 @@ import shutil
 import tempfile
 import threading
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +26,14 @@ from batcher.queue.jobs import DEFAULT_TENANT, Job
 from batcher.queue.messages import SearchResult
 from batcher.store.base import StoreError
 from batcher.store.config import MEMORY, StoreConfig
-from batcher.store.edge_duplicates import EdgeDuplicates
-from batcher.store.edge_queries import add_keywords_page, find_asks, product_photos, with_keywords_point
 from batcher.store.asks import Ask, vector_asks
-from batcher.store.edge_filters import older, replaceable, same_images, with_keywords
+from batcher.store.edge_duplicates import EdgeDuplicates
+from batcher.store.edge_filters import older, same_images, with_keywords
 from batcher.store.edge_folder import add_keywords, ensure_indexes, has_keywords, open_shard, stored_dim
+from batcher.store.edge_queries import add_keywords_page, find_asks, product_photos, with_keywords_point
+from batcher.store.edge_sets import read_product, write_sets
 from batcher.store.keywords import DENSE, backfill
-from batcher.store.points import IMAGE_FIELDS, StoredImage, by_product_and_sha, made_by, point_id, point_payload
+from batcher.store.points import IMAGE_FIELDS, Photo, StoredImage, by_photo_and_sha, made_by, point_id
 
 log = logging.getLogger(__name__)
 FLUSH_INTERVAL_S = 1.0
@@ -76,14 +76,10 @@ class EdgeStore(EdgeDuplicates):
         return max(0, info.points_count - (info.indexed_vectors_count - sparse))
 
     def upsert(self, jobs: list[Job], vectors: np.ndarray) -> None:
-        """One conditional upsert: Edge replaces a stored point only where ``replaceable`` holds
-        (its version is not newer than the job's), and inserts the points not stored yet."""
-        now = datetime.now(timezone.utc).isoformat()
-        points = [with_keywords_point(point_id(j.product_id, tenant=j.tenant), v, point_payload(j, now, self.embedder))
-                  for j, v in zip(jobs, vectors.astype(np.float32).tolist())]
+        """Each product's photo set written whole, or not at all when a newer one is stored
+        (``edge_sets.write_sets``), under the store's lock."""
         with self._lock:
-            self.shard.update(UpdateOperation.upsert_points(points, condition=replaceable(jobs)))
-            self._written(len(points))
+            self._written(write_sets(self.shard, jobs, vectors, self.embedder))
 
     def _written(self, points: int) -> None:
         """After a write: the update is in the write-ahead log, which the kernel holds even if this
@@ -108,19 +104,19 @@ class EdgeStore(EdgeDuplicates):
             log.info("built the HNSW index of %d points in %.1fs (the worker paused meanwhile)",
                      unindexed - self._count_unindexed(), time.perf_counter() - t0)
 
-    def images(self, product_ids: list[str], shas: list[str], tenant: str = DEFAULT_TENANT
-               ) -> tuple[dict[str, StoredImage], dict[str, StoredImage]]:
-        """Two indexed reads, in the tenant: the batch's products by point id, then the images by sha256."""
+    def images(self, photos: list[Photo], shas: list[str], tenant: str = DEFAULT_TENANT
+               ) -> tuple[dict[Photo, StoredImage], dict[str, StoredImage]]:
+        """Two indexed reads, in the tenant: the batch's photos by point id, then the images by sha256."""
         with self._lock:
-            found = made_by(self.shard.retrieve([point_id(p, tenant=tenant) for p in product_ids], IMAGE_FIELDS,
-                                                DENSE), self.embedder)
+            found = made_by(self.shard.retrieve([point_id(p, i, tenant) for p, i in photos], IMAGE_FIELDS, DENSE),
+                            self.embedder)
             missing = sorted(set(shas) - {i.image_sha256 for i in found})
             if self.embedder and missing:
                 more, _ = self.shard.scroll(ScrollRequest(limit=4 * len(missing), with_payload=IMAGE_FIELDS,
                                                           with_vector=DENSE,
                                                           filter=same_images(missing, self.embedder, tenant)))
                 found += made_by(more, self.embedder)
-        return by_product_and_sha(found, product_ids)
+        return by_photo_and_sha(found, photos)
 
     def search(self, vectors: np.ndarray, limits: list[int],
                filters: list[dict[str, Any]]) -> list[list[SearchResult]]:
@@ -137,8 +133,7 @@ class EdgeStore(EdgeDuplicates):
 
     def get(self, product_id: str, tenant: str = DEFAULT_TENANT) -> dict[str, Any] | None:
         with self._lock:
-            found = self.shard.retrieve([point_id(product_id, tenant=tenant)], True, False)
-        return found[0].payload if found else None
+            return read_product(self.shard, product_id, tenant)
 
     def delete(self, product_id: str, version: int, tenant: str = DEFAULT_TENANT) -> bool:
         stale = older(product_id, version, tenant)

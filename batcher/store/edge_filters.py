@@ -11,7 +11,7 @@ from qdrant_edge import (FieldCondition, Filter, HasIdCondition, HasVectorCondit
 from batcher.duplicates.photo import Probe
 from batcher.queue.jobs import DEFAULT_TENANT, Job
 from batcher.store.keywords import KEYWORDS
-from batcher.store.points import TENANT, point_id
+from batcher.store.points import TENANT, point_id, set_members as members
 
 
 def tenant_is(tenant: str) -> Filter:
@@ -52,15 +52,27 @@ def replaceable(jobs: list[Job]) -> Filter:
     than the job, or a point stored before versions existed. A point not stored yet is inserted
     whatever the condition says."""
     return Filter(should=[
-        *(Filter(must=[HasIdCondition({point_id(j.product_id, tenant=j.tenant)}),
+        *(Filter(must=[HasIdCondition({point_id(j.product_id, j.photo_index, j.tenant)}),
                        FieldCondition(key="version", range=RangeFloat(lte=j.version))]) for j in jobs),
         IsEmptyCondition("version")])
 
 
+def _product(product_id: str) -> FieldCondition:
+    return FieldCondition(key="product_id", match=MatchValue(product_id))
+
+
 def older(product_id: str, version: int, tenant: str = DEFAULT_TENANT) -> Filter:
-    """The tenant's product's point when it is older than ``version`` (or unversioned)."""
-    return Filter(must=[HasIdCondition({point_id(product_id, tenant=tenant)})],
+    """The tenant's product's points (every photo) older than ``version`` (or unversioned)."""
+    return Filter(must=[_product(product_id), tenant_is(tenant)],
                   should=[FieldCondition(key="version", range=RangeFloat(lt=version)), IsEmptyCondition("version")])
+
+
+def set_members(jobs: list[Job]) -> Filter:
+    """The stored points a photo set's write reads (``points.set_members``), each tenant's own."""
+    return Filter(should=[Filter(must=[FieldCondition(key="product_id", match=MatchAny(products)), tenant_is(t)],
+                                 should=[FieldCondition(key="photo_index", range=RangeFloat(gte=1)),
+                                         *([HasIdCondition(set(photo0))] if photo0 else [])])
+                          for t, (products, photo0) in members(jobs).items()])
 
 
 def same_images(shas: list[str], embedder: str, tenant: str = DEFAULT_TENANT) -> Filter:
@@ -70,7 +82,8 @@ def same_images(shas: list[str], embedder: str, tenant: str = DEFAULT_TENANT) ->
 
 
 def of_product(product_id: str, tenant: str = DEFAULT_TENANT) -> Filter:
-    return Filter(must=[FieldCondition(key="product_id", match=MatchValue(product_id)), tenant_is(tenant)])
+    """Every photo of the tenant's product."""
+    return Filter(must=[_product(product_id), tenant_is(tenant)])
 
 
 def with_keywords() -> Filter:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
@@ -21,14 +20,15 @@ from batcher.queue.jobs import DEFAULT_TENANT, Job
 from batcher.queue.messages import SearchResult
 from batcher.store.base import StoreError
 from batcher.store.config import StoreConfig
-from batcher.store.points import (IMAGE_FIELDS, INDEXED_INTEGERS, INDEXED_KEYWORDS, TENANT, StoredImage, by_product_and_sha,
-                                  made_by, point_id, point_payload)
 from batcher.store.asks import Ask, vector_asks
 from batcher.store.keywords import DENSE, KEYWORDS, backfill
+from batcher.store.points import (IMAGE_FIELDS, INDEXED_INTEGERS, INDEXED_KEYWORDS, TENANT, Photo, StoredImage,
+                                  by_photo_and_sha, made_by, point_id)
 from batcher.store.server_duplicates import ServerDuplicates
-from batcher.store.server_filters import older, replaceable, same_images
+from batcher.store.server_filters import older, same_images
 from batcher.store.server_queries import (KEYWORDS_CONFIG, add_keywords_page, add_keywords_vector, find_asks,
                                           keywords_of, product_photos)
+from batcher.store.server_sets import delete_where, read_product, write_sets
 
 log = logging.getLogger(__name__)
 
@@ -90,28 +90,24 @@ class ServerStore(ServerDuplicates):
         self.params = models.SearchParams(hnsw_ef=config.hnsw_ef)
 
     def upsert(self, jobs: list[Job], vectors: np.ndarray) -> None:
-        """One point per job, keyed by its product: the server replaces a stored point only where
-        ``replaceable`` holds (``update_filter``, checked against the point already there)."""
-        now = datetime.now(timezone.utc).isoformat()
-        payloads = [point_payload(j, now, self.embedder) for j in jobs]
-        points = models.Batch(ids=[point_id(j.product_id, tenant=j.tenant) for j in jobs], payloads=payloads,
-                              vectors={"": vectors.astype(np.float32).tolist(), KEYWORDS: [keywords_of(p) for p in payloads]})
+        """Each product's photo set written whole, or not at all when a newer one is stored
+        (``server_sets.write_sets``)."""
         with self._lock:
-            self.client.upsert(self.collection, points=points, wait=True, update_filter=replaceable(jobs))
+            write_sets(self.client, self.collection, jobs, vectors, self.embedder)
 
-    def images(self, product_ids: list[str], shas: list[str], tenant: str = DEFAULT_TENANT
-               ) -> tuple[dict[str, StoredImage], dict[str, StoredImage]]:
-        """Two indexed reads, in the tenant: the batch's products by point id, then the images by sha256."""
+    def images(self, photos: list[Photo], shas: list[str], tenant: str = DEFAULT_TENANT
+               ) -> tuple[dict[Photo, StoredImage], dict[str, StoredImage]]:
+        """Two indexed reads, in the tenant: the batch's photos by point id, then the images by sha256."""
         wanted = {"with_payload": IMAGE_FIELDS, "with_vectors": DENSE}
         with self._lock:
-            found = made_by(self.client.retrieve(self.collection, [point_id(p, tenant=tenant) for p in product_ids],
+            found = made_by(self.client.retrieve(self.collection, [point_id(p, i, tenant) for p, i in photos],
                                                  **wanted), self.embedder)
             missing = sorted(set(shas) - {i.image_sha256 for i in found})
             if self.embedder and missing:
                 more, _ = self.client.scroll(self.collection, same_images(missing, self.embedder, tenant),
                                              limit=4 * len(missing), **wanted)
                 found += made_by(more, self.embedder)
-        return by_product_and_sha(found, product_ids)
+        return by_photo_and_sha(found, photos)
 
     def search(self, vectors: np.ndarray, limits: list[int],
                filters: list[dict[str, Any]]) -> list[list[SearchResult]]:
@@ -134,20 +130,17 @@ class ServerStore(ServerDuplicates):
 
     def get(self, product_id: str, tenant: str = DEFAULT_TENANT) -> dict[str, Any] | None:
         with self._lock:
-            found = self.client.retrieve(self.collection, [point_id(product_id, tenant=tenant)], with_payload=True)
-        return found[0].payload if found else None
+            return read_product(self.client, self.collection, product_id, tenant)
 
     def delete(self, product_id: str, version: int, tenant: str = DEFAULT_TENANT) -> bool:
-        """Delete the product's point if it is older than ``version`` (the delete's own); a
-        newer upload stored meanwhile stays. True when there was such a point."""
+        """Delete the tenant's product's photos older than ``version`` (the delete's own); a newer
+        upload stored meanwhile stays. True when there was such a point."""
+        stale = older(product_id, version, tenant)
         with self._lock:
-            found = self.client.retrieve(self.collection, [point_id(product_id, tenant=tenant)],
-                                         with_payload=["version"])
-            if not found or int((found[0].payload or {}).get("version") or 0) >= version:
+            if not self.client.count(self.collection, count_filter=stale, exact=True).count:
                 return False
             # another worker may store a newer upload between the two calls: the filter checks again
-            stale = models.FilterSelector(filter=older(product_id, version, tenant))
-            self.client.delete(self.collection, points_selector=stale, wait=True)
+            delete_where(self.client, self.collection, stale)
         return True
 
     def scroll(self, offset: Any = None, limit: int = 256) -> tuple[list[Any], Any]:

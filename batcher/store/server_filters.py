@@ -9,7 +9,7 @@ from qdrant_client import models
 from batcher.duplicates.photo import Probe
 from batcher.queue.jobs import DEFAULT_TENANT, Job
 from batcher.store.keywords import KEYWORDS
-from batcher.store.points import TENANT, point_id
+from batcher.store.points import TENANT, point_id, set_members as members
 
 
 def tenant_is(tenant: str) -> models.Filter:
@@ -49,17 +49,52 @@ def replaceable(jobs: list[Job]) -> models.Filter:
     """Matches a stored point that one of ``jobs`` may replace: one of the job's product of
     no newer version than the job, or a point stored before versions existed."""
     return models.Filter(should=[
-        *(models.Filter(must=[models.HasIdCondition(has_id=[point_id(j.product_id, tenant=j.tenant)]),
+        *(models.Filter(must=[models.HasIdCondition(has_id=[point_id(j.product_id, j.photo_index, j.tenant)]),
                               models.FieldCondition(key="version", range=models.Range(lte=j.version))])
           for j in jobs),
         unversioned()])
 
 
+def _product(product_id: str, tenant: str) -> models.Filter:
+    """Every photo of the tenant's product."""
+    return models.Filter(must=[of_product(product_id), tenant_is(tenant)])
+
+
+def _version(**bound: int) -> models.FieldCondition:
+    return models.FieldCondition(key="version", range=models.Range(**bound))
+
+
 def older(product_id: str, version: int, tenant: str = DEFAULT_TENANT) -> models.Filter:
-    """The tenant's product's point when it is older than ``version`` (or unversioned)."""
-    return models.Filter(must=[models.HasIdCondition(has_id=[point_id(product_id, tenant=tenant)])],
-                         should=[models.FieldCondition(key="version", range=models.Range(lt=version)),
-                                 unversioned()])
+    """The tenant's product's points (every photo) older than ``version`` (or unversioned)."""
+    return models.Filter(must=[_product(product_id, tenant)], should=[_version(lt=version), unversioned()])
+
+
+def newer(product_id: str, version: int, tenant: str) -> models.Filter:
+    """The tenant's product's points newer than ``version``: a job of ``version`` is stale."""
+    return models.Filter(must=[_product(product_id, tenant), _version(gt=version)])
+
+
+def own(product_id: str, version: int, tenant: str) -> models.Filter:
+    """The tenant's product's points a job of ``version`` wrote."""
+    return models.Filter(must=[_product(product_id, tenant), _version(gte=version, lte=version)])
+
+
+def dropped(product_id: str, count: int, version: int, tenant: str) -> models.Filter:
+    """The tenant's product's photos past the first ``count`` that are older than ``version``:
+    those an upload of ``count`` photos at ``version`` no longer has."""
+    return models.Filter(must=[_product(product_id, tenant),
+                               models.FieldCondition(key="photo_index", range=models.Range(gte=count))],
+                         should=[_version(lt=version), unversioned()])
+
+
+def set_members(jobs: list[Job]) -> models.Filter:
+    """The stored points a photo set's write reads (``points.set_members``), each tenant's own."""
+    return models.Filter(should=[
+        models.Filter(must=[models.FieldCondition(key="product_id", match=models.MatchAny(any=products)),
+                            tenant_is(t)],
+                      should=[models.FieldCondition(key="photo_index", range=models.Range(gte=1)),
+                              *([models.HasIdCondition(has_id=photo0)] if photo0 else [])])
+        for t, (products, photo0) in members(jobs).items()])
 
 
 def same_images(shas: list[str], embedder: str, tenant: str = DEFAULT_TENANT) -> models.Filter:

@@ -206,6 +206,28 @@ function result(hit) {
   return li;
 }
 
+// -- a product and its photos (GET /api/v1/products/{id}) ---------------------------------
+async function showProduct(event) {
+  event.preventDefault();
+  const id = $("product-input").value.trim();
+  try {
+    const p = await api(`/api/v1/products/${encodeURIComponent(id)}`);
+    const photos = p.photos || [];
+    $("product-status").textContent = `${p.name || "(no name)"}: version ${p.version}, ${photos.length} photo(s)`;
+    $("photo-rows").replaceChildren(...photos.map((ph) => row([String(ph.index), el("code", ph.image_sha256),
+      /^https?:\/\//.test(ph.source) ? link(ph.source) : ph.source])));
+  } catch (err) {
+    $("product-status").textContent = err.message;
+    $("photo-rows").replaceChildren();
+  }
+}
+
+function link(url) {
+  const a = el("a", url);
+  a.href = url; a.rel = "noreferrer"; a.target = "_blank";
+  return a;
+}
+
 function setupDrop() {
   const zone = $("drop-zone");
   $("search-file").addEventListener("change", (e) => searchImage(e.target.files[0]));
@@ -232,6 +254,7 @@ document.addEventListener("DOMContentLoaded", () => {
   setupKey();
   setupDrop();
   $("lookup-form").addEventListener("submit", lookup);
+  $("product-form").addEventListener("submit", showProduct);
   $("search-form").addEventListener("submit", searchText);
   $("retry-all").addEventListener("click", () => {
     if (confirm("Retry every failed job?")) retry("/api/v1/queue/failed/retry", $("retry-all"), $("retry-all-outcome"));
