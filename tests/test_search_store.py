@@ -167,27 +167,43 @@ def test_clipq_store_backfill_keywords_on_an_old_embedded_folder(tmp_path):
 
 
 # -- one result per product, as a pure function ---------------------------------------------------
-def pages_of(points: list[str]):
-    """A run over one ranked list of product ids (one per point), recording each page asked."""
+def reads_of(points: list[str]):
+    """A run over one ranked list of product ids (one per point), recording each read asked."""
     asked = []
 
-    def run(pages):
-        asked.extend(pages)
-        return [[SimpleNamespace(payload={"product_id": p}) for p in points[offset:offset + n]] for _, n, offset in pages]
+    def run(reads):
+        asked.extend(reads)
+        return [[SimpleNamespace(payload={"product_id": p}) for p in points[:n]] for _, n in reads]
     return run, asked
 
 
-def test_per_product_reads_more_pages_until_it_has_enough_products():
+def test_per_product_reads_deeper_until_it_has_enough_products():
     ranked = ["a"] * 70 + ["b", "a", "c", "d"]
-    run, asked = pages_of(ranked)
+    run, asked = reads_of(ranked)
     (found,) = per_product(run, [3])
     assert [p.payload["product_id"] for p in found] == ["a", "b", "c"]
     size = page_size(3)
-    assert asked == [(0, size, 0), (0, size, size), (0, size, 2 * size)][:len(asked)] and len(asked) == 3
+    assert asked == [(0, size), (0, 2 * size), (0, 4 * size)], "from the top each time, twice as deep"
+
+
+def test_per_product_misses_no_product_when_ties_come_back_in_another_order_each_read():
+    """All photos of a product score the same by keywords, and the engines order ties anyhow, a
+    new order each read: a product is never lost between two reads."""
+    import random
+
+    tied = ["p0"] * 41 + ["p1", "p2", "p3"]
+    for seed in range(50):
+        rng = random.Random(seed)
+
+        def run(reads):
+            return [[SimpleNamespace(payload={"product_id": p}) for p in rng.sample(tied, len(tied))[:n]]
+                    for _, n in reads]
+        (found,) = per_product(run, [10])
+        assert sorted(p.payload["product_id"] for p in found) == ["p0", "p1", "p2", "p3"], seed
 
 
 def test_per_product_stops_at_the_end_and_applies_keep():
-    run, asked = pages_of(["a", "b", "a", "c"])
+    run, asked = reads_of(["a", "b", "a", "c"])
     (found,) = per_product(run, [10], keep=lambda i, payload: payload["product_id"] != "b")
     assert [p.payload["product_id"] for p in found] == ["a", "c"] and len(asked) == 1
 

@@ -23,26 +23,26 @@ def find_asks(shard: EdgeShard, asks: list[Ask], params: SearchParams) -> list[l
     planned = [(a, *conditions(a.filter, a.exclude, a.tenant)) for a in asks]
 
     def run(pages: list[tuple[int, int, int]]) -> list[list]:
-        return shard.query_batch(QueryBatchRequest([request(planned[i][0], planned[i][1], n, offset, params)
-                                                    for i, n, offset in pages]))
+        return shard.query_batch(QueryBatchRequest([request(planned[i][0], planned[i][1], n, params)
+                                                    for i, n in pages]))
 
     found = per_product(run, [a.limit for a in asks], lambda i, payload: has_flags(payload, planned[i][2]))
     return [[search_result(p.score, p.payload) for p in points] for points in found]
 
 
-def request(ask: Ask, flt, limit: int, offset: int, params: SearchParams) -> QueryRequest:
+def request(ask: Ask, flt, limit: int, params: SearchParams) -> QueryRequest:
     prefetches, query = None, None
     if ask.like:
         query = Query.RecommendBestScore(RecommendQuery(list(ask.like), []))
-    elif ask.hybrid:  # each list as deep as the fused page: its ranks are the same at every page
-        prefetches = [Prefetch(offset + limit, Query.Nearest(ask.vector), params=params),
-                      Prefetch(offset + limit, Query.Nearest(query_vector(ask.words), using=KEYWORDS))]
+    elif ask.hybrid:  # each list as deep as the fused read
+        prefetches = [Prefetch(limit, Query.Nearest(ask.vector), params=params),
+                      Prefetch(limit, Query.Nearest(query_vector(ask.words), using=KEYWORDS))]
         query = Fusion.Rrf(k=RRF_K)
     elif ask.words:
         query = Query.Nearest(query_vector(ask.words), using=KEYWORDS)
     else:
         query = Query.Nearest(ask.vector)
-    return QueryRequest(limit=limit, offset=offset, query=query, prefetches=prefetches, filter=flt,
+    return QueryRequest(limit=limit, query=query, prefetches=prefetches, filter=flt,
                         with_payload=True, params=params)
 
 

@@ -25,23 +25,23 @@ def find_asks(client: QdrantClient, collection: str, asks: list[Ask], params: mo
     flts = [conditions(a.filter, a.exclude, a.tenant) for a in asks]
 
     def run(pages: list[tuple[int, int, int]]) -> list[list]:
-        requests = [request(asks[i], flts[i], n, offset, params) for i, n, offset in pages]
+        requests = [request(asks[i], flts[i], n, params) for i, n in pages]
         return [r.points for r in client.query_batch_points(collection, requests=requests)]
 
     found = per_product(run, [a.limit for a in asks])
     return [[search_result(p.score, p.payload) for p in points] for points in found]
 
 
-def request(ask: Ask, flt: models.Filter | None, limit: int, offset: int, params: models.SearchParams
+def request(ask: Ask, flt: models.Filter | None, limit: int, params: models.SearchParams
             ) -> models.QueryRequest:
-    common = {"limit": limit, "offset": offset, "filter": flt, "with_payload": True, "params": params}
+    common = {"limit": limit, "filter": flt, "with_payload": True, "params": params}
     if ask.like:
         return models.QueryRequest(query=models.RecommendQuery(recommend=models.RecommendInput(
             positive=list(ask.like), strategy=models.RecommendStrategy.BEST_SCORE)), **common)
-    if ask.hybrid:  # each list as deep as the fused page: its ranks are the same at every page
+    if ask.hybrid:  # each list as deep as the fused read
         return models.QueryRequest(prefetch=[
-            models.Prefetch(query=ask.vector, limit=offset + limit, params=params),
-            models.Prefetch(query=sparse(query_vector(ask.words)), using=KEYWORDS, limit=offset + limit)],
+            models.Prefetch(query=ask.vector, limit=limit, params=params),
+            models.Prefetch(query=sparse(query_vector(ask.words)), using=KEYWORDS, limit=limit)],
             query=models.RrfQuery(rrf=models.Rrf(k=RRF_K)), **common)
     if ask.words:
         return models.QueryRequest(query=sparse(query_vector(ask.words)), using=KEYWORDS, **common)
