@@ -20,7 +20,7 @@ from batcher.queue.config import DAY
 from batcher.queue.connect import async_client
 from batcher.queue.durable import Durability, NotReplicated, run_durable_async
 from batcher.queue.jobs import STATUSES, TERMINAL, JobSpec, new_job_id, public_status
-from batcher.queue.keys import Keys, job_shard, product_shard, shard_keys
+from batcher.queue.keys import Keys, job_shard, pending_lists, product_shard, shard_keys
 from batcher.queue.lane import REPLY_GRACE_S, Lane
 from batcher.queue.messages import QueryReply, QueryRequest
 from batcher.queue.scripts import Scripts
@@ -42,6 +42,16 @@ class OverBudget(Exception):
     def __init__(self, held: int, size: int, max_bytes: int) -> None:
         super().__init__(f"the queue holds {held} image bytes; {size} more would pass {max_bytes}")
         self.held, self.size, self.max_bytes = held, size, max_bytes
+
+
+class TenantQuotaFull(Exception):
+    """The tenant's own quota (``calls.Quota``) is reached: 429 ``tenant_queue_full`` (pending
+    jobs) or ``tenant_queue_bytes_full`` (image bytes), naming the tenant and the quota."""
+
+    def __init__(self, tenant: str, code: str, held: int, limit: int) -> None:
+        what = "jobs queued" if code == "tenant_queue_full" else "bytes of images"
+        super().__init__(f"tenant {tenant!r} has {held} {what} in this shard, at its quota of {limit}")
+        self.tenant, self.code, self.held, self.limit = tenant, code, held, limit
 
 
 class LaneFull(Exception):
@@ -153,33 +163,38 @@ class ShardReads:
         return int(sec) * 1000 + int(usec) // 1000
 
     async def depths(self) -> list[int]:
-        """The pending jobs of each shard, shard 0 first."""
+        """The pending jobs of each shard (every tenant's), shard 0 first."""
         pipe = self.redis.pipeline(transaction=False)
         for k in self.shards:
-            pipe.llen(k.queue)
-        return [int(n) for n in await pipe.execute()]
+            pipe.lrange(k.ring, 0, -1)
+        lists = [pending_lists(k, ring) for k, ring in zip(self.shards, await pipe.execute())]
+        pipe = self.redis.pipeline(transaction=False)
+        for key in (key for keys in lists for key in keys):
+            pipe.llen(key)
+        counts = iter(await pipe.execute())
+        return [sum(int(next(counts)) for _ in keys) for keys in lists]
 
     async def depth(self) -> int:
         return sum(await self.depths())
 
     async def stats(self) -> dict[str, Any]:
+        pending = await self.depth()
         pipe = self.redis.pipeline(transaction=False)
         for k in self.shards:
-            pipe.llen(k.queue)
             pipe.zcard(k.delayed)
             pipe.hgetall(k.stats)
             pipe.get(k.image_bytes)
         replies = await pipe.execute()
         counts: dict[str, int] = {}
-        for counters in replies[2::4]:
+        for counters in replies[1::3]:
             for name, value in counters.items():
                 counts[name.decode()] = counts.get(name.decode(), 0) + int(value)
         jobs = {s: max(0, counts.get(s, 0)) for s in STATUSES}
         jobs["total"] = counts.get("total", 0)
         # the completed jobs that skipped the model (their image's vector was already stored)
         skipped = {k: max(0, counts.get(k, 0)) for k in ("unchanged", "reused")}
-        out = {"queue_name": self.shards[0].queue, "pending_in_queue": sum(replies[0::4]),
-               "delayed_retries": sum(replies[1::4]), "image_bytes": sum(int(b or 0) for b in replies[3::4]),
+        out = {"queue_name": self.shards[0].queue, "pending_in_queue": pending,
+               "delayed_retries": sum(replies[0::3]), "image_bytes": sum(int(b or 0) for b in replies[2::3]),
                "jobs": jobs, "completed_without_model": skipped}
         return out if len(self.shards) == 1 else out | {"shards": len(self.shards)}
 
@@ -269,12 +284,15 @@ class JobQueue(ShardReads):
         n = len(self.shards)
         return max(1, self.max_depth // n), self.max_bytes if self.max_bytes >= calls.UNBOUNDED else self.max_bytes // n
 
-    async def enqueue(self, spec: JobSpec, image: bytes) -> tuple[str, int]:
-        """(job id, version): the version makes this upload its product's newest."""
+    async def enqueue(self, spec: JobSpec, image: bytes, quota: calls.Quota | None = None) -> tuple[str, int]:
+        """(job id, version): the version makes this upload its product's newest. ``quota``: the
+        tenant's own (``spec.tenant``), split evenly over the shards like the queue's."""
         shard = product_shard(spec.product_id, len(self.shards))
         job_id = new_job_id(shard if len(self.shards) > 1 else None)
         max_depth, max_bytes = self.shard_budget
-        call = calls.enqueue(self.shards[shard], job_id, spec, image, max_depth, max_bytes, self.failed_image_ttl)
+        quota = (quota or calls.Quota()).per_shard(len(self.shards))
+        call = calls.enqueue(self.shards[shard], job_id, spec, image, max_depth, max_bytes, self.failed_image_ttl,
+                             quota)
         try:
             ok, value, *version = await run_durable_async(self.redis, self.scripts, call, self.durability)
         except NotReplicated as exc:
@@ -284,6 +302,10 @@ class JobQueue(ShardReads):
             raise QueueFull(int(value))
         if ok == -1:
             raise OverBudget(int(value), len(image), max_bytes)
+        if ok in (-2, -3):
+            code, limit = ("tenant_queue_full", quota.max_depth) if ok == -2 else ("tenant_queue_bytes_full",
+                                                                                  quota.max_bytes)
+            raise TenantQuotaFull(spec.tenant, code, int(value), limit)
         return job_id, int(version[0])
 
     async def tombstone(self, product_id: str) -> tuple[int, bool]:

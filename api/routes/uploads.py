@@ -12,7 +12,8 @@ from api.form_fields import FormField, FormSpec
 from api.forms import read_form
 from api.lane import declare
 from api.metrics import UPLOAD_ROUTE
-from api.queue import NotReplicated, OverBudget, QueueFull
+from api.queue import NotReplicated, OverBudget, QueueFull, TenantQuotaFull
+from api.quotas import tenant_quota_error
 from api.security import api_key
 from api.validation import MAX_PRODUCT_ID, check_image, check_nesting, check_product_id, one_image_source, parse_object
 from batcher.queue.jobs import JobSpec
@@ -67,6 +68,8 @@ async def index_product(request: Request) -> JSONResponse:
         raise ApiError(429, "queue_bytes_full", f"the queue holds {exc.held} bytes of images; this one "
                        f"({exc.size} bytes) would pass MAX_QUEUE_BYTES ({exc.max_bytes}); retry later",
                        headers={"Retry-After": "30"}) from None
+    except TenantQuotaFull as exc:
+        raise tenant_quota_error(exc) from None
     except NotReplicated as exc:
         raise _not_replicated(exc) from None
     metrics.enqueue.observe(time.perf_counter() - start)

@@ -10,6 +10,8 @@ from typing import Any
 QUEUED, PROCESSING, COMPLETED, FAILED = "queued", "processing", "completed", "failed"
 SUPERSEDED = "superseded"  # a newer upload or a delete of its product came after it: not stored
 STATUSES = (QUEUED, PROCESSING, COMPLETED, FAILED, SUPERSEDED)
+DEFAULT_TENANT = "default"  # the tenant of every job queued without one (and before tenants existed)
+TENANT_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 TERMINAL = frozenset({COMPLETED, FAILED, SUPERSEDED})  # a job in one of these changes no more by itself
 
 
@@ -39,6 +41,7 @@ class JobSpec:
     image_sha256: str
     content_type: str
     image_url: str = ""  # instead of image bytes: the worker fetches it (no image key is stored)
+    tenant: str = DEFAULT_TENANT
 
     def to_fields(self) -> dict[str, str]:
         fields = {
@@ -48,6 +51,7 @@ class JobSpec:
             "metadata": json.dumps(self.metadata, separators=(",", ":")),
             "image_sha256": self.image_sha256,
             "content_type": self.content_type,
+            "tenant": self.tenant,
         }
         if self.image_url:
             fields["image_url"] = self.image_url
@@ -71,6 +75,7 @@ class Job:
     version: int = 0  # given at enqueue time; 0 for a job queued before versions existed
     image: bytes | None = field(default=None, repr=False)
     image_url: str = ""
+    tenant: str = DEFAULT_TENANT
 
     @classmethod
     def from_hash(cls, h: dict[bytes, bytes], image: bytes | None) -> "Job":
@@ -88,6 +93,7 @@ class Job:
             version=int(s.get("version") or 0),
             image=image,
             image_url=s.get("image_url", ""),
+            tenant=s.get("tenant") or DEFAULT_TENANT,
         )
 
 

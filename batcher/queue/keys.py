@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 from redis.crc import key_slot
 
+from .jobs import DEFAULT_TENANT
+
 DEFAULT_NAMESPACE = "clipq"
 SLOTS = 16384
 _SHARD_SUFFIX = re.compile(r"^job-[0-9a-f]+-(\d+)$")
@@ -52,6 +54,13 @@ def job_shard(job_id: str, count: int) -> int:
     return int(found.group(1)) % count if found else 0
 
 
+def pending_lists(keys: "Keys", ring: list[bytes | str]) -> list[str]:
+    """The pending lists that hold a shard's queued jobs: the default tenant's (on the ring or
+    not: ids queued before tenants existed) and those of the tenants on ``ring``."""
+    tenants = {t.decode() if isinstance(t, bytes) else t for t in ring} - {DEFAULT_TENANT}
+    return [keys.queue] + [keys.pending(t) for t in sorted(tenants)]
+
+
 @dataclass(frozen=True)
 class Keys:
     namespace: str = DEFAULT_NAMESPACE
@@ -69,8 +78,33 @@ class Keys:
     # -- the job queue ---------------------------------------------------------------
     @property
     def queue(self) -> str:
-        """The pending list: the API LPUSHes job ids, workers move them from the right."""
+        """The default tenant's pending list (``pending``): the API LPUSHes job ids, workers move
+        them from the right."""
         return f"{self.tag}:queue"
+
+    def pending(self, tenant: str = DEFAULT_TENANT) -> str:
+        """A tenant's pending list (LPUSH new ids, claims take from the right); the default
+        tenant's is today's ``queue``, so a deployment from before tenants needs no migration."""
+        return self.queue if tenant == DEFAULT_TENANT else f"{self.tenant_prefix}{tenant}:queue"
+
+    @property
+    def ring(self) -> str:
+        """List of the tenants with queued jobs, each at most once: claims take round-robin over
+        it (``lua/claim.lua``), and a worker's blocking wait rotates it (``BLMOVE ring ring``)."""
+        return f"{self.tag}:ring"
+
+    @property
+    def tenant_prefix(self) -> str:
+        """What every per-tenant key starts with (the Lua scripts build them from it)."""
+        return f"{self.tag}:tenant:"
+
+    def tenant_stats(self, tenant: str) -> str:
+        """Hash of one tenant's counters, the same fields as ``stats`` (which keeps the totals)."""
+        return f"{self.tenant_prefix}{tenant}:stats"
+
+    def tenant_bytes(self, tenant: str) -> str:
+        """Bytes of one tenant's image keys (its part of ``image_bytes``)."""
+        return f"{self.tenant_prefix}{tenant}:image_bytes"
 
     @property
     def delayed(self) -> str:
