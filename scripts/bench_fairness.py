@@ -27,7 +27,6 @@ import io
 import os
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
@@ -72,15 +71,6 @@ def completed(client, keys: Keys, tenant: str) -> int:
     return int(client.hget(keys.tenant_stats(tenant), "completed") or 0)
 
 
-def wait_for(what: str, ready, timeout_s: float, sup: Supervisor) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not ready():
-        sup.check()
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} after {timeout_s:.0f}s")
-        time.sleep(0.01)
-
-
 def run_mode(a: argparse.Namespace, redis_url: str, work: Path, fair: bool) -> dict:
     client = redis.Redis.from_url(redis_url)
     keys = Keys("bench-" + uuid.uuid4().hex[:10])
@@ -91,12 +81,12 @@ def run_mode(a: argparse.Namespace, redis_url: str, work: Path, fair: bool) -> d
     try:
         queue_jobs(client, keys, "a", 0, a.jobs)
         sup.start("worker", [PY, "-m", "batcher"], env=env, grace_s=10)
-        wait_for("the worker completed none of a's jobs", lambda: completed(client, keys, "a") >= a.head_start,
-                 a.timeout, sup)
+        sup.wait_until("the worker's head start on a", lambda: completed(client, keys, "a") >= a.head_start,
+                       a.timeout)
         a_queued, a_done = int(client.llen(keys.pending("a"))), completed(client, keys, "a")
         b_job = queue_jobs(client, keys, "b", a.jobs, 1)[0]
-        wait_for("b's job is not completed", lambda: client.hget(keys.job(b_job), "status") == b"completed",
-                 a.timeout, sup)
+        # polled, not timed: the figure is the job's own Redis timestamps
+        sup.wait_until("b's job", lambda: client.hget(keys.job(b_job), "status") == b"completed", a.timeout)
         a_done_at_b = completed(client, keys, "a")
         created, done = (int(x) for x in client.hmget(keys.job(b_job), "created_at", "completed_at"))
     finally:

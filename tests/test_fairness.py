@@ -192,3 +192,10 @@ def test_per_tenant_stats_add_up_to_the_totals_over_three_shards(r, run_burst, n
     failed_bytes = len(b"not an image")  # kept for a manual retry, counted as b's
     assert sum(int(r.get(k.tenant_bytes("b")) or 0) for k in keys) == failed_bytes
     assert all(r.llen(k.ring) == 0 for k in keys)
+
+
+def test_a_tenant_name_that_could_bend_a_key_is_refused_before_any_script():
+    for bad in ("", "a:b", "{x}", "a b", "x" * 65):
+        with pytest.raises(ValueError, match="tenant"):
+            JobSpec("p", "n", "", {}, "sha", "image/jpeg", tenant=bad)
+    assert JobSpec("p", "n", "", {}, "sha", "image/jpeg", tenant="shop-7.eu_1").to_fields()["tenant"] == "shop-7.eu_1"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -42,6 +43,11 @@ class JobSpec:
     content_type: str
     image_url: str = ""  # instead of image bytes: the worker fetches it (no image key is stored)
     tenant: str = DEFAULT_TENANT
+
+    def __post_init__(self) -> None:
+        # the scripts build the tenant's keys from its name: never let one reach them unchecked
+        if not re.match(TENANT_PATTERN, self.tenant):
+            raise ValueError(f"tenant {self.tenant!r} is not 1 to 64 of A-Za-z0-9_.-")
 
     def to_fields(self) -> dict[str, str]:
         fields = {
