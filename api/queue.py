@@ -177,13 +177,23 @@ class ShardReads:
     async def depth(self) -> int:
         return sum(await self.depths())
 
-    async def stats(self) -> dict[str, Any]:
-        pending = await self.depth()
+    async def tenant_depth(self, tenant: str) -> int:
+        """The pending jobs of one tenant, every shard's."""
+        pipe = self.redis.pipeline(transaction=False)
+        for k in self.shards:
+            pipe.llen(k.pending(tenant))
+        return sum(int(n) for n in await pipe.execute())
+
+    async def stats(self, tenant: str | None = None) -> dict[str, Any]:
+        """The queue's figures; with ``tenant``, that tenant's alone: its pending list, its counters
+        and image bytes (``Keys.tenant_stats``, ``tenant_bytes``), and as delayed retries its
+        queued jobs that are not pending."""
+        pending = await (self.depth() if tenant is None else self.tenant_depth(tenant))
         pipe = self.redis.pipeline(transaction=False)
         for k in self.shards:
             pipe.zcard(k.delayed)
-            pipe.hgetall(k.stats)
-            pipe.get(k.image_bytes)
+            pipe.hgetall(k.stats if tenant is None else k.tenant_stats(tenant))
+            pipe.get(k.image_bytes if tenant is None else k.tenant_bytes(tenant))
         replies = await pipe.execute()
         counts: dict[str, int] = {}
         for counters in replies[1::3]:
@@ -193,9 +203,11 @@ class ShardReads:
         jobs["total"] = counts.get("total", 0)
         # the completed jobs that skipped the model (their image's vector was already stored)
         skipped = {k: max(0, counts.get(k, 0)) for k in ("unchanged", "reused")}
+        delayed = sum(replies[0::3]) if tenant is None else max(0, jobs["queued"] - pending)
         out = {"queue_name": self.shards[0].queue, "pending_in_queue": pending,
-               "delayed_retries": sum(replies[0::3]), "image_bytes": sum(int(b or 0) for b in replies[2::3]),
+               "delayed_retries": delayed, "image_bytes": sum(int(b or 0) for b in replies[2::3]),
                "jobs": jobs, "completed_without_model": skipped}
+        out |= {} if tenant is None else {"tenant": tenant}
         return out if len(self.shards) == 1 else out | {"shards": len(self.shards)}
 
     async def history(self) -> list[bytes]:

@@ -199,3 +199,18 @@ def test_a_tenant_name_that_could_bend_a_key_is_refused_before_any_script():
         with pytest.raises(ValueError, match="tenant"):
             JobSpec("p", "n", "", {}, "sha", "image/jpeg", tenant=bad)
     assert JobSpec("p", "n", "", {}, "sha", "image/jpeg", tenant="shop-7.eu_1").to_fields()["tenant"] == "shop-7.eu_1"
+
+
+def test_the_apis_stats_of_one_tenant_are_its_own_and_add_up_to_the_totals(make_client):
+    client = make_client(queue_shards=2)
+    queue = client.app.state.queue
+    for tenant, n in (("a", 3), ("b", 2)):
+        for i in range(n):
+            spec = JobSpec(f"{tenant}{i}", "n", "", {}, "sha", "image/jpeg", tenant=tenant)
+            client.portal.call(queue.enqueue, spec, b"x" * (10 if tenant == "a" else 7))
+    total, a, b = (client.portal.call(queue.stats, t) for t in (None, "a", "b"))
+    assert (a["tenant"], a["pending_in_queue"], a["jobs"]["queued"], a["image_bytes"]) == ("a", 3, 3, 30)
+    assert (b["pending_in_queue"], b["jobs"]["total"], b["image_bytes"], b["delayed_retries"]) == (2, 2, 14, 0)
+    assert total["pending_in_queue"] == 5 == a["pending_in_queue"] + b["pending_in_queue"]
+    assert total["image_bytes"] == 44 and "tenant" not in total
+    assert client.get("/api/v1/queue/stats").json()["pending_in_queue"] == 5
