@@ -214,3 +214,15 @@ def test_the_apis_stats_of_one_tenant_are_its_own_and_add_up_to_the_totals(make_
     assert total["pending_in_queue"] == 5 == a["pending_in_queue"] + b["pending_in_queue"]
     assert total["image_bytes"] == 44 and "tenant" not in total
     assert client.get("/api/v1/queue/stats").json()["pending_in_queue"] == 5
+
+
+def test_a_claim_whose_reply_was_lost_goes_back_to_its_tenants_list(r, worker_settings, namespace):
+    k = Keys(namespace)
+    job_id, _ = queue_for(r, k, "b", "b-1")
+    w = consumer(r, worker_settings)
+    Scripts(r).run(calls.claim(k, w.worker_id, 1))  # the claim ran; its reply never reached the worker
+    assert r.llen(k.ring) == 0 and r.hget(k.tenant_stats("b"), "processing") == b"1"
+    assert w.requeue_orphans() == 1
+    assert r.lrange(k.pending("b"), 0, -1) == [job_id.encode()] and r.lrange(k.ring, 0, -1) == [b"b"]
+    assert r.hget(k.tenant_stats("b"), "processing") == b"0" and r.hget(k.job(job_id), "retry_count") == b"0"
+    assert w.take_now(1) == [job_id]
