@@ -23,6 +23,7 @@ from batcher.queue.jobs import STATUSES, TERMINAL, JobSpec, new_job_id, public_s
 from batcher.queue.keys import Keys, job_shard, pending_lists, product_shard, shard_keys
 from batcher.queue.lane import REPLY_GRACE_S, Lane
 from batcher.queue.messages import QueryReply, QueryRequest
+from batcher.queue.owner import is_cluster
 from batcher.queue.scripts import Scripts
 
 Unavailable = redis.RedisError  # what a call raises when Redis fails: the API answers 503
@@ -346,11 +347,16 @@ class JobQueue(ShardReads):
 
     async def retry_each(self, job_ids: list[str]) -> list[int]:
         """``retry``'s code of each job, in one pipeline; ids whose record expired (code 0)
-        leave the failed set."""
-        pipe = self.redis.pipeline(transaction=False)
-        for job_id in job_ids:
-            await self.scripts.run(calls.retry(self.shard_of_job(job_id), job_id), client=pipe)
-        codes = [int(code) for code, _ in await pipe.execute()]
+        leave the failed set. On a cluster one call each, pinned to its slot's owner: retry.lua
+        builds its tenant's keys itself (undeclared), and a pipeline would follow an ASK to a
+        node where they read as missing (``batcher/queue/owner.py``)."""
+        if is_cluster(self.redis):
+            codes = [(await self.retry(job_id))[0] for job_id in job_ids]
+        else:
+            pipe = self.redis.pipeline(transaction=False)
+            for job_id in job_ids:
+                await self.scripts.run(calls.retry(self.shard_of_job(job_id), job_id), client=pipe)
+            codes = [int(code) for code, _ in await pipe.execute()]
         for job_id, code in zip(job_ids, codes):
             if code == 0:
                 await self.redis.zrem(self.shard_of_job(job_id).failed, job_id)
