@@ -18,8 +18,9 @@ from api.metrics import ApiMetrics
 from api.queue import Connections, JobQueue
 from batcher.queue.durable import Durability
 from api.waiter import JobWaiter
-from api.routes import dashboard, failures, health, jobs, search, uploads, workers
+from api.routes import dashboard, duplicates, failures, health, jobs, search, uploads, whoami, workers
 from api.settings import ApiSettings
+from api.tenant_source import TenantSource, install_sighup, remove_sighup
 
 log = logging.getLogger("clipq.api")
 
@@ -30,7 +31,10 @@ async def lifespan(app: FastAPI):
     if refusal := settings.refusal():
         log.error("refusing to start: %s", refusal)
         raise RuntimeError(f"refusing to start: {refusal}")
-    if not settings.api_keys:
+    app.state.tenants = tenants = TenantSource(settings.tenants_file, settings.api_keys, settings.admin_keys)
+    if install_sighup(tenants):
+        log.info("SIGHUP rereads the tenants file")
+    if tenants.book.open:
         log.warning("ALLOW_ANONYMOUS=true: anyone who reaches this API can upload, search and delete")
     connections = Connections.open(settings)
     app.state.queue = queue = JobQueue(connections, settings.queue_namespace, settings.max_queue_depth,
@@ -45,6 +49,7 @@ async def lifespan(app: FastAPI):
     try:
         yield
     finally:
+        remove_sighup()
         await app.state.waiter.stop()
         errors.refusals.flush()  # the 503s not logged yet
         await connections.aclose()
@@ -58,7 +63,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = ApiMetrics()
     errors.install(app)
-    for module in (uploads, jobs, failures, workers, search, health):
+    for module in (uploads, jobs, failures, workers, search, duplicates, health, whoami):
         app.include_router(module.router)
     docs.install(app)
     dashboard.install(app)

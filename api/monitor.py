@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from api.failures import Group, group_failures
+from api.tenants import Caller
 from api.queue import JobQueue
 from batcher.queue import history
 from batcher.queue.jobs import iso_from_ms
@@ -33,10 +34,11 @@ async def recent_history(queue: JobQueue, minutes: int) -> dict[str, Any]:
             "samples": [s | {"t": iso_from_ms(s["t"])} for s in history.series(raw, now - minutes * 60_000)]}
 
 
-async def failure_groups(queue: JobQueue, window_s: int, max_jobs: int) -> tuple[list[Group], dict]:
-    """Group the most recent ``max_jobs`` failures of the last ``window_s`` seconds."""
+async def failure_groups(queue: JobQueue, window_s: int, max_jobs: int, caller: Caller
+                         ) -> tuple[list[Group], dict]:
+    """Group the most recent ``max_jobs`` failures (of the caller's tenant) of the last ``window_s`` seconds."""
     since = await queue.now_ms() - window_s * 1000
-    found = await queue.failures_since(since, max_jobs)
+    found = await queue.failures_since(since, max_jobs, caller)
     failures = [(job_id, at, "(job record expired)" if e is None else e) for job_id, at, e in found]
     window = {"seconds": window_s, "since": iso_from_ms(since), "max_jobs": max_jobs,
               "scanned": len(found), "truncated": len(found) == max_jobs}

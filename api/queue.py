@@ -15,12 +15,13 @@ from redis.exceptions import RedisClusterException
 
 from api.reasons import short_reason
 from api.settings import ApiSettings
+from api.tenants import Caller
 from batcher.queue import calls, history
 from batcher.queue.config import DAY
 from batcher.queue.connect import async_client
 from batcher.queue.durable import Durability, NotReplicated, run_durable_async
-from batcher.queue.jobs import STATUSES, TERMINAL, JobSpec, new_job_id, public_status
-from batcher.queue.keys import Keys, job_shard, pending_lists, product_shard, shard_keys
+from batcher.queue.jobs import DEFAULT_TENANT, STATUSES, TERMINAL, JobSpec, new_job_id, public_status
+from batcher.queue.keys import Keys, job_shard, pending_lists, product_key, product_shard, shard_keys
 from batcher.queue.lane import REPLY_GRACE_S, Lane
 from batcher.queue.messages import QueryReply, QueryRequest
 from batcher.queue.owner import is_cluster
@@ -28,6 +29,8 @@ from batcher.queue.scripts import Scripts
 
 Unavailable = redis.RedisError  # what a call raises when Redis fails: the API answers 503
 ClusterUnavailable = RedisClusterException  # the cluster client's own (no node serves a slot): 503 too
+EVERY = Caller(None, admin=True)  # the reads' default: every tenant's jobs
+SCOPED_SCAN = 10_000  # a tenant's failed lists look among the newest this many failures of all
 # NotReplicated: an upload's WAIT (REDIS_WAIT_REPLICAS) fell short: the API answers 503 too
 
 
@@ -211,6 +214,10 @@ class ShardReads:
         out |= {} if tenant is None else {"tenant": tenant}
         return out if len(self.shards) == 1 else out | {"shards": len(self.shards)}
 
+    async def tenant_stats(self, tenant: str) -> dict[str, Any]:
+        """One tenant's figures, for its own stats document (``stats(tenant)``)."""
+        return await self.stats(tenant)
+
     async def history(self) -> list[bytes]:
         """The queue's samples (``batcher.queue.history``), newest first: the shards' added up."""
         pipe = self.redis.pipeline(transaction=False)
@@ -218,42 +225,56 @@ class ShardReads:
             pipe.lrange(k.history, 0, history.MAX_SAMPLES - 1)
         return history.merge(await pipe.execute())
 
-    async def _failed_scored(self, since_ms: float | str, limit: int) -> list[tuple[str, int]]:
+    async def _failed_scored(self, since_ms: float | str, limit: int, caller: Caller = EVERY
+                             ) -> list[tuple[str, int]]:
         """(job id, failure time in ms) of the newest ``limit`` failures since ``since_ms`` of
         every shard, newest first."""
         pipe = self.redis.pipeline(transaction=False)
         for k in self.shards:
             pipe.zrevrangebyscore(k.failed, "+inf", since_ms, start=0, num=limit, withscores=True)
         found = [(m.decode(), int(score)) for part in await pipe.execute() for m, score in part]
-        return sorted(found, key=lambda f: f[1], reverse=True)[:limit]
+        found = sorted(found, key=lambda f: f[1], reverse=True)
+        if caller.tenant is None:
+            return found[:limit]
+        # a tenant's: the newest SCOPED_SCAN failures of all, whose records name the tenant
+        tenants = await self._fields([job_id for job_id, _ in found[:SCOPED_SCAN]], "tenant")
+        return [f for f, (t,) in zip(found, tenants) if t is not None and caller.sees(t)][:limit]
 
-    async def failed_ids(self, limit: int) -> list[str]:
-        """The ids of the most recently failed jobs, newest first."""
-        return [job_id for job_id, _ in await self._failed_scored("-inf", limit)]
+    async def _fields(self, job_ids: list[str], *names: str) -> list[tuple[str | None, ...]]:
+        """Fields of each job's record, in one pipeline: all None where the record expired."""
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hmget(self.shard_of_job(job_id).job(job_id), ["job_id", *names])
+        return [(None,) * len(names) if found is None else tuple("" if v is None else v.decode() for v in rest)
+                for found, *rest in await pipe.execute()]
 
-    async def failed_count(self) -> int:
+    async def failed_ids(self, limit: int, caller: Caller = EVERY) -> list[str]:
+        """The ids of the most recently failed jobs (of the caller's tenant), newest first."""
+        return [job_id for job_id, _ in await self._failed_scored("-inf", limit, caller)]
+
+    async def failed_count(self, caller: Caller = EVERY) -> int:
+        if caller.tenant is not None:
+            return len(await self._failed_scored("-inf", SCOPED_SCAN, caller))
         pipe = self.redis.pipeline(transaction=False)
         for k in self.shards:
             pipe.zcard(k.failed)
         return sum(int(n) for n in await pipe.execute())
 
-    async def failed(self, limit: int) -> list[dict[str, Any]]:
+    async def failed(self, limit: int, caller: Caller = EVERY) -> list[dict[str, Any]]:
         """The most recently failed jobs, newest first (their records may have expired since)."""
         pipe = self.redis.pipeline(transaction=False)
-        for job_id in await self.failed_ids(limit):
+        for job_id in await self.failed_ids(limit, caller):
             pipe.hgetall(self.shard_of_job(job_id).job(job_id))
         records = await pipe.execute()
-        return [_public(h) for h in records if h]
+        return [_public(h) for h in records if h and _of(h, caller)]
 
-    async def failures_since(self, since_ms: int, limit: int) -> list[tuple[str, int, str | None]]:
+    async def failures_since(self, since_ms: int, limit: int, caller: Caller = EVERY
+                             ) -> list[tuple[str, int, str | None]]:
         """(job id, failure time in ms, error or None when its record expired) of the newest
-        ``limit`` failures since ``since_ms``, newest first."""
-        found = await self._failed_scored(since_ms, limit)
-        pipe = self.redis.pipeline(transaction=False)
-        for job_id, _ in found:
-            pipe.hget(self.shard_of_job(job_id).job(job_id), "error_message")
-        return [(job_id, score, None if e is None else e.decode())
-                for (job_id, score), e in zip(found, await pipe.execute())]
+        ``limit`` failures since ``since_ms`` (of the caller's tenant), newest first."""
+        found = await self._failed_scored(since_ms, limit, caller)
+        errors = await self._fields([job_id for job_id, _ in found], "error_message")
+        return [(job_id, score, e) for (job_id, score), (e,) in zip(found, errors)]
 
     async def heartbeats(self) -> list[tuple[str, bytes | None, int]]:
         """(worker id, its status document or None, the document's TTL in ms) of every worker
@@ -300,7 +321,7 @@ class JobQueue(ShardReads):
     async def enqueue(self, spec: JobSpec, image: bytes, quota: calls.Quota | None = None) -> tuple[str, int]:
         """(job id, version): the version makes this upload its product's newest. ``quota``: the
         tenant's own (``spec.tenant``), split evenly over the shards like the queue's."""
-        shard = product_shard(spec.product_id, len(self.shards))
+        shard = product_shard(product_key(spec.tenant, spec.product_id), len(self.shards))
         job_id = new_job_id(shard if len(self.shards) > 1 else None)
         max_depth, max_bytes = self.shard_budget
         quota = (quota or calls.Quota()).per_shard(len(self.shards))
@@ -321,17 +342,24 @@ class JobQueue(ShardReads):
             raise TenantQuotaFull(spec.tenant, code, int(value), limit)
         return job_id, int(version[0])
 
-    async def tombstone(self, product_id: str) -> tuple[int, bool]:
-        """Version a delete of ``product_id``: (its version, whether an upload was pending)."""
-        keys = self.shards[product_shard(product_id, len(self.shards))]
-        version, pending = await self.scripts.run(calls.tombstone(keys, product_id))
+    async def tombstone(self, product_id: str, tenant: str = DEFAULT_TENANT) -> tuple[int, bool]:
+        """Version a delete of the tenant's ``product_id``: (its version, whether an upload was pending)."""
+        key = product_key(tenant, product_id)
+        keys = self.shards[product_shard(key, len(self.shards))]
+        version, pending = await self.scripts.run(calls.tombstone(keys, key))
         return int(version), bool(pending)
 
-    async def status(self, job_id: str) -> dict[str, Any] | None:
+    async def status(self, job_id: str, caller: Caller = EVERY) -> dict[str, Any] | None:
+        """None for an unknown job, and for another tenant's: nothing tells them apart."""
         h = await self.redis.hgetall(self.shard_of_job(job_id).job(job_id))
-        if not h:
+        if not h or not _of(h, caller):
             return None
         return _public(h)
+
+    async def visible(self, job_id: str, caller: Caller) -> bool:
+        """Whether the job exists and belongs to the caller's tenant."""
+        (tenant,) = (await self._fields([job_id], "tenant"))[0]
+        return tenant is not None and caller.sees(tenant)
 
     async def settled(self, job_ids: list[str]) -> set[str]:
         """The ids among ``job_ids`` whose job is over, or gone (unknown, expired): one pipeline."""
@@ -382,6 +410,11 @@ def _lane_alive(heartbeat: bytes) -> bool:
         return json.loads(heartbeat).get("query_lane_alive") is not False
     except (ValueError, AttributeError):
         return True
+
+
+def _of(h: dict[bytes, bytes], caller: Caller) -> bool:
+    """Whether a job's record belongs to the caller's tenant (a record without one: the default's)."""
+    return caller.sees((h.get(b"tenant") or b"").decode())
 
 
 def _public(h: dict[bytes, bytes]) -> dict[str, Any]:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from fastapi import Request
+
 from api.errors import ApiError
 from api.queue import TenantQuotaFull
+from api.security import book_of
 from batcher.queue.calls import Quota
 
 RETRY_AFTER_S = "30"
@@ -15,6 +18,11 @@ def quota_of(record: Any) -> Quota:
     """The quota of a tenant's record (``api.tenants.Tenant``: ``max_queue_depth``,
     ``max_queue_bytes``, each optional); a missing or empty one is no quota."""
     return Quota(getattr(record, "max_queue_depth", None) or 0, getattr(record, "max_queue_bytes", None) or 0)
+
+
+def tenant_quota(request: Request, tenant: str) -> Quota:
+    """The quota of ``tenant`` in the tenants file now in force (none for a tenant without a record)."""
+    return quota_of(book_of(request).tenants.get(tenant))
 
 
 def tenant_quota_error(exc: TenantQuotaFull) -> ApiError:

@@ -5,17 +5,24 @@ import re
 
 from pydantic import Field
 
+from api.tenant_source import read_book
+from api.tenants import TenantsError
 from batcher.queue.config import QueueSettings
 
 PLACEHOLDER = re.compile(r"change[-_ ]?me", re.I)  # what the shipped manifests hold instead of a key
 
 
 class ApiSettings(QueueSettings):
-    owned_prefixes = ("API_", "MAX_", "SEARCH_", "CORS_", "UPLOAD_", "ALLOW_")
+    owned_prefixes = ("API_", "MAX_", "SEARCH_", "CORS_", "UPLOAD_", "ALLOW_", "TENANTS_", "ADMIN_")
 
     api_key: str | None = Field(
         None, description="Key(s) required in `X-API-Key` for writes and searches, comma-separated. "
                           "Unset: the API refuses to start unless ALLOW_ANONYMOUS=true.")
+    tenants_file: str | None = Field(
+        None, description="JSON file of tenants and their keys (api/README.md#tenants); reread when it changes "
+                          "and on SIGHUP. API_KEY's keys are the tenant `default`'s.")
+    admin_api_key: str | None = Field(
+        None, description="Key(s) that see every tenant (the dashboard, operations), comma-separated.")
     allow_anonymous: bool = Field(
         False, description="Start without API_KEY on purpose: anyone who reaches the API may use it.")
     cors_origins: str | None = Field(None, description="Comma-separated origins allowed by CORS. Unset: CORS off.")
@@ -40,20 +47,33 @@ class ApiSettings(QueueSettings):
 
     @property
     def api_keys(self) -> list[str]:
-        return [k.strip() for k in (self.api_key or "").split(",") if k.strip()]
+        return _keys(self.api_key)
+
+    @property
+    def admin_keys(self) -> list[str]:
+        return _keys(self.admin_api_key)
 
     def refusal(self) -> str | None:
         """Why the API must not start with these settings (secure by default), or None."""
-        if any(PLACEHOLDER.search(k) for k in self.api_keys):
-            return "API_KEY holds a placeholder (CHANGE-ME): set a real key"
-        if not self.api_keys and not self.allow_anonymous:
-            return ("API_KEY is not set: set it, or set ALLOW_ANONYMOUS=true to let anyone who reaches "
-                    "this API upload, search and delete")
+        for name, keys in (("API_KEY", self.api_keys), ("ADMIN_API_KEY", self.admin_keys)):
+            if any(PLACEHOLDER.search(k) for k in keys):
+                return f"{name} holds a placeholder (CHANGE-ME): set a real key"
+        if not (self.api_keys or self.admin_keys or self.tenants_file) and not self.allow_anonymous:
+            return ("API_KEY is not set: set it (or TENANTS_FILE), or set ALLOW_ANONYMOUS=true to let anyone "
+                    "who reaches this API upload, search and delete")
+        try:
+            read_book(self.tenants_file, self.api_keys, self.admin_keys)
+        except TenantsError as exc:
+            return f"TENANTS_FILE: {exc}"
         return None
 
     @property
     def cors_origin_list(self) -> list[str]:
         return [o.strip() for o in (self.cors_origins or "").split(",") if o.strip()]
+
+
+def _keys(value: str | None) -> list[str]:
+    return [k.strip() for k in (value or "").split(",") if k.strip()]
 
 
 if __name__ == "__main__":  # the container's pre-flight (`python -m api.settings`): exit 1 with the reason

@@ -123,7 +123,7 @@ class WorkerApp:
         worker = Worker(consumer, self.encoder, self.store, self.metrics, batching=s.batching, decoding=s.decode,
                         fetching=fetching, retries=s.retries, liveness=liveness,
                         max_metadata_depth=s.max_metadata_depth, reuse_vectors=s.worker_reuse_vectors,
-                        burst=burst, max_jobs=max_jobs, stop=self.stop, watchdog=watchdog)
+                        burst=burst, max_jobs=max_jobs, stop=self.stop, watchdog=watchdog, duplicates=s.duplicates)
         queries = QueryServer(self.redis, consumer.keys, self.encoder, self.store, self.metrics,
                               s.max_image_pixels, self.stop, s.worker_id, worker.claim.fetcher, fetching.threads,
                               poll_s=s.worker_poll_interval, budget=worker.claim.budget)

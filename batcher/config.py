@@ -75,3 +75,13 @@ class ModelConfig:
     pin_memory: bool
     compile: str
     cache_dir: str | None
+
+
+@dataclass(frozen=True)
+class DuplicateConfig:
+    """Near-duplicate photos at ingest (batcher/duplicates/): WORKER_DUPLICATE_MAX_DISTANCE,
+    WORKER_DUPLICATE_MAX_LISTED (0: no lookup), WORKER_DUPLICATE_MIN_COSINE (0: no CLIP check)."""
+
+    max_distance: int
+    max_listed: int
+    min_cosine: float = 0.0

@@ -14,13 +14,14 @@ large images wait for each other rather than decode all at once.
 from __future__ import annotations
 
 import logging
-import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
+from batcher.decode_budget import DecodeBudget
+from batcher.duplicates.phash import SIDE, phash
 from batcher.queue.images import NOT_READABLE, ImageRejected, probe
 from models.preprocessing import Preprocessing
 
@@ -34,26 +35,6 @@ _RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.B
 
 class DecodeError(ValueError):
     """The bytes are not an image we can use; the message says why."""
-
-
-class DecodeBudget:
-    """Bytes of pixels the decode threads may hold at once: a byte semaphore."""
-
-    def __init__(self, total_bytes: int) -> None:
-        self.total = total_bytes
-        self.used = 0
-        self._cond = threading.Condition()
-
-    def acquire(self, n: int) -> None:
-        """Wait until ``n`` bytes are free (``n`` must not exceed ``total``), then hold them."""
-        with self._cond:
-            self._cond.wait_for(lambda: self.used + n <= self.total)
-            self.used += n
-
-    def release(self, n: int) -> None:
-        with self._cond:
-            self.used -= n
-            self._cond.notify_all()
 
 
 def decode_cost(im: Image.Image) -> int:
@@ -148,12 +129,31 @@ def fit(im: Image.Image, prep: Preprocessing) -> np.ndarray:
     return np.asarray(im, dtype=np.uint8)
 
 
+def _open(data: bytes | None, max_pixels: int, min_side: int, budget: DecodeBudget | None) -> Image.Image:
+    if not data:
+        raise DecodeError("cannot decode image: the image is empty or missing")
+    return open_rgb(data, max_pixels, min_side=min_side, budget=budget)
+
+
 def decode(data: bytes | None, prep: Preprocessing, max_pixels: int,
            budget: DecodeBudget | None = None) -> np.ndarray:
     """Image bytes -> ``(size, size, 3)`` uint8, or ``DecodeError``."""
-    if not data:
-        raise DecodeError("cannot decode image: the image is empty or missing")
-    return fit(open_rgb(data, max_pixels, min_side=prep.image_size, budget=budget), prep)
+    return fit(_open(data, max_pixels, prep.image_size, budget), prep)
+
+
+def decode_hashed(data: bytes | None, prep: Preprocessing, max_pixels: int,
+                  budget: DecodeBudget | None = None) -> tuple[np.ndarray, int]:
+    """``decode``, and the perceptual hash of the whole decoded photo (``batcher.duplicates``)."""
+    im = _open(data, max_pixels, prep.image_size, budget)
+    return fit(im, prep), phash(im)
+
+
+def hash_only(data: bytes | None, max_pixels: int, budget: DecodeBudget | None = None) -> int | None:
+    """The perceptual hash alone (a JPEG decoded at its smallest DCT scale), None if undecodable."""
+    try:
+        return phash(_open(data, max_pixels, 2 * SIDE, budget))
+    except DecodeError:
+        return None
 
 
 class ImageDecoder:
@@ -164,17 +164,27 @@ class ImageDecoder:
         self.prep, self.max_pixels, self.budget = prep, max_pixels, budget
         self._pool = ThreadPoolExecutor(threads, "decode")
 
-    def _one(self, data: bytes | None) -> np.ndarray | DecodeError:
+    def _one(self, data: bytes | None) -> tuple[np.ndarray, int] | DecodeError:
         try:
-            return decode(data, self.prep, self.max_pixels, self.budget)
+            return decode_hashed(data, self.prep, self.max_pixels, self.budget)
         except DecodeError as exc:
             return exc
 
     def __call__(self, images: list[bytes | None]) -> tuple[np.ndarray | None, list[str | None]]:
+        pixels, errors, _ = self.hashed(images)
+        return pixels, errors
+
+    def hashed(self, images: list[bytes | None]) -> tuple[np.ndarray | None, list[str | None], list[int | None]]:
+        """The pixels and errors of ``__call__``, and each image's perceptual hash (None: not decoded)."""
         results = list(self._pool.map(self._one, images))
         good = [r for r in results if not isinstance(r, DecodeError)]
         errors = [str(r) if isinstance(r, DecodeError) else None for r in results]
-        return (np.stack(good) if good else None), errors
+        hashes = [None if isinstance(r, DecodeError) else r[1] for r in results]
+        return (np.stack([g[0] for g in good]) if good else None), errors, hashes
+
+    def hash_only(self, images: list[bytes | None]) -> list[int | None]:
+        """Each image's perceptual hash alone, in the pool (None: not decodable)."""
+        return list(self._pool.map(lambda data: hash_only(data, self.max_pixels, self.budget), images))
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)

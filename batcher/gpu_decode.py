@@ -57,6 +57,16 @@ class JpegBatchDecoder:
     def close(self) -> None:
         self.cpu.close()
 
+    def hashed(self, images: list[bytes | None]) -> tuple[torch.Tensor | None, list[str | None], list[int | None]]:
+        """The pixels and errors of ``__call__``, and the perceptual hash of each decoded image
+        (from the CPU: a JPEG at its smallest DCT scale)."""
+        pixels, errors = self(images)
+        hashes = self.cpu.hash_only([None if e else data for data, e in zip(images, errors)])
+        return pixels, errors, hashes
+
+    def hash_only(self, images: list[bytes | None]) -> list[int | None]:
+        return self.cpu.hash_only(images)
+
     def __call__(self, images: list[bytes | None]) -> tuple[torch.Tensor | None, list[str | None]]:
         if self.stream is None:
             return self._decode(images)

@@ -5,7 +5,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 BATCH_BUCKETS = tuple(float(2 ** i) for i in range(0, 11))  # 1 .. 1024
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
-STAGES = ("claim", "recall", "decode", "infer", "upsert", "ack")
+STAGES = ("claim", "recall", "decode", "infer", "duplicates", "upsert", "ack")
 
 
 class WorkerMetrics:

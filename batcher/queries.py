@@ -21,6 +21,7 @@ import redis
 
 from batcher import search_asks
 from batcher.decode import DecodeBudget
+from batcher.duplicates import pairs as duplicate_pairs
 from batcher.fetch import FetchError, UrlFetcher
 from batcher.metrics import WorkerMetrics
 from batcher.pause import pause_after
@@ -33,7 +34,7 @@ from models.clip import ClipEncoder
 
 log = logging.getLogger("clipq.queries")
 FAILING_ROUNDS = 3  # rounds failing in a row after which the lane is reported unhealthy
-KINDS = (*SEARCHES, "get", "delete")  # metric labels: anything else counts as "other"
+KINDS = (*SEARCHES, "get", "delete", "duplicates")  # metric labels: anything else counts as "other"
 
 
 def _not_found(product_id: str) -> QueryReply:
@@ -171,9 +172,11 @@ class QueryServer(threading.Thread):
 
     def _product(self, r: QueryRequest) -> QueryReply:
         if r.kind == "get":
-            payload = self.store.get(r.product_id)
+            payload = self.store.get(r.product_id, r.tenant)
             return QueryReply(product=payload) if payload else _not_found(r.product_id)
         if r.kind == "delete":
-            deleted = self.store.delete(r.product_id, int(r.version))
+            deleted = self.store.delete(r.product_id, int(r.version), r.tenant)
             return QueryReply(deleted=r.product_id) if deleted else _not_found(r.product_id)
+        if r.kind == "duplicates":
+            return QueryReply(page=duplicate_pairs.page(self.store, r.cursor or None, int(r.limit), r.tenant))
         return QueryReply.error(400, "bad_request", "unknown query kind")

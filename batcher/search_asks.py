@@ -24,11 +24,11 @@ def by_words(encoder, requests: list[QueryRequest]) -> Planned:
         if modes[r.id] not in MODES:
             replies[r.id] = QueryReply.error(422, "invalid_mode", f"mode must be one of {', '.join(MODES)}")
         elif modes[r.id] == "keyword":
-            asks[r.id] = Ask(int(r.limit), r.filter, words=r.text)
+            asks[r.id] = Ask(int(r.limit), r.filter, words=r.text, tenant=r.tenant)
     clip = [r for r in requests if modes[r.id] in ("vector", "hybrid")]
     if clip:
         for r, v in zip(clip, encoder.embed_texts([r.text for r in clip]).astype(np.float32).tolist()):
-            asks[r.id] = Ask(int(r.limit), r.filter, v, r.text if modes[r.id] == "hybrid" else "")
+            asks[r.id] = Ask(int(r.limit), r.filter, v, r.text if modes[r.id] == "hybrid" else "", tenant=r.tenant)
     return asks, replies
 
 
@@ -43,15 +43,15 @@ def by_photo(encoder, requests: list[QueryRequest], max_pixels: int, budget: Dec
     if not decoded:
         return {}, replies
     vectors = encoder.embed_images(np.stack(pixels)).astype(np.float32).tolist()
-    return {r.id: Ask(int(r.limit), r.filter, v) for r, v in zip(decoded, vectors)}, replies
+    return {r.id: Ask(int(r.limit), r.filter, v, tenant=r.tenant) for r, v in zip(decoded, vectors)}, replies
 
 
 def like(store, requests: list[QueryRequest]) -> Planned:
     asks, replies = {}, {}
     for r in requests:
-        photos = store.photos(r.like)
+        photos = store.photos(r.like, r.tenant)
         if photos:
-            asks[r.id] = Ask(int(r.limit), r.filter, like=tuple(photos), exclude=r.like)
+            asks[r.id] = Ask(int(r.limit), r.filter, like=tuple(photos), exclude=r.like, tenant=r.tenant)
         else:
             replies[r.id] = QueryReply.error(404, "product_not_found", f"no product {r.like!r} in the index")
     return asks, replies

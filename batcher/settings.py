@@ -11,7 +11,8 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from batcher.config import BatchConfig, DecodeConfig, FetchConfig, LivenessConfig, ModelConfig, RetryConfig
+from batcher.config import (BatchConfig, DecodeConfig, DuplicateConfig, FetchConfig, LivenessConfig, ModelConfig,
+                            RetryConfig)
 from batcher.fetch import FetchLimits
 from batcher.queue.addresses import parse_networks
 from batcher.queue.config import QueueSettings
@@ -78,6 +79,16 @@ class WorkerSettings(QueueSettings):
     worker_decode_memory: int = Field(
         1 << 30, ge=1 << 20, description="Bytes of pixels all decode threads may hold at once (bit depth and "
                                          "bands counted, from the header); a larger image fails alone.")
+    worker_duplicate_max_distance: int = Field(
+        10, ge=0, le=11, description="Near-duplicate photos: the largest Hamming distance between two perceptual "
+                                     "hashes (of 64 bits) that counts as the same picture (measured: "
+                                     "`python -m scripts.bench_duplicates`).")
+    worker_duplicate_max_listed: int = Field(
+        20, ge=0, le=1000, description="Near duplicates listed per photo, nearest first (0: no lookup; the hash "
+                                       "is stored all the same).")
+    worker_duplicate_min_cosine: float = Field(
+        0.0, ge=0, le=1, description="Near-duplicate photos: above 0, a pair found by its hashes must also have "
+                                     "CLIP vectors at least this close (cosine); meaningless with random weights.")
     retry_backoff_base_ms: int = Field(1000, ge=0, description="First retry delay; doubles each attempt.")
     retry_backoff_max_ms: int = Field(60_000, ge=0, description="Longest retry delay.")
     # -- image_url fetching (batcher/fetch.py) --
@@ -167,6 +178,11 @@ class WorkerSettings(QueueSettings):
     def liveness(self) -> LivenessConfig:
         return LivenessConfig(self.worker_heartbeat_ttl, self.worker_reaper_interval or self.worker_heartbeat_ttl / 2,
                               self.worker_stall_timeout, self.worker_shutdown_grace)
+
+    @property
+    def duplicates(self) -> DuplicateConfig:
+        return DuplicateConfig(self.worker_duplicate_max_distance, self.worker_duplicate_max_listed,
+                               self.worker_duplicate_min_cosine)
 
     @property
     def clip(self) -> ModelConfig:

@@ -16,7 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import redis
 
-from batcher.config import BatchConfig, DecodeConfig, FetchConfig, LivenessConfig, RetryConfig
+from batcher.config import BatchConfig, DecodeConfig, DuplicateConfig, FetchConfig, LivenessConfig, RetryConfig
 from batcher.metrics import WorkerMetrics
 from batcher.queue.consumer import JobConsumer
 from batcher.stages.batch import Batch, Embedded
@@ -40,7 +40,7 @@ class Worker:
                  batching: BatchConfig, decoding: DecodeConfig, fetching: FetchConfig, retries: RetryConfig,
                  liveness: LivenessConfig, max_metadata_depth: int, reuse_vectors: bool = True,
                  burst: bool = False, max_jobs: int | None = None, stop: threading.Event | None = None,
-                 watchdog: Watchdog | Unwatched | None = None) -> None:
+                 watchdog: Watchdog | Unwatched | None = None, duplicates: DuplicateConfig | None = None) -> None:
         self.consumer = consumer
         self.stop = stop or threading.Event()
         self.watchdog = watchdog or Unwatched()
@@ -52,7 +52,7 @@ class Worker:
                                 burst=burst, max_jobs=max_jobs, recall=RecallStage(store, metrics, reuse_vectors),
                                 watch=self.watchdog.watch)
         self.finish = FinishStage(retries, liveness.shutdown_grace_s, consumer, store, metrics, self.ledger,
-                                  self.stop, watch=self.watchdog.watch)
+                                  self.stop, watch=self.watchdog.watch, duplicates=duplicates)
 
     def run(self) -> Totals:
         self.consumer.register()

@@ -104,7 +104,7 @@ def test_workers_is_documented_and_needs_the_key(make_client):
     for path in ("/api/v1/queue/failed/groups", "/api/v1/queue/failed/retry"):
         assert path in spec["paths"]
     assert client.get("/api/v1/workers").status_code == 401
-    assert client.get("/api/v1/workers", headers={"X-API-Key": "wrong"}).status_code == 403
+    assert client.get("/api/v1/workers", headers={"X-API-Key": "wrong"}).status_code == 401
     assert client.get("/api/v1/workers", headers={"X-API-Key": "s3cret"}).json() == {"workers": []}
     assert client.post("/api/v1/queue/failed/retry").status_code == 401
 

@@ -25,9 +25,14 @@ FLAGS = ["--disable-gpu", "--disable-quic", "--no-first-run", "--disable-backgro
 
 
 @pytest.fixture
-def live_api(serve_api):
-    """The API served over HTTP by uvicorn in a thread, on a free port, with an API key."""
-    return serve_api(api_key=KEY)
+def live_api(serve_api, request, tmp_path):
+    """The API served over HTTP by uvicorn in a thread, on a free port, with an API key; with a
+    tenants file (the test's parameter), KEY is the admin's."""
+    tenants = getattr(request, "param", None)
+    if tenants is None:
+        return serve_api(api_key=KEY)
+    (tmp_path / "tenants.json").write_text(json.dumps(tenants))
+    return serve_api(allow_anonymous=False, tenants_file=str(tmp_path / "tenants.json"), admin_api_key=KEY)
 
 
 @pytest.fixture
@@ -80,6 +85,7 @@ def test_dashboard_in_chromium(live_api, browser_page, serve_worker, tmp_path):
     page.fill("#key-input", KEY)
     page.click("#key-form button")
     expect(page.locator("#key-form")).to_be_hidden()
+    expect(page.locator("#tenant")).to_have_text("tenant default")  # whose data the page shows (whoami)
     assert page.evaluate("sessionStorage.getItem('clipq.apiKey')") == KEY
     assert page.context.cookies() == []
     expect(page.locator("#worker-rows tr")).to_have_count(1)
@@ -144,3 +150,33 @@ def test_dashboard_in_chromium(live_api, browser_page, serve_worker, tmp_path):
 
     assert blocked == [], f"the pages asked for something outside the API: {blocked}"
     assert errors == [], f"JavaScript errors: {errors}"
+
+
+@pytest.mark.parametrize("live_api", [{"shop-a": {"api_key": "key-a"}, "shop-b": {"api_key": "key-b"}}],
+                         indirect=True)
+def test_an_admin_looks_at_one_tenant_in_the_dashboard(live_api, browser_page, serve_worker):
+    page, blocked, errors = browser_page
+    expect = playwright_api.expect
+    serve_worker()
+    photo = corpus_files("index")[0]
+    for key, name in (("key-a", "Alpha Lamp"), ("key-b", "Beta Lamp")):
+        resp = httpx.post(f"{live_api}/api/v1/index-product-with-image", headers={"X-API-Key": key},
+                          data={"product_id": "p1", "name": name}, files={"image_file": (photo.name, photo.read_bytes())})
+        job = resp.json()["job_id"]
+        assert httpx.get(f"{live_api}/api/v1/queue/status/{job}", params={"wait": 30},
+                         headers={"X-API-Key": key}).json()["status"] == "completed"
+    page.goto(f"{live_api}/dashboard?tenant=shop-b")
+    page.fill("#key-input", KEY)
+    page.click("#key-form button")
+    expect(page.locator("#tenant")).to_have_text("admin: tenant shop-b")
+    page.select_option("#search-mode", "keyword")
+    page.fill("#search-text", "lamp")
+    page.click("#search-form button")
+    expect(page.locator("#search-results li")).to_have_count(1)
+    expect(page.locator("#search-results")).to_contain_text("Beta Lamp")
+    page.goto(f"{live_api}/dashboard")  # every tenant: a search must name one
+    expect(page.locator("#tenant")).to_have_text("admin: every tenant")
+    page.fill("#search-text", "lamp")
+    page.click("#search-form button")
+    expect(page.locator("#search-status")).to_contain_text("?tenant=")
+    assert not blocked and not errors, (blocked, errors)

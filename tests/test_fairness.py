@@ -138,25 +138,36 @@ def test_quotas_refuse_a_tenant_over_its_depth_or_bytes_and_no_one_else(r, names
     assert queue_for(r, k, "c", "c1", max_depth=3)[1] == [0, 3]  # the queue's depth: every tenant's
 
 
-def test_an_over_quota_upload_is_a_429_naming_the_tenant_and_its_quota(make_client):
-    from api.errors import error_response
-    from api.queue import TenantQuotaFull
-    from api.quotas import quota_of, tenant_quota_error
+def test_an_over_quota_upload_is_a_429_naming_the_tenant_and_its_quota(make_client, tmp_path):
+    """Quotas from TENANTS_FILE, through HTTP: shop-a's third pending job, and shop-c's photo past
+    its bytes, are refused; shop-b (no quota) and the default tenant are not."""
+    import json
 
-    client = make_client(queue_shards=2)
-    queue = client.app.state.queue
-    quota = Quota(max_depth=2)  # 1 per shard
-    spec = JobSpec("p", "n", "", {}, "sha", "image/jpeg", tenant="shop-7")
-    client.portal.call(queue.enqueue, spec, b"img", quota)
-    with pytest.raises(TenantQuotaFull) as caught:
-        client.portal.call(queue.enqueue, spec, b"img", quota)  # the same product: the same shard
-    error = tenant_quota_error(caught.value)
-    response = error_response(error.status, error.code, error.message, error.field, error.headers, error.extra)
-    assert response.status_code == 429 and response.headers["Retry-After"] == "30"
-    body = response.body.decode()
-    assert '"tenant":"shop-7"' in body and '"code":"tenant_queue_full"' in body
-    assert '"quota":{"name":"max_queue_depth","limit":1,"held":1}' in body
-    assert "tenant 'shop-7'" in error.message and "max_queue_depth=1" in error.message
+    from api.quotas import quota_of
+
+    path = tmp_path / "tenants.json"
+    path.write_text(json.dumps({"shop-a": {"api_key": "key-a", "max_queue_depth": 2},
+                                "shop-b": {"api_key": "key-b"}, "shop-c": {"api_key": "key-c", "max_queue_bytes": 10_000}}))
+    client = make_client(allow_anonymous=False, tenants_file=str(path), api_key="plain")
+
+    def put(key: str, product_id: str, data: bytes):
+        return client.post("/api/v1/index-product-with-image", data={"product_id": product_id, "name": "n"},
+                           files={"image_file": ("x.jpg", data, "image/jpeg")}, headers={"X-API-Key": key})
+
+    assert [put("key-a", f"a{i}", jpeg(i)).status_code for i in range(2)] == [202, 202]
+    full = put("key-a", "a2", jpeg(2))
+    assert full.status_code == 429 and full.headers["Retry-After"] == "30"
+    body = full.json()
+    assert body["error"]["code"] == "tenant_queue_full" and body["tenant"] == "shop-a"
+    assert body["quota"] == {"name": "max_queue_depth", "limit": 2, "held": 2}
+    assert "tenant 'shop-a'" in body["error"]["message"] and "max_queue_depth=2" in body["error"]["message"]
+    assert put("key-b", "b0", jpeg(3)).status_code == 202 and put("plain", "d0", jpeg(4)).status_code == 202
+
+    big = put("key-c", "c0", jpeg(5, size=(1200, 1000)))
+    assert big.status_code == 429 and big.json()["error"]["code"] == "tenant_queue_bytes_full"
+    assert big.json()["tenant"] == "shop-c" and big.json()["quota"]["name"] == "max_queue_bytes"
+    assert big.json()["quota"]["limit"] == 10_000 and len(jpeg(5, size=(1200, 1000))) > 10_000
+    assert put("key-c", "c1", jpeg(6)).status_code == 202  # a small one fits
 
     class Record:
         max_queue_depth, max_queue_bytes = 5, None

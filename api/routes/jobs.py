@@ -4,43 +4,50 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
 from api import monitor
-from api.deps import KEY_REQUIRED, Queue, Waiter
+from api.deps import CallerOf, Queue, Reader, Scope, Waiter
 from api.errors import ApiError, error_body, refusals
 from api.queue import ClusterUnavailable, Unavailable
+from api.security import sees_totals
 
 router = APIRouter(prefix="/api/v1/queue", tags=["jobs"])
 MAX_WAIT_S = 30
 
 
 @router.get("/status/{job_id}", responses={404: {}, 422: {}})
-async def job_status(job_id: str, queue: Queue, waiter: Waiter,
+async def job_status(job_id: str, queue: Queue, waiter: Waiter, caller: Reader,
                      wait: Annotated[float, Query(ge=0, le=MAX_WAIT_S, description=(
                          "Seconds to wait for the job to be completed, failed or superseded before answering "
                          f"(at most {MAX_WAIT_S}); the answer comes as soon as it is."))] = 0) -> dict:
     if wait > 0:
-        status = await waiter.wait(job_id, lambda: queue.status(job_id), wait)
+        status = await waiter.wait(job_id, lambda: queue.status(job_id, caller), wait)
     else:
-        status = await queue.status(job_id)
-    if status is None:
-        raise ApiError(404, "job_not_found", f"no job {job_id!r} (unknown, or expired)", "job_id")
+        status = await queue.status(job_id, caller)
+    if status is None:  # another tenant's job too: nothing tells it from an unknown one
+        raise _not_found(job_id)
     return status
 
 
+def _not_found(job_id: str) -> ApiError:
+    return ApiError(404, "job_not_found", f"no job {job_id!r} (unknown, or expired)", "job_id")
+
+
 @router.get("/stats", responses={503: {}})
-async def queue_stats(queue: Queue):
+async def queue_stats(queue: Queue, caller: Reader, request: Request):
+    """The whole queue's counters for an admin (and where the default tenant is the only one);
+    a tenant's own counters for a tenant (``tenant`` names it)."""
     now = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     try:
-        stats = await queue.stats()
+        stats = await queue.stats() if sees_totals(request, caller) else await queue.tenant_stats(caller.tenant)
     except (Unavailable, ClusterUnavailable) as exc:
         refusals.note(exc, "GET /api/v1/queue/stats")
         body = {"available": False, "timestamp": now,
                 **error_body("redis_unavailable", "the job store (Redis) is unavailable")}
         return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})
-    return {"available": True, **stats, "timestamp": now}
+    return {"available": True, "tenant": caller.tenant, **stats, "timestamp": now}
 
 
 @router.get("/history")
@@ -50,17 +57,20 @@ async def queue_history(queue: Queue, minutes: Annotated[int, Query(ge=1, le=20)
     return await monitor.recent_history(queue, minutes)
 
 
-@router.get("/failed", dependencies=KEY_REQUIRED)
-async def failed_jobs(queue: Queue, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict:
-    """The most recently failed jobs, newest first, with their errors: what to inspect and retry."""
-    return {"jobs": await queue.failed(limit)}
+@router.get("/failed")
+async def failed_jobs(queue: Queue, caller: Scope, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict:
+    """The most recently failed jobs (of the caller's tenant), newest first, with their errors:
+    what to inspect and retry."""
+    return {"jobs": await queue.failed(limit, caller)}
 
 
-@router.post("/retry/{job_id}", status_code=202, dependencies=KEY_REQUIRED, responses={404: {}, 409: {}})
-async def retry_job(job_id: str, queue: Queue) -> dict:
+@router.post("/retry/{job_id}", status_code=202, responses={404: {}, 409: {}})
+async def retry_job(job_id: str, queue: Queue, caller: CallerOf) -> dict:
+    if not await queue.visible(job_id, caller):
+        raise _not_found(job_id)
     code, status = await queue.retry(job_id)
     if code == 0:
-        raise ApiError(404, "job_not_found", f"no job {job_id!r} (unknown, or expired)", "job_id")
+        raise _not_found(job_id)
     if code == -1:
         raise ApiError(409, "job_not_failed", f"only failed jobs can be retried; this one is {status}", "job_id")
     if code == -3:

@@ -7,12 +7,13 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, File, Form, UploadFile
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from api.deps import KEY_REQUIRED, Queue, Settings
+from api.deps import KEY_REQUIRED, CallerOf, Queue, Settings
 from api.errors import ApiError
 from api.filters import MAX_KEYS, check_filter
 from api.queue import LaneFull
 from api.reasons import short_reason
 from api.routes.uploads import read_upload
+from api.security import tenant_of
 from api.validation import check_product_id, one_image_source, parse_object
 from batcher.queue.messages import MODES, QueryReply, QueryRequest
 
@@ -45,12 +46,12 @@ class TextSearch(BaseModel):
             raise ValueError("mode is for a search by text; a search by like compares photos")
         return self
 
-    def request(self) -> QueryRequest:
+    def request(self, tenant: str) -> QueryRequest:
         if self.like is not None:
             return QueryRequest("like", like=check_product_id(self.like, "like"), limit=self.limit,
-                                filter=self.filter)
+                                filter=self.filter, tenant=tenant)
         return QueryRequest("text", text=self.text, mode=self.mode or DEFAULT_MODE, limit=self.limit,
-                            filter=self.filter)
+                            filter=self.filter, tenant=tenant)
 
 
 class SearchResult(BaseModel):
@@ -101,42 +102,47 @@ def found(reply: QueryReply) -> dict:
 
 
 @router.post("/api/v1/search", response_model=SearchResponse, responses={404: {}, 422: {}, 503: {}, 504: {}})
-async def search_text(body: TextSearch, queue: Queue, settings: Settings) -> dict:
+async def search_text(body: TextSearch, queue: Queue, settings: Settings, caller: CallerOf) -> dict:
     check_filter(body.filter)
-    return found(await ask_workers(queue, settings, body.request()))
+    return found(await ask_workers(queue, settings, body.request(tenant_of(caller))))
 
 
 @router.post("/api/v1/search/image", response_model=SearchResponse,
              responses={413: {}, 415: {}, 422: {}, 503: {}, 504: {}})
-async def search_image(queue: Queue, settings: Settings, image_file: Annotated[UploadFile | None, File()] = None,
+async def search_image(queue: Queue, settings: Settings, caller: CallerOf,
+                       image_file: Annotated[UploadFile | None, File()] = None,
                        image_url: Annotated[str | None, Form()] = None,
                        limit: Annotated[int, Form(ge=1, le=100)] = 10,
                        filter: Annotated[str | None, Form()] = None) -> dict:
     url = one_image_source(image_file is not None, image_url)
     conditions = check_filter(parse_object(filter, "filter", settings.max_metadata_bytes))
+    tenant = tenant_of(caller)
     if url:  # the worker's query lane fetches it, under the same rules as indexing
-        request = QueryRequest("image", image_url=url, limit=limit, filter=conditions)
+        request = QueryRequest("image", image_url=url, limit=limit, filter=conditions, tenant=tenant)
     else:
         image, _ = await read_upload(image_file, settings.max_upload_bytes, settings.max_image_pixels)
-        request = QueryRequest("image", image=image, limit=limit, filter=conditions)
+        request = QueryRequest("image", image=image, limit=limit, filter=conditions, tenant=tenant)
     return found(await ask_workers(queue, settings, request))
 
 
 @router.get("/api/v1/products/{product_id}", responses={404: {}, 503: {}, 504: {}})
-async def get_product(product_id: str, queue: Queue, settings: Settings) -> dict:
-    reply = await ask_workers(queue, settings, QueryRequest("get", product_id=check_product_id(product_id)))
+async def get_product(product_id: str, queue: Queue, settings: Settings, caller: CallerOf) -> dict:
+    reply = await ask_workers(queue, settings, QueryRequest("get", product_id=check_product_id(product_id),
+                                                            tenant=tenant_of(caller)))
     return reply.product
 
 
 @router.delete("/api/v1/products/{product_id}", responses={404: {}, 503: {}, 504: {}})
-async def delete_product(product_id: str, queue: Queue, settings: Settings) -> dict:
+async def delete_product(product_id: str, queue: Queue, settings: Settings, caller: CallerOf) -> dict:
     """Delete the product's point, and cancel its uploads still queued or in progress: a
     tombstone version makes every earlier job of the product ``superseded``. 404 when there
     was neither a point nor a pending upload."""
     await require_worker(queue)
-    version, pending = await queue.tombstone(check_product_id(product_id))
+    tenant = tenant_of(caller)
+    version, pending = await queue.tombstone(check_product_id(product_id), tenant)
     try:
-        await ask_workers(queue, settings, QueryRequest("delete", product_id=product_id, version=version))
+        await ask_workers(queue, settings, QueryRequest("delete", product_id=product_id, version=version,
+                                                        tenant=tenant))
     except ApiError as exc:
         if exc.status != 404:
             raise

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from dataclasses import replace
 
 from fastapi import APIRouter, Request, UploadFile
 from fastapi.responses import JSONResponse
@@ -13,8 +14,8 @@ from api.forms import read_form
 from api.lane import declare
 from api.metrics import UPLOAD_ROUTE
 from api.queue import NotReplicated, OverBudget, QueueFull, TenantQuotaFull
-from api.quotas import tenant_quota_error
-from api.security import api_key
+from api.quotas import tenant_quota, tenant_quota_error
+from api.security import api_key, tenant_of
 from api.validation import MAX_PRODUCT_ID, check_image, check_nesting, check_product_id, one_image_source, parse_object
 from batcher.queue.jobs import JobSpec
 
@@ -58,9 +59,10 @@ async def index_product(request: Request) -> JSONResponse:
     form = FORM.read(await read_form(request))
     url = one_image_source(form["image_file"] is not None, form["image_url"])
     spec, image = _validate(settings, FORM.checked(form, settings), url)
+    spec = replace(spec, tenant=tenant_of(request.state.caller))  # set by the api_key guard
     start = time.perf_counter()
     try:
-        job_id, version = await queue.enqueue(spec, image)
+        job_id, version = await queue.enqueue(spec, image, tenant_quota(request, spec.tenant))
     except QueueFull as exc:
         raise ApiError(429, "queue_full", f"the queue is full ({exc.depth} jobs); retry later",
                        headers={"Retry-After": "30"}) from None

@@ -90,13 +90,15 @@ def expire_images(k: Keys, s: QueueConfig, limit: int) -> ScriptCall:
 class Outcome:
     """What happened to one job of a batch: ``completed``, ``failed`` (permanent) or ``retry``.
     A completed job's ``kind`` says how its vector was found: ``""`` (embedded), ``unchanged``
-    or ``reused`` (see ``batcher.stages.recall``)."""
+    or ``reused`` (see ``batcher.stages.recall``), and ``near_duplicates`` the JSON list of its
+    photo's near duplicates (``batcher.duplicates``; "": not looked up)."""
 
     job_id: str
     outcome: str
     error: str = ""
     delay_ms: int = 0
     kind: str = ""
+    near_duplicates: str = ""
 
 
 def ack(k: Keys, s: QueueConfig, worker_id: str, outcomes: list[Outcome]) -> ScriptCall:

@@ -11,7 +11,7 @@ from typing import Any
 QUEUED, PROCESSING, COMPLETED, FAILED = "queued", "processing", "completed", "failed"
 SUPERSEDED = "superseded"  # a newer upload or a delete of its product came after it: not stored
 STATUSES = (QUEUED, PROCESSING, COMPLETED, FAILED, SUPERSEDED)
-DEFAULT_TENANT = "default"  # the tenant of every job queued without one (and before tenants existed)
+DEFAULT_TENANT = "default"  # the tenant of API_KEY, and of every job and point stored before tenants
 TENANT_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 TERMINAL = frozenset({COMPLETED, FAILED, SUPERSEDED})  # a job in one of these changes no more by itself
 
@@ -58,6 +58,8 @@ class JobSpec:
             "image_sha256": self.image_sha256,
             "content_type": self.content_type,
             "tenant": self.tenant,
+            # the versions/deletes hash field of the product (lua/enqueue.lua, prelude.lua)
+            "product_key": product_key(self.tenant, self.product_id),
         }
         if self.image_url:
             fields["image_url"] = self.image_url
@@ -81,7 +83,13 @@ class Job:
     version: int = 0  # given at enqueue time; 0 for a job queued before versions existed
     image: bytes | None = field(default=None, repr=False)
     image_url: str = ""
+    # payload fields the worker adds to the job's point (its photo's hash and near duplicates)
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
     tenant: str = DEFAULT_TENANT
+
+    @property
+    def product_key(self) -> str:
+        return product_key(self.tenant, self.product_id)
 
     @classmethod
     def from_hash(cls, h: dict[bytes, bytes], image: bytes | None) -> "Job":
@@ -101,6 +109,13 @@ class Job:
             image_url=s.get("image_url", ""),
             tenant=s.get("tenant") or DEFAULT_TENANT,
         )
+
+
+def product_key(tenant: str, product_id: str) -> str:
+    """A product's field in the versions and deletes hashes, and what picks its shard
+    (``keys.product_shard``): its id for the default tenant (as before tenants),
+    ``<tenant>/<product_id>`` for another. Also importable from ``batcher.queue.keys``."""
+    return product_id if tenant == DEFAULT_TENANT else f"{tenant}/{product_id}"
 
 
 def nesting(value: Any) -> int:
@@ -129,4 +144,6 @@ def public_status(h: dict[str, str]) -> dict[str, Any]:
         "error_message": h.get("error_message") or None,
         # for a completed job, how its vector was found: embedded, unchanged or reused
         "outcome": h.get("outcome") or None,
+        # for a completed job: the other products' photos that are the same picture (batcher.duplicates)
+        "near_duplicates": json.loads(h["near_duplicates"]) if h.get("near_duplicates") else None,
     }

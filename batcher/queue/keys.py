@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from redis.crc import key_slot
 
 from .jobs import DEFAULT_TENANT
+from .jobs import product_key  # noqa: F401  (a product's key in the versions hashes: defined beside the job)
 
 DEFAULT_NAMESPACE = "clipq"
 SLOTS = 16384

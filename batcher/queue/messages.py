@@ -9,13 +9,15 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from batcher.queue.jobs import DEFAULT_TENANT
+
 SEARCHES = ("text", "image", "like")
 MODES = ("vector", "keyword", "hybrid")  # of a search by words; "" (an older API): "vector"
 
 
 @dataclass(frozen=True)
 class QueryRequest:
-    kind: str  # "text", "image" or "like" (SEARCHES), "get" or "delete" (a product)
+    kind: str  # "text", "image" or "like" (SEARCHES), "get" or "delete" (a product), "duplicates" (a page of pairs)
     text: str = ""
     mode: str = ""  # of a "text" search: one of MODES
     like: str = ""  # of a "like" search: the product whose photos it looks like
@@ -25,6 +27,8 @@ class QueryRequest:
     product_id: str = ""
     version: int = 0  # of a delete: the product's tombstone (lua/tombstone.lua)
     image_url: str = ""  # instead of image: the worker fetches it (batcher.fetch)
+    cursor: str = ""  # of "duplicates": where the page starts (a point id; "": the first page)
+    tenant: str = DEFAULT_TENANT  # whose products it reads or deletes: the store filters by it
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     # Redis time (ms) after which the client has given up; 0: none. Set by ask.lua on the way
     # in (it prepends the field to the JSON object), so never written by ``to_json``.
@@ -68,6 +72,7 @@ class QueryReply:
     took_ms: float | None = None
     product: dict[str, Any] | None = None
     deleted: str | None = None
+    page: dict[str, Any] | None = None  # of "duplicates": {"pairs": [...], "next_cursor"}
     status: int = 200
     code: str = ""
     message: str = ""

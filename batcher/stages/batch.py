@@ -36,6 +36,7 @@ class Batch:
     retry: list[tuple[Job, str]] = field(default_factory=list)  # transient failures (fetching image_url)
     known: list[Known] = field(default_factory=list)  # vectors found in the store: stored as they are
     twins: list[Twin] = field(default_factory=list)  # each stored with the vector of its ``same_as`` in ``jobs``
+    hashes: dict[str, int] = field(default_factory=dict)  # job id -> its photo's perceptual hash (batcher.duplicates)
 
 
 @dataclass(frozen=True)

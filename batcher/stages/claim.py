@@ -21,7 +21,7 @@ from batcher.pause import pause_after
 from batcher.policy import Backoff, BatchPolicy, collect
 from batcher.queue.consumer import JobConsumer
 from batcher.queue.jobs import Job, nesting
-from batcher.stages.batch import Batch
+from batcher.stages.batch import Batch, Known, Twin
 from batcher.stages.housekeeping import Housekeeping
 from batcher.stages.recall import RecallStage
 from models.preprocessing import Preprocessing
@@ -114,13 +114,23 @@ class ClaimStage:
         jobs = [j for j in jobs if j.job_id not in unfetched]
         jobs, known, twins = self.recall.split(jobs) if self.recall else (jobs, [], [])
         t0 = time.perf_counter()
-        pixels, errors = self.decoder([j.image for j in jobs])
+        pixels, errors, hashes = self.decoder.hashed([j.image for j in jobs])
         error_of = {j.job_id: e for j, e in zip(jobs, errors)}  # a twin's bytes fail as its first's did
         rejected = failed + [(j, e) for j, e in zip(jobs, errors) if e is not None]
         rejected += [(t.job, error_of[t.same_as.job_id]) for t in twins if error_of[t.same_as.job_id] is not None]
         twins = [t for t in twins if error_of[t.same_as.job_id] is None]
+        hashes = self._hashes(jobs, hashes, known, twins)
         self.metrics.stage.labels("decode").observe(time.perf_counter() - t0)
-        return Batch([j for j, e in zip(jobs, errors) if e is None], pixels, rejected, retry, known, twins)
+        return Batch([j for j, e in zip(jobs, errors) if e is None], pixels, rejected, retry, known, twins, hashes)
+
+    def _hashes(self, jobs: list[Job], hashes: list[int | None], known: list[Known], twins: list[Twin]
+                ) -> dict[str, int]:
+        """Each photo's perceptual hash by job id: from its decode, its twin's, or (a known vector:
+        no decode) hashed alone."""
+        by_job = {j.job_id: h for j, h in zip(jobs, hashes) if h is not None}
+        by_job |= {t.job.job_id: by_job[t.same_as.job_id] for t in twins if t.same_as.job_id in by_job}
+        alone = self.decoder.hash_only([k.job.image for k in known])
+        return by_job | {k.job.job_id: h for k, h in zip(known, alone) if h is not None}
 
     def _malformed(self, jobs: list[Job]) -> list[tuple[Job, str]]:
         """Jobs whose metadata nests deeper than the API allows (pushed into Redis another way):

@@ -9,6 +9,7 @@ until the shutdown grace is over; then the reaper will find the jobs in this wor
 """
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -20,7 +21,9 @@ import numpy as np
 import redis
 from qdrant_client.http.exceptions import ResponseHandlingException
 
-from batcher.config import RetryConfig
+from batcher.config import DuplicateConfig, RetryConfig
+from batcher.duplicates.finder import DuplicateFinder
+from batcher.duplicates.photo import NearDuplicate
 from batcher.metrics import WorkerMetrics
 from batcher.policy import Backoff, backoff_ms
 from batcher.queue.calls import AckResult, Outcome
@@ -42,11 +45,13 @@ STORE_REFUSED = "vector store refused this product"
 class FinishStage:
     def __init__(self, retries: RetryConfig, shutdown_grace_s: float, consumer: JobConsumer, store: VectorStore,
                  metrics: WorkerMetrics, ledger: Ledger, stop: threading.Event,
-                 watch: Callable[[str], AbstractContextManager] = lambda stage: nullcontext()) -> None:
+                 watch: Callable[[str], AbstractContextManager] = lambda stage: nullcontext(),
+                 duplicates: DuplicateConfig | None = None) -> None:
         self.retries, self.shutdown_grace_s = retries, shutdown_grace_s  # the ack's retries once stopping
         self.consumer, self.store, self.metrics = consumer, store, metrics
         self.ledger, self.stop, self.watch = ledger, stop, watch
         self.versioned = VersionedStore(consumer, store)  # last upload wins, a delete sticks
+        self.duplicates = DuplicateFinder(store, duplicates) if duplicates else None  # None: no hashes stored
 
     def run(self, batch: Batch, embedded: Embedded) -> None:
         jobs = [j for j, _ in batch.rejected]
@@ -61,12 +66,13 @@ class FinishStage:
             self.ledger.batch_embedded()
         stored, vectors, kinds = self._to_store(batch, embedded)
         if stored:
-            t0 = time.perf_counter()
             with self.watch("upsert"):
+                near = self._near_duplicates(stored, batch.hashes, vectors)
+                t0 = time.perf_counter()
                 errors = self._upsert(stored, vectors)
             self.metrics.stage.labels("upsert").observe(time.perf_counter() - t0)
             jobs += stored
-            outcomes += [Outcome(j.job_id, "completed", kind=k) if e is None else self._retry(j, e)
+            outcomes += [self._completed(j, k, near.get(j.job_id)) if e is None else self._retry(j, e)
                          for j, k, e in zip(stored, kinds, errors)]
         ack = self._ack(outcomes)
         if ack is not None:
@@ -101,6 +107,21 @@ class FinishStage:
             self.metrics.store_splits.inc()
             half = len(jobs) // 2
             return self._upsert(jobs[:half], vectors[:half]) + self._upsert(jobs[half:], vectors[half:])
+
+    def _near_duplicates(self, jobs: list[Job], hashes: dict[str, int], vectors: np.ndarray
+                         ) -> dict[str, list[NearDuplicate] | None]:
+        """Each job's near duplicates, found before its point is written (batcher.duplicates)."""
+        if self.duplicates is None:
+            return {}
+        t0 = time.perf_counter()
+        near = self.duplicates.mark(jobs, hashes, vectors)
+        self.metrics.stage.labels("duplicates").observe(time.perf_counter() - t0)
+        return near
+
+    @staticmethod
+    def _completed(job: Job, kind: str, near: list[NearDuplicate] | None) -> Outcome:
+        listed = "" if near is None else json.dumps([n.public() for n in near], separators=(",", ":"))
+        return Outcome(job.job_id, "completed", kind=kind, near_duplicates=listed)
 
     def _retry(self, job: Job, error: str) -> Outcome:
         delay = backoff_ms(job.retry_count + 1, self.retries.backoff_base_ms, self.retries.backoff_max_ms)

@@ -28,17 +28,24 @@ UNCHANGED, REUSED = "unchanged", "reused"
 
 def split_twins(jobs: list[Job]) -> tuple[list[Job], list[Twin]]:
     """(the jobs to embed, each job whose image bytes an earlier one of ``jobs`` carries)."""
-    first: dict[str, Job] = {}
+    first: dict[tuple[str, str], Job] = {}  # by tenant and sha256: a tenant's twins are its own
     rest, twins = [], []
     for job in jobs:
-        same = first.get(job.image_sha256) if job.image_sha256 else None
+        same = first.get((job.tenant, job.image_sha256)) if job.image_sha256 else None
         if same is not None:
             twins.append(Twin(job, same))
             continue
         if job.image_sha256:
-            first[job.image_sha256] = job
+            first[(job.tenant, job.image_sha256)] = job
         rest.append(job)
     return rest, twins
+
+
+def by_tenant(jobs: list[Job]) -> dict[str, list[Job]]:
+    out: dict[str, list[Job]] = {}
+    for job in jobs:
+        out.setdefault(job.tenant, []).append(job)
+    return out
 
 
 class RecallStage:
@@ -59,15 +66,16 @@ class RecallStage:
         if not self.enabled or not candidates:
             return jobs, []
         t0 = time.perf_counter()
-        try:
-            by_product, by_sha = self.store.images([j.product_id for j in candidates],
-                                                   [j.image_sha256 for j in candidates])
+        try:  # each tenant's own: one tenant's images never serve another's (nor say they exist)
+            found = {t: self.store.images([j.product_id for j in mine], [j.image_sha256 for j in mine], t)
+                     for t, mine in by_tenant(candidates).items()}
         except Exception as exc:  # the store is the truth: without it, embed as usual
             log.warning("looking up known images failed (%s: %s): embedding the batch",
                         exc.__class__.__name__, exc)
             return jobs, []
         rest, known = [], []
         for job in jobs:
+            by_product, by_sha = found.get(job.tenant, ({}, {}))
             own, other = by_product.get(job.product_id), by_sha.get(job.image_sha256)
             if job.image_sha256 and own is not None and own.image_sha256 == job.image_sha256:
                 known.append(Known(job, own.vector, UNCHANGED))

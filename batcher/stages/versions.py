@@ -35,8 +35,8 @@ class VersionedStore:
 
     def upsert(self, jobs: list[Job], vectors: np.ndarray) -> None:
         """Store the jobs that are still their product's newest; undo what a delete undid."""
-        newest = self.consumer.versions(j.product_id for j in jobs)
-        fresh = [i for i, j in enumerate(jobs) if j.version >= newest.get(j.product_id, 0)]
+        newest = self.consumer.versions(j.product_key for j in jobs)
+        fresh = [i for i, j in enumerate(jobs) if j.version >= newest.get(j.product_key, 0)]
         if fresh:
             self.store.upsert([jobs[i] for i in fresh], vectors[fresh])
         if len(fresh) < len(jobs):
@@ -45,8 +45,8 @@ class VersionedStore:
         self.redo_deletes(jobs)
 
     def redo_deletes(self, jobs: list[Job]) -> None:
-        deleted = self.consumer.versions((j.product_id for j in jobs), deletes=True)
-        for product_id, version in deleted.items():
-            if any(j.product_id == product_id and j.version < version for j in jobs):
-                if self.store.delete(product_id, version):
-                    log.info("product %s was deleted while its job was stored: deleted again", product_id)
+        deleted = self.consumer.versions((j.product_key for j in jobs), deletes=True)
+        for key, version in deleted.items():
+            job = next((j for j in jobs if j.product_key == key and j.version < version), None)
+            if job is not None and self.store.delete(job.product_id, version, job.tenant):
+                log.info("product %s was deleted while its job was stored: deleted again", key)

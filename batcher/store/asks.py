@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from batcher.queue.jobs import DEFAULT_TENANT
+
 RRF_K = 60  # reciprocal rank fusion's constant: 1 / (k + rank), as Qdrant's default
 MAX_PHOTOS = 256  # a product's photos read as the positives of a "more like this"
 
@@ -27,6 +29,7 @@ class Ask:
     words: str = ""
     like: tuple[list[float], ...] = ()
     exclude: str = ""  # a product_id left out
+    tenant: str = DEFAULT_TENANT  # the only tenant whose points it reads (the engines' ``tenant_is``)
 
     @property
     def hybrid(self) -> bool:

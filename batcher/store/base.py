@@ -11,7 +11,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from batcher.queue.jobs import Job
+from batcher.duplicates.photo import Probe
+from batcher.queue.jobs import DEFAULT_TENANT, Job
 from batcher.queue.messages import SearchResult
 from batcher.store.asks import Ask
 from batcher.store.points import StoredImage
@@ -34,30 +35,47 @@ class VectorStore(Protocol):
         """One point per job, keyed by its product. A stored point of a newer version than the
         job's stays as it is, checked by the engine in the same write where it can."""
 
-    def images(self, product_ids: list[str], shas: list[str]
+    def images(self, product_ids: list[str], shas: list[str], tenant: str = DEFAULT_TENANT
                ) -> tuple[dict[str, StoredImage], dict[str, StoredImage]]:
-        """The stored images this store's model embedded, for a batch: by product, the points of
-        ``product_ids``; by sha256, for each of ``shas``, a point holding those bytes."""
+        """The stored images of the tenant this store's model embedded, for a batch: by product,
+        the points of ``product_ids``; by sha256, for each of ``shas``, a point holding those bytes."""
 
     def search(self, vectors: np.ndarray, limits: list[int],
                filters: list[dict[str, Any]]) -> list[list[SearchResult]]:
-        """Nearest CLIP vectors: ``find`` with one ``Ask(limit, filter, vector)`` each."""
+        """Nearest CLIP vectors (of the default tenant): ``find`` with one ``Ask(limit, filter, vector)`` each."""
 
     def find(self, asks: list[Ask]) -> list[list[SearchResult]]:
         """One batched query for many searches (by vector, keywords, both fused, or like stored
         photos), each returning up to its ``limit`` of distinct products, at their best photo."""
 
-    def photos(self, product_id: str) -> list[list[float]]:
+    def photos(self, product_id: str, tenant: str = DEFAULT_TENANT) -> list[list[float]]:
         """The stored vectors of the product's photos; none when there is no such product."""
 
     def backfill_keywords(self, batch: int = 256) -> int:
         """Keywords for the points stored without them, from their payloads (CLIP vectors untouched)."""
 
-    def get(self, product_id: str) -> dict[str, Any] | None: ...
+    def get(self, product_id: str, tenant: str = DEFAULT_TENANT) -> dict[str, Any] | None: ...
 
-    def delete(self, product_id: str, version: int) -> bool:
-        """Delete the product's point if it is older than ``version`` (the delete's own); a
+    def delete(self, product_id: str, version: int, tenant: str = DEFAULT_TENANT) -> bool:
+        """Delete the tenant's product's point if it is older than ``version`` (the delete's own); a
         newer upload stored meanwhile stays. True when there was such a point."""
+
+    def hashed(self, probes: list[Probe], limit: int) -> list[list[dict[str, Any]]]:
+        """For each probe, the payloads (``HASH_FIELDS``) of at most ``limit`` of its tenant's
+        points holding one of its ``phash_bands`` keywords, of no product it excludes: one
+        batched read through the keyword index."""
+
+    def flagged(self, offset: str | None, limit: int, tenant: str = DEFAULT_TENANT
+                ) -> tuple[list[tuple[str, dict[str, Any]]], str | None]:
+        """A page of the tenant's points that listed near duplicates, in point id order from
+        ``offset``: (point id, payload of ``PAIR_FIELDS``) each, and the next page's offset
+        (None: the last)."""
+
+    def hashes(self, point_ids: list[str]) -> dict[str, str]:
+        """The ``phash`` of each of these points still stored (and holding one)."""
+
+    def vectors(self, point_ids: list[str]) -> dict[str, np.ndarray]:
+        """The CLIP vector of each of these points still stored."""
 
     def info(self) -> dict[str, Any]:
         """Engine, collection, points, payload indexes, size on disk where known."""

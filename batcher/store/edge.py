@@ -21,25 +21,25 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from qdrant_edge import CountRequest, EdgeShard, PayloadSchemaType, ScrollRequest, SearchParams, UpdateOperation
+from qdrant_edge import CountRequest, EdgeShard, ScrollRequest, SearchParams, UpdateOperation
 
-from batcher.queue.jobs import Job
+from batcher.queue.jobs import DEFAULT_TENANT, Job
 from batcher.queue.messages import SearchResult
 from batcher.store.base import StoreError
 from batcher.store.config import MEMORY, StoreConfig
+from batcher.store.edge_duplicates import EdgeDuplicates
 from batcher.store.edge_queries import add_keywords_page, find_asks, product_photos, with_keywords_point
 from batcher.store.asks import Ask, vector_asks
 from batcher.store.edge_filters import older, replaceable, same_images, with_keywords
-from batcher.store.edge_folder import add_keywords, has_keywords, open_shard, stored_dim
+from batcher.store.edge_folder import add_keywords, ensure_indexes, has_keywords, open_shard, stored_dim
 from batcher.store.keywords import DENSE, backfill
-from batcher.store.points import (IMAGE_FIELDS, INDEXED_INTEGERS, INDEXED_KEYWORDS, StoredImage, by_product_and_sha,
-                                  made_by, point_id, point_payload)
+from batcher.store.points import IMAGE_FIELDS, StoredImage, by_product_and_sha, made_by, point_id, point_payload
 
 log = logging.getLogger(__name__)
 FLUSH_INTERVAL_S = 1.0
 
 
-class EdgeStore:
+class EdgeStore(EdgeDuplicates):
     engine = "edge"
 
     def __init__(self, shard: EdgeShard, folder: Path, config: StoreConfig, dim: int, embedder: str = "",
@@ -48,7 +48,7 @@ class EdgeStore:
         self.embedder = embedder
         self._temporary = temporary
         self._lock = threading.Lock()  # one call at a time: Edge takes them so, and the version rule needs it
-        self._ensure_indexes()
+        ensure_indexes(shard, config.indexed_fields)
         if not has_keywords(folder):
             add_keywords(shard, folder)
         self._unindexed = self._count_unindexed()
@@ -68,15 +68,6 @@ class EdgeStore:
             raise StoreError(f"there is no embedded store in {folder}")
         return cls(open_shard(folder, config, dim, model), folder, config, dim, embedder, temporary)
 
-    def _ensure_indexes(self) -> None:
-        have = set(self.shard.info().payload_schema)
-        wanted = {**{f: PayloadSchemaType.Keyword for f in INDEXED_KEYWORDS},
-                  **{f: PayloadSchemaType.Integer for f in INDEXED_INTEGERS},
-                  **{f"metadata.{f}": PayloadSchemaType.Keyword for f in self.config.indexed_fields}}
-        for field, schema in wanted.items():
-            if field not in have:
-                self.shard.update(UpdateOperation.create_field_index(field, schema))
-
     def _count_unindexed(self) -> int:
         """Points whose CLIP vector has no HNSW index yet. Edge counts every keywords vector as
         indexed (a sparse index is built as points come), so those are taken off."""
@@ -88,7 +79,7 @@ class EdgeStore:
         """One conditional upsert: Edge replaces a stored point only where ``replaceable`` holds
         (its version is not newer than the job's), and inserts the points not stored yet."""
         now = datetime.now(timezone.utc).isoformat()
-        points = [with_keywords_point(point_id(j.product_id), v, point_payload(j, now, self.embedder))
+        points = [with_keywords_point(point_id(j.product_id, tenant=j.tenant), v, point_payload(j, now, self.embedder))
                   for j, v in zip(jobs, vectors.astype(np.float32).tolist())]
         with self._lock:
             self.shard.update(UpdateOperation.upsert_points(points, condition=replaceable(jobs)))
@@ -117,17 +108,17 @@ class EdgeStore:
             log.info("built the HNSW index of %d points in %.1fs (the worker paused meanwhile)",
                      unindexed - self._count_unindexed(), time.perf_counter() - t0)
 
-    def images(self, product_ids: list[str], shas: list[str]
+    def images(self, product_ids: list[str], shas: list[str], tenant: str = DEFAULT_TENANT
                ) -> tuple[dict[str, StoredImage], dict[str, StoredImage]]:
-        """Two indexed reads: the batch's products by point id, then the images by sha256."""
+        """Two indexed reads, in the tenant: the batch's products by point id, then the images by sha256."""
         with self._lock:
-            found = made_by(self.shard.retrieve([point_id(p) for p in product_ids], IMAGE_FIELDS, DENSE),
-                            self.embedder)
+            found = made_by(self.shard.retrieve([point_id(p, tenant=tenant) for p in product_ids], IMAGE_FIELDS,
+                                                DENSE), self.embedder)
             missing = sorted(set(shas) - {i.image_sha256 for i in found})
             if self.embedder and missing:
                 more, _ = self.shard.scroll(ScrollRequest(limit=4 * len(missing), with_payload=IMAGE_FIELDS,
                                                           with_vector=DENSE,
-                                                          filter=same_images(missing, self.embedder)))
+                                                          filter=same_images(missing, self.embedder, tenant)))
                 found += made_by(more, self.embedder)
         return by_product_and_sha(found, product_ids)
 
@@ -140,17 +131,17 @@ class EdgeStore:
         with self._lock:
             return find_asks(self.shard, asks, self.params)
 
-    def photos(self, product_id: str) -> list[list[float]]:
+    def photos(self, product_id: str, tenant: str = DEFAULT_TENANT) -> list[list[float]]:
         with self._lock:
-            return product_photos(self.shard, product_id)
+            return product_photos(self.shard, product_id, tenant)
 
-    def get(self, product_id: str) -> dict[str, Any] | None:
+    def get(self, product_id: str, tenant: str = DEFAULT_TENANT) -> dict[str, Any] | None:
         with self._lock:
-            found = self.shard.retrieve([point_id(product_id)], True, False)
+            found = self.shard.retrieve([point_id(product_id, tenant=tenant)], True, False)
         return found[0].payload if found else None
 
-    def delete(self, product_id: str, version: int) -> bool:
-        stale = older(product_id, version)
+    def delete(self, product_id: str, version: int, tenant: str = DEFAULT_TENANT) -> bool:
+        stale = older(product_id, version, tenant)
         with self._lock:  # the one writer: nothing is stored between the count and the delete
             if not self.shard.count(CountRequest(exact=True, filter=stale)):
                 return False

@@ -8,21 +8,32 @@ from typing import Any
 from qdrant_edge import (FieldCondition, Filter, HasIdCondition, HasVectorCondition, IsEmptyCondition, MatchAny,
                          MatchValue, RangeFloat)
 
-from batcher.queue.jobs import Job
+from batcher.duplicates.photo import Probe
+from batcher.queue.jobs import DEFAULT_TENANT, Job
 from batcher.store.keywords import KEYWORDS
-from batcher.store.points import point_id
+from batcher.store.points import TENANT, point_id
 
 
-def conditions(filters: dict[str, Any], exclude: str = "") -> tuple[Filter | None, dict[str, bool]]:
+def tenant_is(tenant: str) -> Filter:
+    """The tenant's points; the default tenant's include those stored before tenants (no ``tenant``)."""
+    if tenant == DEFAULT_TENANT:
+        return Filter(should=[FieldCondition(key=TENANT, match=MatchValue(tenant)), IsEmptyCondition(TENANT)])
+    return Filter(must=[FieldCondition(key=TENANT, match=MatchValue(tenant))])
+
+
+def conditions(filters: dict[str, Any], exclude: str = "", tenant: str = DEFAULT_TENANT
+               ) -> tuple[Filter | None, dict[str, bool]]:
     """Exact matches on ``product_id`` and ``metadata`` keys, and apart, the ``true``/``false``
     ones: Edge 0.9's Python binding turns a bool into an integer match (Python's bool is an
     int), which no stored ``true`` matches, so the store checks those itself (``has_flags``).
-    ``exclude``: a product left out (a "more like this" search leaves out its own)."""
-    must = [FieldCondition(key=key if key == "product_id" else f"metadata.{key}", match=MatchValue(value))
-            for key, value in filters.items() if not isinstance(value, bool)]
+    ``exclude``: a product left out (a "more like this" search leaves out its own). Always within
+    ``tenant`` (a ``tenant`` key of ``filters`` is a metadata key, as any other)."""
+    must = [tenant_is(tenant), *(FieldCondition(key=key if key == "product_id" else f"metadata.{key}",
+                                                match=MatchValue(value))
+                                 for key, value in filters.items() if not isinstance(value, bool))]
     must_not = [FieldCondition(key="product_id", match=MatchValue(exclude))] if exclude else []
     flags = {key: value for key, value in filters.items() if isinstance(value, bool)}
-    return (Filter(must=must or None, must_not=must_not or None) if must or must_not else None), flags
+    return Filter(must=must, must_not=must_not or None), flags
 
 
 def has_flags(payload: dict[str, Any] | None, flags: dict[str, bool]) -> bool:
@@ -41,25 +52,25 @@ def replaceable(jobs: list[Job]) -> Filter:
     than the job, or a point stored before versions existed. A point not stored yet is inserted
     whatever the condition says."""
     return Filter(should=[
-        *(Filter(must=[HasIdCondition({point_id(j.product_id)}),
+        *(Filter(must=[HasIdCondition({point_id(j.product_id, tenant=j.tenant)}),
                        FieldCondition(key="version", range=RangeFloat(lte=j.version))]) for j in jobs),
         IsEmptyCondition("version")])
 
 
-def older(product_id: str, version: int) -> Filter:
-    """The product's point when it is older than ``version`` (or unversioned)."""
-    return Filter(must=[HasIdCondition({point_id(product_id)})],
+def older(product_id: str, version: int, tenant: str = DEFAULT_TENANT) -> Filter:
+    """The tenant's product's point when it is older than ``version`` (or unversioned)."""
+    return Filter(must=[HasIdCondition({point_id(product_id, tenant=tenant)})],
                   should=[FieldCondition(key="version", range=RangeFloat(lt=version)), IsEmptyCondition("version")])
 
 
-def same_images(shas: list[str], embedder: str) -> Filter:
-    """Points holding one of these images (by sha256) whose vector ``embedder`` made."""
+def same_images(shas: list[str], embedder: str, tenant: str = DEFAULT_TENANT) -> Filter:
+    """The tenant's points holding one of these images (by sha256) whose vector ``embedder`` made."""
     return Filter(must=[FieldCondition(key="image_sha256", match=MatchAny(shas)),
-                        FieldCondition(key="embedder", match=MatchValue(embedder))])
+                        FieldCondition(key="embedder", match=MatchValue(embedder)), tenant_is(tenant)])
 
 
-def of_product(product_id: str) -> Filter:
-    return Filter(must=[FieldCondition(key="product_id", match=MatchValue(product_id))])
+def of_product(product_id: str, tenant: str = DEFAULT_TENANT) -> Filter:
+    return Filter(must=[FieldCondition(key="product_id", match=MatchValue(product_id)), tenant_is(tenant)])
 
 
 def with_keywords() -> Filter:
@@ -69,3 +80,16 @@ def with_keywords() -> Filter:
 def without_keywords() -> Filter:
     """Points stored before keyword search: no keywords vector yet."""
     return Filter(must_not=[HasVectorCondition(KEYWORDS)])
+
+
+def banded(probe: Probe) -> Filter:
+    """The probe's tenant's points holding one of its ``phash_bands`` keywords, except the points
+    of the products it excludes (batcher.duplicates.bands)."""
+    return Filter(must=[FieldCondition(key="phash_bands", match=MatchAny(probe.keys)), tenant_is(probe.tenant)],
+                  must_not=[FieldCondition(key="product_id", match=MatchAny(probe.exclude))] if probe.exclude
+                  else None)
+
+
+def with_near_duplicates(tenant: str = DEFAULT_TENANT) -> Filter:
+    """The tenant's points that listed near duplicates when they were stored."""
+    return Filter(must=[FieldCondition(key="near_duplicate_count", range=RangeFloat(gte=1)), tenant_is(tenant)])

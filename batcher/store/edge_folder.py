@@ -8,11 +8,13 @@ import logging
 from pathlib import Path
 
 from qdrant_edge import (Distance, EdgeConfig, EdgeOptimizersConfig, EdgeShard, EdgeSparseVectorParams, EdgeVectorParams,
-                         HnswIndexConfig, Memory, Modifier, ScalarQuantizationConfig, ScalarType, UpdateOperation)
+                         HnswIndexConfig, KeywordIndexParams, Memory, Modifier, PayloadSchemaType,
+                         ScalarQuantizationConfig, ScalarType, UpdateOperation)
 
 from batcher.store.base import StoreError, StoreLocked
 from batcher.store.config import StoreConfig
 from batcher.store.keywords import KEYWORDS
+from batcher.store.points import INDEXED_INTEGERS, INDEXED_KEYWORDS, TENANT
 
 log = logging.getLogger(__name__)
 MARKER = "clipq.json"  # which model's vectors the folder holds
@@ -35,6 +37,19 @@ def new_shard_config(config: StoreConfig, dim: int) -> EdgeConfig:
         hnsw_config=HnswIndexConfig(m=config.hnsw_m, ef_construct=config.hnsw_ef_construct,
                                     full_scan_threshold=10_000),
         optimizers=EdgeOptimizersConfig(indexing_threshold=kb, max_segment_size=kb))
+
+
+def ensure_indexes(shard: EdgeShard, indexed_fields: list[str]) -> None:
+    """The payload indexes every store has, and those of ``QDRANT_INDEXED_FIELDS``; ``tenant``
+    marked as the tenant key (Edge keeps each tenant's points together)."""
+    have = set(shard.info().payload_schema)
+    wanted = {**{f: PayloadSchemaType.Keyword for f in INDEXED_KEYWORDS},
+              **{f: PayloadSchemaType.Integer for f in INDEXED_INTEGERS},
+              **{f"metadata.{f}": PayloadSchemaType.Keyword for f in indexed_fields},
+              TENANT: KeywordIndexParams(is_tenant=True)}
+    for field, schema in wanted.items():
+        if field not in have:
+            shard.update(UpdateOperation.create_field_index(field, schema))
 
 
 def stored_dim(folder: Path) -> int | None:

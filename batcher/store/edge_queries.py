@@ -20,7 +20,7 @@ def find_asks(shard: EdgeShard, asks: list[Ask], params: SearchParams) -> list[l
     """One planned batch, then more pages for the queries that need them: ``limit`` distinct
     products (``grouping``), and points holding a query's true/false filters, which the store
     checks itself (see ``edge_filters.conditions``)."""
-    planned = [(a, *conditions(a.filter, a.exclude)) for a in asks]
+    planned = [(a, *conditions(a.filter, a.exclude, a.tenant)) for a in asks]
 
     def run(pages: list[tuple[int, int, int]]) -> list[list]:
         return shard.query_batch(QueryBatchRequest([request(planned[i][0], planned[i][1], n, offset, params)
@@ -46,9 +46,9 @@ def request(ask: Ask, flt, limit: int, offset: int, params: SearchParams) -> Que
                         with_payload=True, params=params)
 
 
-def product_photos(shard: EdgeShard, product_id: str) -> list[list[float]]:
-    points, _ = shard.scroll(ScrollRequest(limit=MAX_PHOTOS, filter=of_product(product_id), with_payload=False,
-                                           with_vector=DENSE))
+def product_photos(shard: EdgeShard, product_id: str, tenant: str) -> list[list[float]]:
+    points, _ = shard.scroll(ScrollRequest(limit=MAX_PHOTOS, filter=of_product(product_id, tenant),
+                                           with_payload=False, with_vector=DENSE))
     return [list(p.vector) for p in points if p.vector is not None]
 
 

@@ -17,14 +17,15 @@ from typing import Any
 import numpy as np
 from qdrant_client import QdrantClient, models
 
-from batcher.queue.jobs import Job
+from batcher.queue.jobs import DEFAULT_TENANT, Job
 from batcher.queue.messages import SearchResult
 from batcher.store.base import StoreError
 from batcher.store.config import StoreConfig
-from batcher.store.points import (IMAGE_FIELDS, INDEXED_INTEGERS, INDEXED_KEYWORDS, StoredImage, by_product_and_sha,
+from batcher.store.points import (IMAGE_FIELDS, INDEXED_INTEGERS, INDEXED_KEYWORDS, TENANT, StoredImage, by_product_and_sha,
                                   made_by, point_id, point_payload)
 from batcher.store.asks import Ask, vector_asks
 from batcher.store.keywords import DENSE, KEYWORDS, backfill
+from batcher.store.server_duplicates import ServerDuplicates
 from batcher.store.server_filters import older, replaceable, same_images
 from batcher.store.server_queries import (KEYWORDS_CONFIG, add_keywords_page, add_keywords_vector, find_asks,
                                           keywords_of, product_photos)
@@ -32,7 +33,7 @@ from batcher.store.server_queries import (KEYWORDS_CONFIG, add_keywords_page, ad
 log = logging.getLogger(__name__)
 
 
-class ServerStore:
+class ServerStore(ServerDuplicates):
     """One collection of a Qdrant server (or of qdrant-client's in-process modes, in tests)."""
 
     engine = "server"
@@ -82,7 +83,8 @@ class ServerStore:
                             "so that keyword and hybrid searches find the products stored before", self.collection)
         fields = {**{f: models.PayloadSchemaType.KEYWORD for f in INDEXED_KEYWORDS},
                   **{f: models.PayloadSchemaType.INTEGER for f in INDEXED_INTEGERS},
-                  **{f"metadata.{f}": models.PayloadSchemaType.KEYWORD for f in config.indexed_fields}}
+                  **{f"metadata.{f}": models.PayloadSchemaType.KEYWORD for f in config.indexed_fields},
+                  TENANT: models.KeywordIndexParams(type="keyword", is_tenant=True)}  # Qdrant's multitenancy
         for field, schema in fields.items():
             self.client.create_payload_index(self.collection, field, schema)
         self.params = models.SearchParams(hnsw_ef=config.hnsw_ef)
@@ -92,21 +94,21 @@ class ServerStore:
         ``replaceable`` holds (``update_filter``, checked against the point already there)."""
         now = datetime.now(timezone.utc).isoformat()
         payloads = [point_payload(j, now, self.embedder) for j in jobs]
-        points = models.Batch(ids=[point_id(j.product_id) for j in jobs], payloads=payloads,
+        points = models.Batch(ids=[point_id(j.product_id, tenant=j.tenant) for j in jobs], payloads=payloads,
                               vectors={"": vectors.astype(np.float32).tolist(), KEYWORDS: [keywords_of(p) for p in payloads]})
         with self._lock:
             self.client.upsert(self.collection, points=points, wait=True, update_filter=replaceable(jobs))
 
-    def images(self, product_ids: list[str], shas: list[str]
+    def images(self, product_ids: list[str], shas: list[str], tenant: str = DEFAULT_TENANT
                ) -> tuple[dict[str, StoredImage], dict[str, StoredImage]]:
-        """Two indexed reads: the batch's products by point id, then the images by sha256."""
+        """Two indexed reads, in the tenant: the batch's products by point id, then the images by sha256."""
         wanted = {"with_payload": IMAGE_FIELDS, "with_vectors": DENSE}
         with self._lock:
-            found = made_by(self.client.retrieve(self.collection, [point_id(p) for p in product_ids], **wanted),
-                            self.embedder)
+            found = made_by(self.client.retrieve(self.collection, [point_id(p, tenant=tenant) for p in product_ids],
+                                                 **wanted), self.embedder)
             missing = sorted(set(shas) - {i.image_sha256 for i in found})
             if self.embedder and missing:
-                more, _ = self.client.scroll(self.collection, same_images(missing, self.embedder),
+                more, _ = self.client.scroll(self.collection, same_images(missing, self.embedder, tenant),
                                              limit=4 * len(missing), **wanted)
                 found += made_by(more, self.embedder)
         return by_product_and_sha(found, product_ids)
@@ -120,9 +122,9 @@ class ServerStore:
         with self._lock:
             return find_asks(self.client, self.collection, asks, self.params)
 
-    def photos(self, product_id: str) -> list[list[float]]:
+    def photos(self, product_id: str, tenant: str = DEFAULT_TENANT) -> list[list[float]]:
         with self._lock:
-            return product_photos(self.client, self.collection, product_id)
+            return product_photos(self.client, self.collection, product_id, tenant)
 
     def backfill_keywords(self, batch: int = 256) -> int:
         def page(offset: Any) -> tuple[int, Any]:
@@ -130,21 +132,22 @@ class ServerStore:
                 return add_keywords_page(self.client, self.collection, offset, batch)
         return backfill(page)
 
-    def get(self, product_id: str) -> dict[str, Any] | None:
+    def get(self, product_id: str, tenant: str = DEFAULT_TENANT) -> dict[str, Any] | None:
         with self._lock:
-            found = self.client.retrieve(self.collection, [point_id(product_id)], with_payload=True)
+            found = self.client.retrieve(self.collection, [point_id(product_id, tenant=tenant)], with_payload=True)
         return found[0].payload if found else None
 
-    def delete(self, product_id: str, version: int) -> bool:
+    def delete(self, product_id: str, version: int, tenant: str = DEFAULT_TENANT) -> bool:
         """Delete the product's point if it is older than ``version`` (the delete's own); a
         newer upload stored meanwhile stays. True when there was such a point."""
         with self._lock:
-            found = self.client.retrieve(self.collection, [point_id(product_id)], with_payload=["version"])
+            found = self.client.retrieve(self.collection, [point_id(product_id, tenant=tenant)],
+                                         with_payload=["version"])
             if not found or int((found[0].payload or {}).get("version") or 0) >= version:
                 return False
             # another worker may store a newer upload between the two calls: the filter checks again
-            self.client.delete(self.collection, points_selector=models.FilterSelector(filter=older(product_id, version)),
-                               wait=True)
+            stale = models.FilterSelector(filter=older(product_id, version, tenant))
+            self.client.delete(self.collection, points_selector=stale, wait=True)
         return True
 
     def scroll(self, offset: Any = None, limit: int = 256) -> tuple[list[Any], Any]:

@@ -6,20 +6,30 @@ from typing import Any
 
 from qdrant_client import models
 
-from batcher.queue.jobs import Job
+from batcher.duplicates.photo import Probe
+from batcher.queue.jobs import DEFAULT_TENANT, Job
 from batcher.store.keywords import KEYWORDS
-from batcher.store.points import point_id
+from batcher.store.points import TENANT, point_id
 
 
-def conditions(filters: dict[str, Any], exclude: str = "") -> models.Filter | None:
+def tenant_is(tenant: str) -> models.Filter:
+    """The tenant's points; the default tenant's include those stored before tenants (no ``tenant``)."""
+    match = models.FieldCondition(key=TENANT, match=models.MatchValue(value=tenant))
+    if tenant == DEFAULT_TENANT:
+        return models.Filter(should=[match, models.IsEmptyCondition(is_empty=models.PayloadField(key=TENANT))])
+    return models.Filter(must=[match])
+
+
+def conditions(filters: dict[str, Any], exclude: str = "", tenant: str = DEFAULT_TENANT) -> models.Filter:
     """Exact matches on ``product_id`` and ``metadata`` keys, evaluated by Qdrant itself;
-    ``exclude``: a product left out (a "more like this" search leaves out its own)."""
-    must = []
+    ``exclude``: a product left out (a "more like this" search leaves out its own). Always within
+    ``tenant`` (a ``tenant`` key of ``filters`` is a metadata key, as any other)."""
+    must: list = [tenant_is(tenant)]
     for key, value in filters.items():
         field = key if key == "product_id" else f"metadata.{key}"
         must.append(models.FieldCondition(key=field, match=models.MatchValue(value=value)))
     must_not = [of_product(exclude)] if exclude else []
-    return models.Filter(must=must or None, must_not=must_not or None) if must or must_not else None
+    return models.Filter(must=must, must_not=must_not or None)
 
 
 def of_product(product_id: str) -> models.FieldCondition:
@@ -39,20 +49,36 @@ def replaceable(jobs: list[Job]) -> models.Filter:
     """Matches a stored point that one of ``jobs`` may replace: one of the job's product of
     no newer version than the job, or a point stored before versions existed."""
     return models.Filter(should=[
-        *(models.Filter(must=[models.HasIdCondition(has_id=[point_id(j.product_id)]),
+        *(models.Filter(must=[models.HasIdCondition(has_id=[point_id(j.product_id, tenant=j.tenant)]),
                               models.FieldCondition(key="version", range=models.Range(lte=j.version))])
           for j in jobs),
         unversioned()])
 
 
-def older(product_id: str, version: int) -> models.Filter:
-    """The product's point when it is older than ``version`` (or unversioned)."""
-    return models.Filter(must=[models.HasIdCondition(has_id=[point_id(product_id)])],
+def older(product_id: str, version: int, tenant: str = DEFAULT_TENANT) -> models.Filter:
+    """The tenant's product's point when it is older than ``version`` (or unversioned)."""
+    return models.Filter(must=[models.HasIdCondition(has_id=[point_id(product_id, tenant=tenant)])],
                          should=[models.FieldCondition(key="version", range=models.Range(lt=version)),
                                  unversioned()])
 
 
-def same_images(shas: list[str], embedder: str) -> models.Filter:
-    """Points holding one of these images (by sha256) whose vector ``embedder`` made."""
+def same_images(shas: list[str], embedder: str, tenant: str = DEFAULT_TENANT) -> models.Filter:
+    """The tenant's points holding one of these images (by sha256) whose vector ``embedder`` made."""
     return models.Filter(must=[models.FieldCondition(key="image_sha256", match=models.MatchAny(any=shas)),
-                               models.FieldCondition(key="embedder", match=models.MatchValue(value=embedder))])
+                               models.FieldCondition(key="embedder", match=models.MatchValue(value=embedder)),
+                               tenant_is(tenant)])
+
+
+def banded(probe: Probe) -> models.Filter:
+    """The probe's tenant's points holding one of its ``phash_bands`` keywords, except the points
+    of the products it excludes (batcher.duplicates.bands)."""
+    return models.Filter(
+        must=[models.FieldCondition(key="phash_bands", match=models.MatchAny(any=probe.keys)), tenant_is(probe.tenant)],
+        must_not=[models.FieldCondition(key="product_id", match=models.MatchAny(any=probe.exclude))]
+        if probe.exclude else None)
+
+
+def with_near_duplicates(tenant: str = DEFAULT_TENANT) -> models.Filter:
+    """The tenant's points that listed near duplicates when they were stored."""
+    return models.Filter(must=[models.FieldCondition(key="near_duplicate_count", range=models.Range(gte=1)),
+                               tenant_is(tenant)])

@@ -13,7 +13,7 @@ from batcher.store.base import StoreError
 from batcher.store.grouping import per_product
 from batcher.store.keywords import DENSE, KEYWORDS, document_vector, query_vector
 from batcher.store.points import search_result
-from batcher.store.server_filters import conditions, of_product, without_keywords
+from batcher.store.server_filters import conditions, of_product, tenant_is, without_keywords
 
 KEYWORDS_CONFIG = {KEYWORDS: models.SparseVectorParams(modifier=models.Modifier.IDF)}
 
@@ -22,7 +22,7 @@ def find_asks(client: QdrantClient, collection: str, asks: list[Ask], params: mo
               ) -> list[list[SearchResult]]:
     """One batched query, then more pages for the queries that need them to reach ``limit``
     distinct products (``grouping``)."""
-    flts = [conditions(a.filter, a.exclude) for a in asks]
+    flts = [conditions(a.filter, a.exclude, a.tenant) for a in asks]
 
     def run(pages: list[tuple[int, int, int]]) -> list[list]:
         requests = [request(asks[i], flts[i], n, offset, params) for i, n, offset in pages]
@@ -48,9 +48,9 @@ def request(ask: Ask, flt: models.Filter | None, limit: int, offset: int, params
     return models.QueryRequest(query=ask.vector, **common)
 
 
-def product_photos(client: QdrantClient, collection: str, product_id: str) -> list[list[float]]:
-    points, _ = client.scroll(collection, models.Filter(must=[of_product(product_id)]), limit=MAX_PHOTOS,
-                              with_payload=False, with_vectors=DENSE)
+def product_photos(client: QdrantClient, collection: str, product_id: str, tenant: str) -> list[list[float]]:
+    points, _ = client.scroll(collection, models.Filter(must=[of_product(product_id), tenant_is(tenant)]),
+                              limit=MAX_PHOTOS, with_payload=False, with_vectors=DENSE)
     return [list(p.vector) for p in points if p.vector is not None]
 
 

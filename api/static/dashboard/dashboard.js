@@ -3,6 +3,8 @@
 const KEY = "clipq.apiKey";
 const REFRESH_MS = 3000;
 const $ = (id) => document.getElementById(id);
+// /dashboard?tenant=shop-a: an admin key looks at that tenant (sent as ?tenant= with every call)
+const TENANT = new URLSearchParams(location.search).get("tenant");
 
 // -- talking to the API ------------------------------------------------------------------
 class AuthError extends Error {}
@@ -11,10 +13,12 @@ async function api(path, options = {}) {
   const headers = new Headers(options.headers || {});
   const key = sessionStorage.getItem(KEY);
   if (key) headers.set("X-API-Key", key);
-  const response = await fetch(path, { ...options, headers });
+  const url = new URL(path, location.origin);
+  if (TENANT) url.searchParams.set("tenant", TENANT);
+  const response = await fetch(url.pathname + url.search, { ...options, headers });
   if (response.status === 401 || response.status === 403) {
-    askForKey(response.status);
-    throw new AuthError(response.status === 401 ? "an API key is needed" : "the API key was refused");
+    askForKey(response.status, !!key);
+    throw new AuthError(key ? "the API key was refused" : "an API key is needed");
   }
   const body = await response.json().catch(() => ({}));
   if (!response.ok) {
@@ -24,11 +28,11 @@ async function api(path, options = {}) {
   return body;
 }
 
-function askForKey(status) {
-  const hadKey = !!sessionStorage.getItem(KEY);
-  if (status === 403) sessionStorage.removeItem(KEY);
-  $("key-message").textContent = status === 403 || hadKey
-    ? "Wrong API key: the server refused it (403). Enter the right key."
+function askForKey(status, sentKey) {
+  // an unknown key answers 401 as a missing one: whether this request carried one tells them apart
+  if (sentKey) sessionStorage.removeItem(KEY);
+  $("key-message").textContent = sentKey
+    ? `Wrong API key: the server refused it (${status}). Enter the right key.`
     : "This API needs a key (API_KEY is set on the server). Enter it to see workers and failures and to search.";
   $("key-form").hidden = false;
   $("forget-key").hidden = true;
@@ -63,15 +67,24 @@ const when = (iso) => (iso ? new Date(iso).toLocaleString() : "–");
 function outcome(node, ok, text) { node.textContent = text; node.className = "outcome " + (ok ? "ok" : "bad"); }
 
 // -- queue -------------------------------------------------------------------------------
+const count = (v) => (v === undefined || v === null ? "–" : v);
+
+async function loadTenant() {
+  const me = await api("/api/v1/whoami");
+  $("tenant").textContent = me.admin ? (me.tenant === null ? "admin: every tenant" : `admin: tenant ${me.tenant}`)
+    : `tenant ${me.tenant}`;
+}
+
 async function loadQueue() {
   const s = await api("/api/v1/queue/stats");
-  $("n-pending").textContent = s.pending_in_queue;
-  $("n-processing").textContent = s.jobs.processing;
-  $("n-delayed").textContent = s.delayed_retries;
-  $("n-completed").textContent = s.jobs.completed;
-  const skipped = s.completed_without_model || {};
-  $("n-without-model").textContent = (skipped.unchanged || 0) + (skipped.reused || 0);
-  $("n-failed").textContent = s.jobs.failed;
+  const jobs = s.jobs || {};  // a tenant's own counters: none until they are kept
+  $("n-pending").textContent = count(s.pending_in_queue);
+  $("n-processing").textContent = count(jobs.processing);
+  $("n-delayed").textContent = count(s.delayed_retries);
+  $("n-completed").textContent = count(jobs.completed);
+  const skipped = s.completed_without_model;
+  $("n-without-model").textContent = skipped ? (skipped.unchanged || 0) + (skipped.reused || 0) : "–";
+  $("n-failed").textContent = count(jobs.failed);
   const h = await api("/api/v1/queue/history?minutes=15");
   spark("spark-depth", h.samples.map((x) => x.pending + x.delayed), "spark-depth-now");
   spark("spark-rate", h.samples.map((x) => x.completed_per_s || 0), "spark-rate-now");
@@ -205,7 +218,7 @@ function setupDrop() {
 let pause = 0;
 async function refresh() {
   if (Date.now() < pause) return;
-  const parts = [loadQueue(), loadWorkers(), loadFailures()];
+  const parts = [loadTenant(), loadQueue(), loadWorkers(), loadFailures()];
   const results = await Promise.allSettled(parts);
   const failed = results.filter((r) => r.status === "rejected" && !(r.reason instanceof AuthError));
   const conn = $("conn");

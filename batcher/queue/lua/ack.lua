@@ -9,6 +9,8 @@
 --       tenant_key_prefix (each job's counters move in its tenant's stats too)
 --       kind, for a completed job: '' (embedded), 'unchanged' (its product already had this
 --       image's vector) or 'reused' (another product had it); stored in the job's 'outcome'.
+--       near_duplicates, for a completed job: a JSON list stored as it is in the job's field
+--       'near_duplicates' ('' or absent: not looked up).
 -- Returns {now_ms, result...}: one result per outcome, in order: what was recorded
 -- (completed, unchanged, reused, failed, retried, superseded) or skipped (the job is no longer
 -- ours). A job older than its product's newest version is superseded, whatever the outcome sent.
@@ -48,6 +50,9 @@ for _, o in ipairs(outcomes) do
       if kind ~= 'unchanged' and kind ~= 'reused' then kind = '' end
       redis.call('HSET', job, 'status', 'completed', 'error_message', '', 'updated_at', now,
                  'completed_at', now, 'outcome', kind == '' and 'embedded' or kind)
+      if o.near_duplicates and o.near_duplicates ~= '' then
+        redis.call('HSET', job, 'near_duplicates', o.near_duplicates)
+      end
       redis.call('EXPIRE', job, tonumber(ARGV[3]))
       drop_image(budget, image, tenant)
       count(q, KEYS[2], tenant, 'completed', 1)

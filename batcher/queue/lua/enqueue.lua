@@ -49,7 +49,7 @@ redis.call('HSET', KEYS[3], 'tenant', tenant)
 -- versions: this upload is its product's newest
 local version = next_version(KEYS[7])
 redis.call('HSET', KEYS[3], 'version', version)
-redis.call('HSET', KEYS[8], redis.call('HGET', KEYS[3], 'product_id'), version)
+redis.call('HSET', KEYS[8], product_key(KEYS[3]), version)
 if ARGV[3] ~= '' then  -- an image_url job stores no image: the worker fetches it
   store_image(budget, KEYS[4], ARGV[3], tenant)
 end

@@ -142,11 +142,18 @@ local function next_version(seq_key)
   return v
 end
 
+-- A job's product in the versions and deletes hashes: its ``product_key`` (the tenant's
+-- ``<tenant>/<product_id>``, batcher/queue/keys.py), or its product_id for a job queued before tenants.
+local function product_key(job)
+  local f = redis.call('HMGET', job, 'product_key', 'product_id')
+  return f[1] or f[2]
+end
+
 -- Whether a job is older than its product's newest version (a later upload, or a delete).
 local function is_superseded(job, versions_key)
-  local f = redis.call('HMGET', job, 'product_id', 'version')
+  local f = redis.call('HMGET', job, 'product_id', 'version', 'product_key')
   if not f[1] or not f[2] then return false end
-  local newest = redis.call('HGET', versions_key, f[1])
+  local newest = redis.call('HGET', versions_key, f[3] or f[1])
   return newest and tonumber(f[2]) < tonumber(newest) or false
 end
 

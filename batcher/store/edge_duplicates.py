@@ -1,0 +1,44 @@
+"""The embedded store's reads for near-duplicate photos (``batcher.duplicates``): the banded
+lookup at ingest, the pairs' pages, the hashes of given points. Mixed into ``EdgeStore``."""
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import numpy as np
+from qdrant_edge import EdgeShard, QueryBatchRequest, QueryRequest, ScrollRequest
+
+from batcher.store.edge_filters import banded, with_near_duplicates
+from batcher.duplicates.photo import Probe
+from batcher.queue.jobs import DEFAULT_TENANT
+from batcher.store.keywords import DENSE
+from batcher.store.points import HASH_FIELDS, PAIR_FIELDS
+
+
+class EdgeDuplicates:
+    shard: EdgeShard
+    _lock: threading.Lock
+
+    def hashed(self, probes: list[Probe], limit: int) -> list[list[dict[str, Any]]]:
+        requests = [QueryRequest(limit=limit, filter=banded(probe), with_payload=HASH_FIELDS)
+                    for probe in probes]
+        with self._lock:
+            found = self.shard.query_batch(QueryBatchRequest(requests))
+        return [[p.payload for p in points if p.payload] for points in found]
+
+    def flagged(self, offset: str | None, limit: int, tenant: str = DEFAULT_TENANT
+                ) -> tuple[list[tuple[str, dict[str, Any]]], str | None]:
+        with self._lock:
+            found, after = self.shard.scroll(ScrollRequest(offset=offset, limit=limit, with_payload=PAIR_FIELDS,
+                                                           with_vector=False, filter=with_near_duplicates(tenant)))
+        return [(str(p.id), p.payload) for p in found], (None if after is None else str(after))
+
+    def hashes(self, point_ids: list[str]) -> dict[str, str]:
+        with self._lock:
+            found = self.shard.retrieve(point_ids, ["phash"], False)
+        return {str(p.id): p.payload["phash"] for p in found if (p.payload or {}).get("phash")}
+
+    def vectors(self, point_ids: list[str]) -> dict[str, np.ndarray]:
+        with self._lock:
+            found = self.shard.retrieve(point_ids, False, DENSE)
+        return {str(p.id): np.asarray(p.vector, np.float32) for p in found if p.vector is not None}
