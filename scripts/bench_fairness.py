@@ -15,7 +15,8 @@ claimed) when b arrived and how many of a's the worker completed from then until
 
 Jobs are queued with the API's own enqueue script (``batcher.queue.calls.enqueue``, JobSpec with
 the tenant), not over HTTP: until the tenants' API keys land, an upload has no way to name its
-tenant. Images are small distinct JPEGs (no job is skipped as unchanged). A Redis server is
+tenant. Images are small JPEGs of seeded noise (no job is skipped as unchanged, none is a near
+duplicate of another). A Redis server is
 started for the run unless REDIS_URL is set; keys live under a namespace of their own per mode
 and are deleted at the end.
 """
@@ -25,6 +26,7 @@ import argparse
 import hashlib
 import io
 import os
+import random
 import sys
 import tempfile
 import uuid
@@ -43,9 +45,9 @@ from scripts.lib.report import commit, machine_info, write_json
 
 
 def tiny_jpeg(i: int) -> bytes:
-    """A small JPEG whose bytes differ for every ``i``."""
-    im = Image.new("RGB", (64, 64), (i % 256, (i // 256) % 256, (i * 7) % 256))
-    im.putpixel((i % 64, (i // 64) % 64), (255, 255, 255))
+    """A small JPEG of seeded noise: distinct bytes and a distinct perceptual hash for every ``i``
+    (plain colours would all be near duplicates of each other, and their lookup would dominate)."""
+    im = Image.frombytes("RGB", (64, 64), random.Random(i).randbytes(64 * 64 * 3))
     buf = io.BytesIO()
     im.save(buf, "JPEG", quality=85)
     return buf.getvalue()
