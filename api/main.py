@@ -15,10 +15,11 @@ from api import docs, errors
 from api.lane import DirectRoute
 from api.limits import BodyLimits
 from api.metrics import ApiMetrics
-from api.queue import Connections, JobQueue
+from api.queue import Connections, DeliveryStore, JobQueue
+from api.webhooks import Deliverer
 from batcher.queue.durable import Durability
 from api.waiter import JobWaiter
-from api.routes import dashboard, duplicates, failures, health, jobs, search, uploads, whoami, workers
+from api.routes import dashboard, duplicates, failures, health, jobs, search, uploads, webhooks, whoami, workers
 from api.settings import ApiSettings
 from api.tenant_source import TenantSource, install_sighup, remove_sighup
 
@@ -46,10 +47,19 @@ async def lifespan(app: FastAPI):
     finished = (lambda: connections.announcements(queue.keys.finished)) if connections.can_subscribe else None
     app.state.waiter = JobWaiter(finished, queue.settled)
     app.state.waiter.start()
+    app.state.deliveries = DeliveryStore(connections, settings.queue_namespace, settings.queue_shards)
+    deliverer = None
+    if settings.webhook_secret:  # without it no upload asks for a webhook (422)
+        deliverer = Deliverer(app.state.deliveries, settings.webhooks, app.state.metrics,
+                              f"clipq-webhooks/{app.version}")
+        deliverer.start()
+        app.state.waiter.listeners.append(deliverer.nudge)  # a job just ended: its delivery is due
     try:
         yield
     finally:
         remove_sighup()
+        if deliverer is not None:
+            await deliverer.stop()
         await app.state.waiter.stop()
         errors.refusals.flush()  # the 503s not logged yet
         await connections.aclose()
@@ -63,7 +73,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = ApiMetrics()
     errors.install(app)
-    for module in (uploads, jobs, failures, workers, search, duplicates, health, whoami):
+    for module in (uploads, jobs, failures, workers, search, duplicates, health, whoami, webhooks):
         app.include_router(module.router)
     docs.install(app)
     dashboard.install(app)

@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily
 
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+WEBHOOK_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600, 4 * 3600)
 UPLOAD_ROUTE = "/api/v1/index-product-with-image"
 
 
@@ -50,6 +51,12 @@ class ApiMetrics:
         self.http = Histogram("clipq_http_request_duration_seconds", "HTTP request duration.",
                               ["route", "method", "status"], buckets=BUCKETS, registry=self.registry)
         self.uploads = Counter("clipq_uploads_total", "Uploads by outcome.", ["outcome"], registry=self.registry)
+        self.webhooks = Counter("clipq_webhook_deliveries_total", "Webhook delivery attempts by outcome: "
+                                "delivered, retried (another attempt is due) or dead (dead-lettered).",
+                                ["outcome"], registry=self.registry)
+        self.webhook_latency = Histogram("clipq_webhook_delivery_seconds", "From a job's end to the delivery "
+                                         "of its webhook (Redis time).", buckets=WEBHOOK_BUCKETS,
+                                         registry=self.registry)
 
     def exposition(self, depths: list[int] | int | None) -> bytes:
         """``depths``: the pending jobs of each shard (an int: one shard), None when Redis failed."""

@@ -21,7 +21,7 @@ from batcher.queue.config import DAY
 from batcher.queue.connect import async_client
 from batcher.queue.durable import Durability, NotReplicated, run_durable_async
 from batcher.queue.jobs import DEFAULT_TENANT, STATUSES, TERMINAL, JobSpec, new_job_id, public_status
-from batcher.queue.keys import Keys, job_shard, pending_lists, product_key, product_shard, shard_keys
+from batcher.queue.keys import Keys, job_shard, product_key, product_shard, shard_keys
 from batcher.queue.lane import REPLY_GRACE_S, Lane
 from batcher.queue.messages import QueryReply, QueryRequest
 from batcher.queue.owner import is_cluster
@@ -171,7 +171,7 @@ class ShardReads:
         pipe = self.redis.pipeline(transaction=False)
         for k in self.shards:
             pipe.lrange(k.ring, 0, -1)
-        lists = [pending_lists(k, ring) for k, ring in zip(self.shards, await pipe.execute())]
+        lists = [k.pending_lists(ring) for k, ring in zip(self.shards, await pipe.execute())]
         pipe = self.redis.pipeline(transaction=False)
         for key in (key for keys in lists for key in keys):
             pipe.llen(key)
@@ -402,6 +402,73 @@ class JobQueue(ShardReads):
                 self.lane.wait_reply(self.blocking, request, timeout_s), timeout_s + REPLY_GRACE_S))
         except asyncio.TimeoutError:
             return None
+
+
+class DeliveryStore(ShardReads):
+    """Webhook deliveries (api/webhooks.py) of every shard: leased, snapshotted, settled, listed.
+    A delivery's id is ``<job id>.<ms the job ended>``: it names its job's shard."""
+
+    def __init__(self, connections: Connections, namespace: str, shards: int = 1) -> None:
+        super().__init__(connections, namespace, shards)
+        self.scripts = Scripts(self.redis)
+        self._first = 0  # the shard the next lease starts from: each in turn, so none starves
+
+    def shard_of(self, delivery_id: str) -> Keys:
+        return self.shard_of_job(delivery_id.rpartition(".")[0])
+
+    async def lease(self, limit: int, lease_ms: int) -> list[str]:
+        """Up to ``limit`` due deliveries, leased for ``lease_ms`` (shard by shard)."""
+        leased: list[str] = []
+        self._first = (self._first + 1) % len(self.shards)
+        for k in self.shards[self._first:] + self.shards[:self._first]:
+            if len(leased) >= limit:
+                break
+            reply = await self.scripts.run(calls.lease_deliveries(k, lease_ms, limit - len(leased)))
+            leased += [m.decode() for m in reply[1:]]
+        return leased
+
+    async def prepare(self, delivery_id: str) -> dict[str, str] | None:
+        """The delivery's record; at its first attempt, its url and body (the job's status document,
+        as ``GET /api/v1/queue/status/{job_id}`` serves it) are copied from the job's record into
+        it, so that retries outlive the job's record. None when the job's record expired first."""
+        k = self.shard_of(delivery_id)
+        record = {f.decode(): v.decode() for f, v in (await self.redis.hgetall(k.delivery(delivery_id))).items()}
+        if "body" in record:
+            return record
+        job_id, _, ended_ms = delivery_id.rpartition(".")
+        h = await self.redis.hgetall(k.job(job_id))
+        if not h or b"callback_url" not in h:
+            return None
+        record = {"job_id": job_id, "ended_at": ended_ms, "url": h[b"callback_url"].decode(),
+                  "body": json.dumps(_public(h), separators=(",", ":")), "attempts": "0"}
+        await self.redis.hset(k.delivery(delivery_id), mapping=record)
+        return record
+
+    async def settle(self, delivery_id: str, outcome: str, delay_ms: int = 0,
+                     fields: dict[str, str | int] | None = None) -> tuple[int, bool]:
+        """(Redis time in ms, whether it was still leased) after recording ``outcome``."""
+        now_ms, done = await self.scripts.run(
+            calls.settle_delivery(self.shard_of(delivery_id), delivery_id, outcome, delay_ms, fields))
+        return int(now_ms), bool(done)
+
+    async def requeue(self, delivery_id: str) -> bool:
+        """Send a dead delivery again (its attempts reset); False when it is not dead."""
+        _, done = await self.scripts.run(calls.requeue_delivery(self.shard_of(delivery_id), delivery_id))
+        return bool(done)
+
+    async def dead(self, offset: int, limit: int) -> list[dict[str, str]]:
+        """Dead-lettered deliveries, the newest first, from ``offset``: their records and ``dead_ms``."""
+        pipe = self.redis.pipeline(transaction=False)
+        for k in self.shards:
+            pipe.zrevrange(k.deliveries_dead, 0, offset + limit - 1, withscores=True)
+        found = sorted(((m.decode(), int(t)) for part in await pipe.execute() for m, t in part),
+                       key=lambda f: f[1], reverse=True)[offset:offset + limit]
+        for delivery_id, _ in found:
+            pipe.hgetall(self.shard_of(delivery_id).delivery(delivery_id))
+        records = await pipe.execute()
+        return [{f.decode(): v.decode() for f, v in h.items()}
+                | {"delivery_id": d, "job_id": d.rpartition(".")[0], "dead_ms": str(t)}
+                for (d, t), h in zip(found, records)]
 
 
 def _lane_alive(heartbeat: bytes) -> bool:

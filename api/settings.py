@@ -3,17 +3,19 @@ from __future__ import annotations
 
 import re
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from api.tenant_source import read_book
 from api.tenants import TenantsError
+from api.webhook_config import WebhookConfig
+from batcher.queue.addresses import parse_networks, parse_url
 from batcher.queue.config import QueueSettings
 
 PLACEHOLDER = re.compile(r"change[-_ ]?me", re.I)  # what the shipped manifests hold instead of a key
 
 
 class ApiSettings(QueueSettings):
-    owned_prefixes = ("API_", "MAX_", "SEARCH_", "CORS_", "UPLOAD_", "ALLOW_", "TENANTS_", "ADMIN_")
+    owned_prefixes = ("API_", "MAX_", "SEARCH_", "CORS_", "UPLOAD_", "ALLOW_", "TENANTS_", "ADMIN_", "WEBHOOK_")
 
     api_key: str | None = Field(
         None, description="Key(s) required in `X-API-Key` for writes and searches, comma-separated. "
@@ -44,6 +46,43 @@ class ApiSettings(QueueSettings):
         64, ge=1, description="Redis connections of each API process for its short calls (searches waiting for a "
                               "worker use others, up to MAX_PENDING_QUERIES); a call beyond them waits for a free one, "
                               "up to REDIS_TIMEOUT.")
+    webhook_secret: str | None = Field(
+        None, repr=False, description="The key of the HMAC-SHA256 signature of every webhook (`X-Clipq-Signature`); "
+                                      "never logged. Unset: an upload with `callback_url` gets 422.")
+    webhook_url: str | None = Field(
+        None, description="Where a job's end is delivered when its upload has no `callback_url`. Unset: only "
+                          "uploads with `callback_url` are delivered. Needs WEBHOOK_SECRET.")
+    webhook_allowed_networks: str | None = Field(
+        None, description="Comma-separated CIDR networks a webhook may reach although private, loopback or "
+                          "link-local (the `image_url` policy, with its own list).")
+    webhook_max_attempts: int = Field(8, ge=1, le=100, description="Attempts of a delivery before it is "
+                                                                   "dead-lettered.")
+    webhook_backoff_s: float = Field(1.0, gt=0, le=3600, description="Seconds before the second attempt; "
+                                                                     "doubled after each failed one.")
+    webhook_backoff_max_s: float = Field(3600.0, gt=0, description="Longest wait between two attempts, in seconds.")
+    webhook_concurrency: int = Field(8, ge=1, le=1000, description="Deliveries each API process sends at once.")
+    webhook_timeout_s: float = Field(10.0, gt=0, le=300, description="Seconds one attempt may take, "
+                                                                     "connection included.")
+
+    @field_validator("webhook_allowed_networks")
+    @classmethod
+    def _webhook_networks(cls, value: str | None) -> str | None:
+        parse_networks(value)  # a ValueError naming the bad entry
+        return value
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_url(cls, value: str | None) -> str | None:
+        if value:
+            parse_url(value)  # UrlRefused (a ValueError) saying what is wrong
+        return value
+
+    @property
+    def webhooks(self) -> WebhookConfig:
+        return WebhookConfig(self.webhook_secret or "", self.webhook_url or "",
+                             parse_networks(self.webhook_allowed_networks), self.webhook_max_attempts,
+                             self.webhook_backoff_s, self.webhook_backoff_max_s, self.webhook_concurrency,
+                             self.webhook_timeout_s)
 
     @property
     def api_keys(self) -> list[str]:
@@ -65,6 +104,8 @@ class ApiSettings(QueueSettings):
             read_book(self.tenants_file, self.api_keys, self.admin_keys)
         except TenantsError as exc:
             return f"TENANTS_FILE: {exc}"
+        if self.webhook_url and not self.webhook_secret:
+            return "WEBHOOK_URL is set but WEBHOOK_SECRET is not: webhooks are always signed"
         return None
 
     @property

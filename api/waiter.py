@@ -32,6 +32,7 @@ class JobWaiter:
         self._waiting: dict[str, set[asyncio.Event]] = defaultdict(set)
         self._tasks: list[asyncio.Task] = []
         self._stopping = False
+        self.listeners: list[Callable[[list[str]], None]] = []  # also told of each announcement (webhooks)
 
     def start(self) -> None:
         self._tasks.append(asyncio.create_task(self._sweep(), name="job-waiter-sweep"))
@@ -93,6 +94,8 @@ class JobWaiter:
                 async for job_ids in self.announcements():
                     delay = 0.5  # subscribed
                     self._wake(job_ids)
+                    for listener in self.listeners:
+                        listener(job_ids)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Redis down or restarted: the polls carry on meanwhile

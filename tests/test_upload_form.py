@@ -185,7 +185,8 @@ def test_the_form_is_still_documented(client):
     operation = client.get("/openapi.json").json()["paths"][ROUTE]["post"]
     body = operation["requestBody"]["content"]["multipart/form-data"]["schema"]
     assert operation["requestBody"]["required"] and body["required"] == ["product_id", "name"]
-    assert list(body["properties"]) == ["product_id", "name", "image_file", "image_url", "description", "metadata"]
+    assert list(body["properties"]) == ["product_id", "name", "image_file", "image_url", "description", "metadata",
+                                        "callback_url"]
     assert body["properties"]["image_file"]["anyOf"][0]["contentMediaType"] == "application/octet-stream"
     assert operation["security"] == [{"APIKeyHeader": []}]
 

@@ -8,6 +8,7 @@ from dataclasses import replace
 from fastapi import APIRouter, Request, UploadFile
 from fastapi.responses import JSONResponse
 
+from api.callbacks import check_callback_url
 from api.errors import ApiError
 from api.form_fields import FormField, FormSpec
 from api.forms import read_form
@@ -38,6 +39,8 @@ FORM = FormSpec("Body_index_product_api_v1_index_product_with_image_post", (
     FormField("description", "Free text, indexed with the product.", default="", max_length=8192),
     FormField("metadata", "A JSON object, kept with the product and matched by search filters.",
               check=_metadata),
+    FormField("callback_url", "An http(s) URL that receives the job's status document, signed, when the job "
+              "ends (see Webhooks). Unset: WEBHOOK_URL, if set.", check=check_callback_url),
 ))
 
 
@@ -58,8 +61,10 @@ async def index_product(request: Request) -> JSONResponse:
     settings, queue, metrics = request.app.state.settings, request.app.state.queue, request.app.state.metrics
     form = FORM.read(await read_form(request))
     url = one_image_source(form["image_file"] is not None, form["image_url"])
-    spec, image = _validate(settings, FORM.checked(form, settings), url)
-    spec = replace(spec, tenant=tenant_of(request.state.caller))  # set by the api_key guard
+    checked = FORM.checked(form, settings)
+    spec, image = _validate(settings, checked, url)
+    # the tenant: set by the api_key guard
+    spec = replace(spec, tenant=tenant_of(request.state.caller), callback_url=checked["callback_url"])
     start = time.perf_counter()
     try:
         job_id, version = await queue.enqueue(spec, image, tenant_quota(request, spec.tenant))

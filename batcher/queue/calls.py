@@ -76,9 +76,28 @@ def reap(k: Keys, s: QueueConfig, worker_id: str, mode: str, ids: tuple[str, ...
     """``mode``: reap, recover, release or orphans (see reap.lua)."""
     return ScriptCall(
         "reap", [k.processing(worker_id), k.queue, k.stats, k.failed, k.workers, k.heartbeat(worker_id),
-                 k.image_bytes, k.failed_images, k.versions, k.ring],
+                 k.image_bytes, k.failed_images, k.versions, k.deliveries, k.ring],
         [k.job(""), k.image(""), mode, worker_id, s.max_attempts, s.failed_job_ttl, s.failed_image_ttl,
          k.tenant_prefix, *ids])
+
+
+def lease_deliveries(k: Keys, lease_ms: int, limit: int) -> ScriptCall:
+    """Lease the webhook deliveries due (see deliveries.lua): reply ``[now_ms, id...]``."""
+    return ScriptCall("deliveries", [k.deliveries, k.deliveries_leased, k.deliveries_dead, k.delivery("")],
+                      ["lease", lease_ms, limit])
+
+
+def settle_delivery(k: Keys, delivery_id: str, outcome: str, delay_ms: int = 0,
+                    fields: dict[str, str | int] | None = None) -> ScriptCall:
+    """``outcome``: delivered, retry (due after ``delay_ms``) or dead; reply ``[now_ms, settled]``."""
+    pairs = [x for pair in (fields or {}).items() for x in pair]
+    return ScriptCall("deliveries", [k.deliveries, k.deliveries_leased, k.deliveries_dead, k.delivery(delivery_id)],
+                      ["settle", delivery_id, outcome, delay_ms, *pairs])
+
+
+def requeue_delivery(k: Keys, delivery_id: str) -> ScriptCall:
+    return ScriptCall("deliveries", [k.deliveries, k.deliveries_leased, k.deliveries_dead, k.delivery(delivery_id)],
+                      ["requeue", delivery_id])
 
 
 def expire_images(k: Keys, s: QueueConfig, limit: int) -> ScriptCall:
@@ -104,7 +123,7 @@ class Outcome:
 def ack(k: Keys, s: QueueConfig, worker_id: str, outcomes: list[Outcome]) -> ScriptCall:
     payload = json.dumps([o.__dict__ | {"id": o.job_id} for o in outcomes])
     return ScriptCall("ack", [k.processing(worker_id), k.stats, k.failed, k.delayed, k.image_bytes,
-                              k.failed_images, k.versions],
+                              k.failed_images, k.versions, k.deliveries],
                       [k.job(""), k.image(""), s.job_ttl, s.failed_job_ttl, s.failed_image_ttl,
                        s.max_attempts, payload, k.finished, k.tenant_prefix])
 

@@ -43,6 +43,7 @@ class JobSpec:
     content_type: str
     image_url: str = ""  # instead of image bytes: the worker fetches it (no image key is stored)
     tenant: str = DEFAULT_TENANT
+    callback_url: str = ""  # where the job's end is delivered (api/webhooks.py); "" for nowhere
 
     def __post_init__(self) -> None:
         # the scripts build the tenant's keys from its name: never let one reach them unchecked
@@ -63,6 +64,8 @@ class JobSpec:
         }
         if self.image_url:
             fields["image_url"] = self.image_url
+        if self.callback_url:
+            fields["callback_url"] = self.callback_url
         return fields
 
 

@@ -15,8 +15,7 @@ from dataclasses import dataclass
 
 from redis.crc import key_slot
 
-from .jobs import DEFAULT_TENANT
-from .jobs import product_key  # noqa: F401  (a product's key in the versions hashes: defined beside the job)
+from .jobs import DEFAULT_TENANT, product_key  # noqa: F401  (product_key: defined beside the job)
 
 DEFAULT_NAMESPACE = "clipq"
 SLOTS = 16384
@@ -55,13 +54,6 @@ def job_shard(job_id: str, count: int) -> int:
     return int(found.group(1)) % count if found else 0
 
 
-def pending_lists(keys: "Keys", ring: list[bytes | str]) -> list[str]:
-    """The pending lists that hold a shard's queued jobs: the default tenant's (on the ring or
-    not: ids queued before tenants existed) and those of the tenants on ``ring``."""
-    tenants = {t.decode() if isinstance(t, bytes) else t for t in ring} - {DEFAULT_TENANT}
-    return [keys.queue] + [keys.pending(t) for t in sorted(tenants)]
-
-
 @dataclass(frozen=True)
 class Keys:
     namespace: str = DEFAULT_NAMESPACE
@@ -79,32 +71,31 @@ class Keys:
     # -- the job queue ---------------------------------------------------------------
     @property
     def queue(self) -> str:
-        """The default tenant's pending list (``pending``): the API LPUSHes job ids, workers move
-        them from the right."""
+        """The default tenant's pending list: the API LPUSHes job ids, workers move them from the right."""
         return f"{self.tag}:queue"
 
+    # tenants: a pending list each, the ring of those with queued jobs (claims go round-robin over it)
     def pending(self, tenant: str = DEFAULT_TENANT) -> str:
-        """A tenant's pending list (LPUSH new ids, claims take from the right); the default
-        tenant's is today's ``queue``, so a deployment from before tenants needs no migration."""
+        """A tenant's pending list; the default tenant's is ``queue`` (no migration)."""
         return self.queue if tenant == DEFAULT_TENANT else f"{self.tenant_prefix}{tenant}:queue"
+
+    def pending_lists(self, ring: list[bytes | str]) -> list[str]:
+        """A shard's pending lists: the default tenant's (on ``ring`` or not) and those on ``ring``."""
+        tenants = {t.decode() if isinstance(t, bytes) else t for t in ring} - {DEFAULT_TENANT}
+        return [self.queue] + [self.pending(t) for t in sorted(tenants)]
 
     @property
     def ring(self) -> str:
-        """List of the tenants with queued jobs, each at most once: claims take round-robin over
-        it (``lua/claim.lua``), and a worker's blocking wait rotates it (``BLMOVE ring ring``)."""
         return f"{self.tag}:ring"
 
     @property
     def tenant_prefix(self) -> str:
-        """What every per-tenant key starts with (the Lua scripts build them from it)."""
         return f"{self.tag}:tenant:"
 
-    def tenant_stats(self, tenant: str) -> str:
-        """Hash of one tenant's counters, the same fields as ``stats`` (which keeps the totals)."""
+    def tenant_stats(self, tenant: str) -> str:  # the fields of ``stats``, for one tenant
         return f"{self.tenant_prefix}{tenant}:stats"
 
-    def tenant_bytes(self, tenant: str) -> str:
-        """Bytes of one tenant's image keys (its part of ``image_bytes``)."""
+    def tenant_bytes(self, tenant: str) -> str:  # the tenant's part of ``image_bytes``
         return f"{self.tenant_prefix}{tenant}:image_bytes"
 
     @property
@@ -167,6 +158,20 @@ class Keys:
     def deletes(self) -> str:
         """Hash: product id -> the version of its last delete (a tombstone); never expires."""
         return f"{self.tag}:deletes"
+
+    # -- webhooks (api/webhooks.py): sorted sets of delivery ids (``<job id>.<ended ms>``) ----
+    @property
+    def deliveries(self) -> str:
+        """Due deliveries, by due time in ms: ack.lua and reap.lua add one as they end a job that
+        has a callback_url. ``deliveries_leased``: being sent, by lease end (one that runs out is
+        due again); ``deliveries_dead``: dead-lettered, by time of death; ``delivery(id)``: a hash."""
+        return f"{self.tag}:deliveries"
+
+    deliveries_leased = property(lambda self: f"{self.tag}:deliveries_leased")
+    deliveries_dead = property(lambda self: f"{self.tag}:deliveries_dead")
+
+    def delivery(self, delivery_id: str) -> str:
+        return f"{self.tag}:delivery:{delivery_id}"
 
     def job(self, job_id: str) -> str:
         return f"{self.tag}:job:{job_id}"

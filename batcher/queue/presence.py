@@ -11,7 +11,7 @@ import redis
 
 from . import calls, history
 from .config import QueueConfig
-from .keys import Keys, pending_lists
+from .keys import Keys
 from .scripts import Scripts
 
 
@@ -50,7 +50,7 @@ class Presence:
     def depth(self) -> int:
         """Queued jobs of every tenant (not those delayed for a retry)."""
         pipe = self._redis.pipeline(transaction=False)
-        for key in pending_lists(self.keys, self._redis.lrange(self.keys.ring, 0, -1)):
+        for key in self.keys.pending_lists(self._redis.lrange(self.keys.ring, 0, -1)):
             pipe.llen(key)
         return sum(int(n) for n in pipe.execute())
 

@@ -15,7 +15,7 @@ from typing import Any
 from . import owner
 
 NAMES = ("enqueue", "claim", "ack", "promote", "reap", "retry", "sample", "expire_images", "tombstone", "ask",
-         "started")
+         "started", "deliveries")
 
 
 @cache

@@ -1,7 +1,7 @@
 -- Record the outcome of every job of a batch in one atomic step. Only the worker that still
 -- holds a job in its processing list may change it: an id that is no longer there (reaped
 -- and handed to another worker) is skipped, so no counter moves twice.
--- KEYS: processing, stats, failed, delayed, image_bytes, failed_images, versions
+-- KEYS: processing, stats, failed, delayed, image_bytes, failed_images, versions, deliveries
 -- ARGV: job_key_prefix, image_key_prefix, job_ttl_s, failed_ttl_s, failed_image_ttl_s,
 --       max_attempts, outcomes_json  ([{id, outcome: completed|failed|retry, error, delay_ms, kind}]),
 --       finished_channel (the ids now completed, failed or superseded are published there, in the
@@ -78,6 +78,7 @@ for _, o in ipairs(outcomes) do
   results[#results + 1] = result
   if result ~= 'skipped' and result ~= 'retried' then
     finished[#finished + 1] = id
+    announce(ARGV[1] .. id, id, now_ms, KEYS[8])
   end
 end
 if #finished > 0 then

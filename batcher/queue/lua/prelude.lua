@@ -165,3 +165,11 @@ local function supersede_job(job, image, at, stats_key, job_ttl_s, budget)
   drop_image(budget, image, tenant)
   count(budget.q, stats_key, tenant, 'superseded', 1)
 end
+
+-- A job's end, announced to its webhook (api/webhooks.py): when the job has a callback_url, its
+-- delivery "<id>.<now_ms>" is due now, recorded in the very step that ends the job.
+local function announce(job, id, now_ms, deliveries_key)
+  if redis.call('HEXISTS', job, 'callback_url') == 1 then
+    redis.call('ZADD', deliveries_key, now_ms, id .. '.' .. now_ms)
+  end
+end

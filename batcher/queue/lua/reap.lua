@@ -9,7 +9,8 @@
 -- mode 'orphans': a living worker returning the ids ARGV[9..] of its list that it does not
 --   know it holds (the reply of a claim was lost): no attempt counted, still registered.
 -- Each job goes back on its tenant's pending list, at the consuming end, and its tenant on the ring.
--- KEYS: processing, queue, stats, failed, workers, heartbeat, image_bytes, failed_images, versions, ring
+-- KEYS: processing, queue, stats, failed, workers, heartbeat, image_bytes, failed_images, versions,
+--       deliveries (a job ended here is announced to its webhook, see prelude.lua), ring
 -- ARGV: job_key_prefix, image_key_prefix, mode, worker_id, max_attempts, failed_ttl_s,
 --       failed_image_ttl_s, tenant_key_prefix, [id...]
 -- Returns the number of jobs requeued, or -1 when the worker is alive (reap mode).
@@ -21,7 +22,7 @@ local now_ms = redis_now_ms()
 local now = tostring(now_ms)
 local count_attempt = mode == 'reap' or mode == 'recover'
 local requeued = 0
-local q = {queue = KEYS[2], ring = KEYS[10], tenants = ARGV[8]}
+local q = {queue = KEYS[2], ring = KEYS[11], tenants = ARGV[8]}
 local budget = {bytes = KEYS[7], failed = KEYS[8], prefix = ARGV[2], jobs = ARGV[1], q = q}
 local orphan = 8
 -- before the first write, the job, image and tenant's keys of every id this call may hand back
@@ -51,9 +52,11 @@ while true do
     if charged then attempts = redis.call('HINCRBY', job, 'retry_count', 1) end
     if charged and attempts >= tonumber(ARGV[5]) and is_superseded(job, KEYS[9]) then
       supersede_job(job, image, now, KEYS[3], ARGV[6], budget)
+      announce(job, id, now_ms, KEYS[10])
     elseif charged and attempts >= tonumber(ARGV[5]) then
       fail_job(job, image, id, 'worker died while processing this job (' .. attempts .. ' attempts)',
                now_ms, KEYS[3], KEYS[4], ARGV[6], ARGV[7], budget)
+      announce(job, id, now_ms, KEYS[10])
     else
       redis.call('HSET', job, 'status', 'queued', 'updated_at', now)
       redis.call('HDEL', job, 'started')
