@@ -24,6 +24,7 @@ from batcher.queue.jobs import DEFAULT_TENANT, STATUSES, TERMINAL, JobSpec, new_
 from batcher.queue.keys import Keys, job_shard, product_key, product_shard, shard_keys
 from batcher.queue.lane import REPLY_GRACE_S, Lane
 from batcher.queue.messages import QueryReply, QueryRequest
+from batcher.queue.owner import is_cluster
 from batcher.queue.scripts import Scripts
 
 Unavailable = redis.RedisError  # what a call raises when Redis fails: the API answers 503
@@ -45,6 +46,16 @@ class OverBudget(Exception):
     def __init__(self, held: int, size: int, max_bytes: int) -> None:
         super().__init__(f"the queue holds {held} image bytes; {size} more would pass {max_bytes}")
         self.held, self.size, self.max_bytes = held, size, max_bytes
+
+
+class TenantQuotaFull(Exception):
+    """The tenant's own quota (``calls.Quota``) is reached: 429 ``tenant_queue_full`` (pending
+    jobs) or ``tenant_queue_bytes_full`` (image bytes), naming the tenant and the quota."""
+
+    def __init__(self, tenant: str, code: str, held: int, limit: int) -> None:
+        what = "jobs queued" if code == "tenant_queue_full" else "bytes of images"
+        super().__init__(f"tenant {tenant!r} has {held} {what} in this shard, at its quota of {limit}")
+        self.tenant, self.code, self.held, self.limit = tenant, code, held, limit
 
 
 class LaneFull(Exception):
@@ -156,40 +167,56 @@ class ShardReads:
         return int(sec) * 1000 + int(usec) // 1000
 
     async def depths(self) -> list[int]:
-        """The pending jobs of each shard, shard 0 first."""
+        """The pending jobs of each shard (every tenant's), shard 0 first."""
         pipe = self.redis.pipeline(transaction=False)
         for k in self.shards:
-            pipe.llen(k.queue)
-        return [int(n) for n in await pipe.execute()]
+            pipe.lrange(k.ring, 0, -1)
+        lists = [k.pending_lists(ring) for k, ring in zip(self.shards, await pipe.execute())]
+        pipe = self.redis.pipeline(transaction=False)
+        for key in (key for keys in lists for key in keys):
+            pipe.llen(key)
+        counts = iter(await pipe.execute())
+        return [sum(int(next(counts)) for _ in keys) for keys in lists]
 
     async def depth(self) -> int:
         return sum(await self.depths())
 
-    async def stats(self) -> dict[str, Any]:
+    async def tenant_depth(self, tenant: str) -> int:
+        """The pending jobs of one tenant, every shard's."""
         pipe = self.redis.pipeline(transaction=False)
         for k in self.shards:
-            pipe.llen(k.queue)
+            pipe.llen(k.pending(tenant))
+        return sum(int(n) for n in await pipe.execute())
+
+    async def stats(self, tenant: str | None = None) -> dict[str, Any]:
+        """The queue's figures; with ``tenant``, that tenant's alone: its pending list, its counters
+        and image bytes (``Keys.tenant_stats``, ``tenant_bytes``), and as delayed retries its
+        queued jobs that are not pending."""
+        pending = await (self.depth() if tenant is None else self.tenant_depth(tenant))
+        pipe = self.redis.pipeline(transaction=False)
+        for k in self.shards:
             pipe.zcard(k.delayed)
-            pipe.hgetall(k.stats)
-            pipe.get(k.image_bytes)
+            pipe.hgetall(k.stats if tenant is None else k.tenant_stats(tenant))
+            pipe.get(k.image_bytes if tenant is None else k.tenant_bytes(tenant))
         replies = await pipe.execute()
         counts: dict[str, int] = {}
-        for counters in replies[2::4]:
+        for counters in replies[1::3]:
             for name, value in counters.items():
                 counts[name.decode()] = counts.get(name.decode(), 0) + int(value)
         jobs = {s: max(0, counts.get(s, 0)) for s in STATUSES}
         jobs["total"] = counts.get("total", 0)
         # the completed jobs that skipped the model (their image's vector was already stored)
         skipped = {k: max(0, counts.get(k, 0)) for k in ("unchanged", "reused")}
-        out = {"queue_name": self.shards[0].queue, "pending_in_queue": sum(replies[0::4]),
-               "delayed_retries": sum(replies[1::4]), "image_bytes": sum(int(b or 0) for b in replies[3::4]),
+        delayed = sum(replies[0::3]) if tenant is None else max(0, jobs["queued"] - pending)
+        out = {"queue_name": self.shards[0].queue, "pending_in_queue": pending,
+               "delayed_retries": delayed, "image_bytes": sum(int(b or 0) for b in replies[2::3]),
                "jobs": jobs, "completed_without_model": skipped}
+        out |= {} if tenant is None else {"tenant": tenant}
         return out if len(self.shards) == 1 else out | {"shards": len(self.shards)}
 
     async def tenant_stats(self, tenant: str) -> dict[str, Any]:
-        """One tenant's counters, for its own stats document. They are kept by the workers of
-        branch ``fair`` (``Keys.tenant_stats``); until then none: the document says so."""
-        return {"tenant": tenant, "jobs": None, "note": "per-tenant counters are not kept yet"}
+        """One tenant's figures, for its own stats document (``stats(tenant)``)."""
+        return await self.stats(tenant)
 
     async def history(self) -> list[bytes]:
         """The queue's samples (``batcher.queue.history``), newest first: the shards' added up."""
@@ -291,12 +318,15 @@ class JobQueue(ShardReads):
         n = len(self.shards)
         return max(1, self.max_depth // n), self.max_bytes if self.max_bytes >= calls.UNBOUNDED else self.max_bytes // n
 
-    async def enqueue(self, spec: JobSpec, image: bytes) -> tuple[str, int]:
-        """(job id, version): the version makes this upload its product's newest."""
+    async def enqueue(self, spec: JobSpec, image: bytes, quota: calls.Quota | None = None) -> tuple[str, int]:
+        """(job id, version): the version makes this upload its product's newest. ``quota``: the
+        tenant's own (``spec.tenant``), split evenly over the shards like the queue's."""
         shard = product_shard(product_key(spec.tenant, spec.product_id), len(self.shards))
         job_id = new_job_id(shard if len(self.shards) > 1 else None)
         max_depth, max_bytes = self.shard_budget
-        call = calls.enqueue(self.shards[shard], job_id, spec, image, max_depth, max_bytes, self.failed_image_ttl)
+        quota = (quota or calls.Quota()).per_shard(len(self.shards))
+        call = calls.enqueue(self.shards[shard], job_id, spec, image, max_depth, max_bytes, self.failed_image_ttl,
+                             quota)
         try:
             ok, value, *version = await run_durable_async(self.redis, self.scripts, call, self.durability)
         except NotReplicated as exc:
@@ -306,6 +336,10 @@ class JobQueue(ShardReads):
             raise QueueFull(int(value))
         if ok == -1:
             raise OverBudget(int(value), len(image), max_bytes)
+        if ok in (-2, -3):
+            code, limit = ("tenant_queue_full", quota.max_depth) if ok == -2 else ("tenant_queue_bytes_full",
+                                                                                  quota.max_bytes)
+            raise TenantQuotaFull(spec.tenant, code, int(value), limit)
         return job_id, int(version[0])
 
     async def tombstone(self, product_id: str, tenant: str = DEFAULT_TENANT) -> tuple[int, bool]:
@@ -341,11 +375,16 @@ class JobQueue(ShardReads):
 
     async def retry_each(self, job_ids: list[str]) -> list[int]:
         """``retry``'s code of each job, in one pipeline; ids whose record expired (code 0)
-        leave the failed set."""
-        pipe = self.redis.pipeline(transaction=False)
-        for job_id in job_ids:
-            await self.scripts.run(calls.retry(self.shard_of_job(job_id), job_id), client=pipe)
-        codes = [int(code) for code, _ in await pipe.execute()]
+        leave the failed set. On a cluster one call each, pinned to its slot's owner: retry.lua
+        builds its tenant's keys itself (undeclared), and a pipeline would follow an ASK to a
+        node where they read as missing (``batcher/queue/owner.py``)."""
+        if is_cluster(self.redis):
+            codes = [(await self.retry(job_id))[0] for job_id in job_ids]
+        else:
+            pipe = self.redis.pipeline(transaction=False)
+            for job_id in job_ids:
+                await self.scripts.run(calls.retry(self.shard_of_job(job_id), job_id), client=pipe)
+            codes = [int(code) for code, _ in await pipe.execute()]
         for job_id, code in zip(job_ids, codes):
             if code == 0:
                 await self.redis.zrem(self.shard_of_job(job_id).failed, job_id)

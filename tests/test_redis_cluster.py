@@ -67,6 +67,31 @@ def test_the_whole_pipeline_runs_on_the_cluster(cluster, make_client, run_burst,
     assert held[owner.port] > 0 and sum(held.values()) == held[owner.port], held
 
 
+def test_retry_of_every_failed_job_puts_each_back_on_its_tenants_list(cluster, make_client, worker_settings,
+                                                                     namespace):
+    """retry.lua builds its tenant's keys itself, so the API's bulk retry pins each call."""
+    from batcher.queue import calls
+    from batcher.queue.calls import Outcome
+    from batcher.queue.connect import sync_client
+    from batcher.queue.consumer import JobConsumer
+    from batcher.queue.jobs import JobSpec, new_job_id
+    from batcher.queue.keys import Keys
+    from batcher.queue.scripts import Scripts
+
+    client, k, r = make_client(), Keys(namespace), sync_client(cluster.url, True)
+    ids = [new_job_id() for _ in range(3)]
+    for i, job_id in enumerate(ids):
+        spec = JobSpec(f"f{i}", "n", "", {}, "sha", "image/jpeg", tenant="b" if i else "default")
+        Scripts(r).run(calls.enqueue(k, job_id, spec, b"img", max_depth=100))
+    worker = JobConsumer(r, worker_settings().queue, "w-fails")
+    claimed = worker.take_now(3)
+    worker.ack([Outcome(j, "failed", "cannot decode image") for j in claimed])
+    assert client.post("/api/v1/queue/failed/retry").json()["retried"] == 3
+    assert sorted(r.lrange(k.pending("b"), 0, -1)) == sorted(i.encode() for i in ids[1:])
+    assert r.lrange(k.queue, 0, -1) == [ids[0].encode()] and sorted(r.lrange(k.ring, 0, -1)) == [b"b", b"default"]
+    r.close()
+
+
 def test_150_searches_waiting_at_once_on_the_cluster_none_refused(cluster, settings_kw, namespace):
     """Each waiting search holds a connection (BLPOP on its reply). The cluster client's pool
     per node (redis-py's default: 100) refused the 101st at once: 503 redis_unavailable."""

@@ -115,8 +115,9 @@ class Migration:
         return self.cluster._call(port, *command)
 
 
-def snapshot(m: Migration, k, ids: list[str], worker_id: str) -> dict:
-    """What the queue holds, each key read on the node that holds it (ASKING on the target)."""
+def snapshot(m: Migration, k, ids: list[str], worker_id: str, tenant: str = "default") -> dict:
+    """What the queue holds, each key read on the node that holds it (ASKING on the target);
+    ``tenant``: whose pending list and counters."""
     on_source = set(m.left())
 
     def read(key: str, *command):
@@ -128,7 +129,9 @@ def snapshot(m: Migration, k, ids: list[str], worker_id: str) -> dict:
             pipe.execute_command(*command)
             return pipe.execute()[1]
 
-    return {"queue": read(k.queue, "LRANGE", k.queue, 0, -1),
+    return {"queue": read(k.pending(tenant), "LRANGE", k.pending(tenant), 0, -1),
+            "ring": read(k.ring, "LRANGE", k.ring, 0, -1),
+            "tenant_stats": read(k.tenant_stats(tenant), "HGETALL", k.tenant_stats(tenant)),
             "processing": read(k.processing(worker_id), "LRANGE", k.processing(worker_id), 0, -1),
             "stats": read(k.stats, "HGETALL", k.stats),
             "jobs": [read(k.job(i), "HGETALL", k.job(i)) for i in ids]}
@@ -182,6 +185,45 @@ def test_a_script_that_meets_a_moved_key_writes_nothing(cluster, namespace, move
     assert sorted(worker.take_now(3)) == sorted(ids[3:])
     statuses = [client.hget(k.job(i), "status") for i in ids]
     assert statuses == [b"completed"] * 3 + [b"processing"] * 3
+    client.close()
+
+
+def test_a_tenants_key_moved_stops_the_scripts_before_any_write(cluster, namespace):
+    """The per-tenant keys are built inside the scripts, not declared: a tenant's counters moved
+    to the target alone stop claim, ack and release whole, like a job key (they read them first)."""
+    from batcher.queue import calls
+    from batcher.queue.calls import Outcome
+    from batcher.queue.connect import sync_client
+    from batcher.queue.consumer import JobConsumer
+    from batcher.queue.jobs import JobSpec
+    from batcher.queue.keys import Keys
+    from batcher.queue.owner import SlotMoving
+    from batcher.queue.scripts import Scripts
+    from batcher.settings import WorkerSettings
+
+    k = Keys(namespace)
+    client = sync_client(cluster.url, True)
+    ids = [f"job-{namespace}-{i}" for i in range(4)]
+    for i, job_id in enumerate(ids):
+        spec = JobSpec(f"p{i}", "n", "", {}, "sha", "image/jpeg", tenant="b")
+        Scripts(client).run(calls.enqueue(k, job_id, spec, b"img", max_depth=100))
+    worker = JobConsumer(client, WorkerSettings(redis_url=cluster.url, redis_cluster=True,
+                                                queue_namespace=namespace).queue, "w-tenant")
+    worker.register()
+    held = worker.take_now(2)
+    m = Migration(cluster, key_slot(k.queue.encode()))
+    m.move([k.tenant_stats("b")])
+    before = snapshot(m, k, ids, "w-tenant", "b")
+    done = [Outcome(i, "completed") for i in held]
+    for name, attempt in {"claim": lambda: worker.take_now(2), "ack": lambda: worker.ack(done),
+                          "release": lambda: worker.release()}.items():
+        with pytest.raises(SlotMoving):
+            attempt()
+        assert snapshot(m, k, ids, "w-tenant", "b") == before, f"{name} wrote before it stopped"
+    m.finish()
+    worker._hold(held)
+    assert worker.ack(done).completed == 2 and sorted(worker.take_now(2)) == sorted(ids[2:])
+    assert client.hgetall(k.tenant_stats("b")) == client.hgetall(k.stats)
     client.close()
 
 

@@ -88,9 +88,10 @@ def enqueue_in(r, keys, job_id: str) -> None:
 
 
 def test_one_blmove_stands_on_every_shard_and_any_shard_wakes_the_worker(r, worker_settings, namespace):
-    """4 shards: while the worker waits, 4 BLMOVEs block at once (one per shard, no rotation of
-    slices); a job queued in the third shard is returned by the wait it is in, and the orphan
-    round, run while BLMOVEs still stand, counts that job as held, not as an orphan."""
+    """4 shards: while the worker waits, 4 BLMOVEs block at once (one per shard's ring, no
+    rotation of slices); a job queued in the third shard wakes the wait, which claims it. The
+    BLMOVEs standing on the rings move no job: a job queued meanwhile stays queued (no orphan)
+    until the next claim takes it."""
     import threading
 
     from batcher.queue.shards import ShardedConsumer
@@ -112,9 +113,9 @@ def test_one_blmove_stands_on_every_shard_and_any_shard_wakes_the_worker(r, work
     waiter.join(10)
     assert not waiter.is_alive() and got == [first]
     second = new_job_id(1)
-    enqueue_in(r, keys[1], second)  # taken by the BLMOVE renewed... or standing since: either way
-    assert consumer.requeue_orphans() == 0
-    assert consumer.take_now(0) == [] and consumer.held() == {first, second}
+    enqueue_in(r, keys[1], second)  # wakes the BLMOVE renewed... or standing since: it moves nothing
+    assert consumer.requeue_orphans() == 0 and r.hget(keys[1].job(second), "status") == b"queued"
+    assert consumer.take_blocking(5) == [second] and consumer.held() == {first, second}
     assert [r.hget(k.job(j), "status") for k, j in ((keys[2], first), (keys[1], second))] == [b"processing"] * 2
 
 

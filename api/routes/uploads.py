@@ -14,8 +14,9 @@ from api.form_fields import FormField, FormSpec
 from api.forms import read_form
 from api.lane import declare
 from api.metrics import UPLOAD_ROUTE
-from api.queue import NotReplicated, OverBudget, QueueFull
+from api.queue import NotReplicated, OverBudget, QueueFull, TenantQuotaFull
 from api.photos import check_size
+from api.quotas import tenant_quota, tenant_quota_error
 from api.security import api_key, tenant_of
 from api.validation import MAX_PRODUCT_ID, check_image, check_nesting, check_product_id, parse_object
 from batcher.queue.jobs import JobSpec
@@ -62,7 +63,7 @@ async def index_product(request: Request) -> JSONResponse:
     spec = replace(spec, tenant=tenant_of(request.state.caller), callback_url=checked["callback_url"])
     start = time.perf_counter()
     try:
-        job_id, version = await queue.enqueue(spec, image)
+        job_id, version = await queue.enqueue(spec, image, tenant_quota(request, spec.tenant))
     except QueueFull as exc:
         raise ApiError(429, "queue_full", f"the queue is full ({exc.depth} jobs); retry later",
                        headers={"Retry-After": "30"}) from None
@@ -70,6 +71,8 @@ async def index_product(request: Request) -> JSONResponse:
         raise ApiError(429, "queue_bytes_full", f"the queue holds {exc.held} bytes of images; this one "
                        f"({exc.size} bytes) would pass MAX_QUEUE_BYTES ({exc.max_bytes}); retry later",
                        headers={"Retry-After": "30"}) from None
+    except TenantQuotaFull as exc:
+        raise tenant_quota_error(exc) from None
     except NotReplicated as exc:
         raise _not_replicated(exc) from None
     metrics.enqueue.observe(time.perf_counter() - start)

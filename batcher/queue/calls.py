@@ -17,14 +17,27 @@ RECORDED = ("completed", "failed", "retried", "superseded")  # what ack.lua reco
 UNBOUNDED = 2**53  # no byte budget (Lua numbers are doubles)
 
 
+@dataclass(frozen=True)
+class Quota:
+    """A tenant's own bounds on what it has queued (0: none): pending jobs, and image bytes
+    (queued, processing, delayed and failed); with QUEUE_SHARDS=N each shard holds 1/N."""
+
+    max_depth: int = 0
+    max_bytes: int = 0
+
+    def per_shard(self, shards: int) -> "Quota":
+        return Quota(-(-self.max_depth // shards), -(-self.max_bytes // shards))
+
+
 def enqueue(k: Keys, job_id: str, spec: JobSpec, image: bytes, max_depth: int,
-            max_bytes: int = UNBOUNDED, failed_image_ttl: int = DAY) -> ScriptCall:
+            max_bytes: int = UNBOUNDED, failed_image_ttl: int = DAY, quota: Quota = Quota()) -> ScriptCall:
     """``max_bytes``: the byte budget (MAX_QUEUE_BYTES); ``failed_image_ttl``: failed images
-    older than that are dropped on the way (FAILED_IMAGE_TTL)."""
+    older than that are dropped on the way (FAILED_IMAGE_TTL); ``quota``: the tenant's."""
     fields = [x for pair in spec.to_fields().items() for x in pair]
     return ScriptCall("enqueue", [k.queue, k.stats, k.job(job_id), k.image(job_id), k.image_bytes,
-                                  k.failed_images, k.version_seq, k.versions],
-                      [max_depth, job_id, image, max_bytes, failed_image_ttl, k.image(""), *fields])
+                                  k.failed_images, k.version_seq, k.versions, k.ring],
+                      [max_depth, job_id, image, max_bytes, failed_image_ttl, k.image(""), k.job(""),
+                       k.tenant_prefix, spec.tenant, quota.max_depth, quota.max_bytes, *fields])
 
 
 def ask(k: Keys, request_json: str, max_pending: int, timeout_ms: int) -> ScriptCall:
@@ -40,7 +53,7 @@ def started(k: Keys, worker_id: str, job_ids: list[str]) -> ScriptCall:
 
 def retry(k: Keys, job_id: str) -> ScriptCall:
     return ScriptCall("retry", [k.job(job_id), k.image(job_id), k.queue, k.stats, k.failed, k.failed_images,
-                                k.versions], [job_id])
+                                k.versions, k.ring], [job_id, k.tenant_prefix])
 
 
 def tombstone(k: Keys, product_id: str) -> ScriptCall:
@@ -48,21 +61,24 @@ def tombstone(k: Keys, product_id: str) -> ScriptCall:
     return ScriptCall("tombstone", [k.version_seq, k.versions, k.deletes], [product_id])
 
 
-def claim(k: Keys, worker_id: str, n_more: int, already_claimed: list[str]) -> ScriptCall:
-    return ScriptCall("claim", [k.queue, k.processing(worker_id), k.stats, k.workers],
-                      [k.job(""), max(n_more, 0), worker_id, *already_claimed])
+def claim(k: Keys, worker_id: str, n: int, fair: bool = True) -> ScriptCall:
+    """Up to ``n`` jobs, round-robin over the tenants with queued jobs (``fair``), else the
+    next tenant's until its list is empty (FAIR_SCHEDULING=false)."""
+    return ScriptCall("claim", [k.queue, k.processing(worker_id), k.stats, k.workers, k.ring],
+                      [k.job(""), max(n, 0), worker_id, k.tenant_prefix, "1" if fair else "0"])
 
 
 def promote(k: Keys, limit: int) -> ScriptCall:
-    return ScriptCall("promote", [k.delayed, k.queue], [limit])
+    return ScriptCall("promote", [k.delayed, k.queue, k.ring], [limit, k.job(""), k.tenant_prefix])
 
 
 def reap(k: Keys, s: QueueConfig, worker_id: str, mode: str, ids: tuple[str, ...] = ()) -> ScriptCall:
     """``mode``: reap, recover, release or orphans (see reap.lua)."""
     return ScriptCall(
         "reap", [k.processing(worker_id), k.queue, k.stats, k.failed, k.workers, k.heartbeat(worker_id),
-                 k.image_bytes, k.failed_images, k.versions, k.deliveries],
-        [k.job(""), k.image(""), mode, worker_id, s.max_attempts, s.failed_job_ttl, s.failed_image_ttl, *ids])
+                 k.image_bytes, k.failed_images, k.versions, k.deliveries, k.ring],
+        [k.job(""), k.image(""), mode, worker_id, s.max_attempts, s.failed_job_ttl, s.failed_image_ttl,
+         k.tenant_prefix, *ids])
 
 
 def lease_deliveries(k: Keys, lease_ms: int, limit: int) -> ScriptCall:
@@ -85,7 +101,8 @@ def requeue_delivery(k: Keys, delivery_id: str) -> ScriptCall:
 
 
 def expire_images(k: Keys, s: QueueConfig, limit: int) -> ScriptCall:
-    return ScriptCall("expire_images", [k.image_bytes, k.failed_images], [k.image(""), s.failed_image_ttl, limit])
+    return ScriptCall("expire_images", [k.image_bytes, k.failed_images],
+                      [k.image(""), s.failed_image_ttl, limit, k.job(""), k.tenant_prefix])
 
 
 @dataclass(frozen=True)
@@ -108,7 +125,7 @@ def ack(k: Keys, s: QueueConfig, worker_id: str, outcomes: list[Outcome]) -> Scr
     return ScriptCall("ack", [k.processing(worker_id), k.stats, k.failed, k.delayed, k.image_bytes,
                               k.failed_images, k.versions, k.deliveries],
                       [k.job(""), k.image(""), s.job_ttl, s.failed_job_ttl, s.failed_image_ttl,
-                       s.max_attempts, payload, k.finished])
+                       s.max_attempts, payload, k.finished, k.tenant_prefix])
 
 
 COMPLETED_RESULTS = ("completed", "unchanged", "reused")

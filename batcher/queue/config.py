@@ -57,6 +57,7 @@ class QueueConfig:
     shards: int = 1  # QUEUE_SHARDS
     wait_replicas: int = 0  # REDIS_WAIT_REPLICAS
     wait_timeout_ms: int = 500  # REDIS_WAIT_TIMEOUT_MS
+    fair: bool = True  # FAIR_SCHEDULING
 
 
 class QueueSettings(EnvSettings):
@@ -79,6 +80,10 @@ class QueueSettings(EnvSettings):
                     "`not_replicated`; an ack is logged and counted. 0: off (replication stays asynchronous).")
     redis_wait_timeout_ms: int = Field(
         500, ge=1, le=60_000, description="Milliseconds the WAIT of REDIS_WAIT_REPLICAS may take.")
+    fair_scheduling: bool = Field(
+        True, description="Workers claim round-robin over the tenants with queued jobs; false: the next tenant's "
+                          "jobs until its list is empty (first come, first served: to measure fairness against, "
+                          "or an escape hatch).")
     max_attempts: int = Field(3, ge=1, le=100, description="Attempts before a job with transient failures fails.")
     job_ttl: int = Field(7 * DAY, ge=60, description="Seconds a completed job record is kept.")
     failed_job_ttl: int = Field(30 * DAY, ge=60, description="Seconds a failed job record is kept.")
@@ -99,4 +104,4 @@ class QueueSettings(EnvSettings):
     def queue(self) -> QueueConfig:
         return QueueConfig(self.queue_namespace, self.max_attempts, self.job_ttl, self.failed_job_ttl,
                            self.failed_image_ttl, self.queue_shards, self.redis_wait_replicas,
-                           self.redis_wait_timeout_ms)
+                           self.redis_wait_timeout_ms, self.fair_scheduling)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 import redis
 
@@ -28,7 +29,6 @@ class JobConsumer(Presence):
 
     def __init__(self, client: redis.Redis, config: QueueConfig, worker_id: str, keys: Keys | None = None) -> None:
         super().__init__(client, config, worker_id, keys)
-        self._unmarked: list[str] = []  # moved here by BLMOVE, not yet marked by the claim script
         self._held: set[str] = set()
         self._held_lock = threading.Lock()
         self.claimed_at_ms = 0  # Redis time of the last claim script
@@ -38,11 +38,7 @@ class JobConsumer(Presence):
     # -- what this worker holds ------------------------------------------------------------
     def held(self) -> set[str]:
         with self._held_lock:
-            return set(self._held) | set(self._unmarked)
-
-    def unmarked(self) -> list[str]:
-        """Ids moved here by BLMOVE that no claim script has marked yet."""
-        return list(self._unmarked)
+            return set(self._held)
 
     def _hold(self, ids) -> None:
         with self._held_lock:
@@ -54,35 +50,30 @@ class JobConsumer(Presence):
 
     # -- claiming: the source of the batch collector -----------------------------------
     def take_blocking(self, timeout_s: float) -> list[str]:
-        """Block up to ``timeout_s`` for one job id, moved atomically into our processing list."""
-        if self._unmarked:
-            # moved here by a BLMOVE whose batch was lost to a Redis error before take_now marked
-            # it: hand it out again, else it stays in our processing list, never processed
-            return list(self._unmarked)
-        job_id = self.blmove(timeout_s)
-        if job_id is None:
-            return []
-        self.note_moved(job_id)
-        return [job_id]
+        """Block up to ``timeout_s`` until some tenant has queued jobs, then claim one (another
+        worker may claim it first: then wait again, within the time left)."""
+        deadline = time.monotonic() + timeout_s
+        while self.wait_for_work(deadline - time.monotonic()):
+            if got := self.take_now(1):
+                return got
+            if time.monotonic() >= deadline:
+                break
+        return []
 
-    def blmove(self, timeout_s: float) -> str | None:
-        """Block up to ``timeout_s`` for one job id and move it into our processing list; no
-        state of ours changes (a thread of its own may call this: ``shards.StandingWaits``)."""
-        job_id = self._redis.blmove(self.keys.queue, self._processing, max(timeout_s, 0.001), "RIGHT", "LEFT")
-        return None if job_id is None else job_id.decode()
-
-    def note_moved(self, job_id: str) -> None:
-        """``job_id`` was moved into our processing list by ``blmove``: the next claim marks it."""
-        self._unmarked.append(job_id)
+    def wait_for_work(self, timeout_s: float) -> bool:
+        """Block up to ``timeout_s`` until the ring lists a tenant with queued jobs. ``BLMOVE ring
+        ring RIGHT RIGHT`` moves nothing (the tenant goes back where it was): no job id moves, so
+        a lost reply leaves nothing behind, and no state of ours changes (a thread of its own may
+        call this: ``standing.StandingWaits``)."""
+        return self._redis.blmove(self.keys.ring, self.keys.ring, max(timeout_s, 0.001), "RIGHT", "RIGHT") is not None
 
     def take_now(self, n: int) -> list[str]:
-        """Move up to ``n`` more ids at once and mark every claimed job ``processing``."""
-        if n <= 0 and not self._unmarked:
+        """Claim up to ``n`` jobs at once, round-robin over the tenants (``lua/claim.lua``)."""
+        if n <= 0:
             return []
-        out = self._scripts.run(calls.claim(self.keys, self.worker_id, n, self._unmarked))
+        out = self._scripts.run(calls.claim(self.keys, self.worker_id, n, self.config.fair))
         moved = [i.decode() for i in out[1:]]
-        self._hold(self._unmarked + moved)
-        self._unmarked.clear()
+        self._hold(moved)
         self.claimed_at_ms = int(out[0])
         return moved
 
@@ -147,7 +138,6 @@ class JobConsumer(Presence):
 
     def release(self) -> int:
         """Give our claimed-but-unfinished jobs back to the queue (graceful shutdown)."""
-        self._unmarked.clear()
         n = self._hand_back(self.worker_id, "release")
         with self._held_lock:
             self._held.clear()

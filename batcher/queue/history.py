@@ -18,8 +18,8 @@ TTL_S = 3600
 
 def sample(keys: Keys) -> ScriptCall:
     """Take a sample now, unless one was taken within the gap: 1 if taken, else 0."""
-    return ScriptCall("sample", [keys.history, keys.stats, keys.queue, keys.delayed],
-                      [SAMPLE_GAP_MS, MAX_SAMPLES, TTL_S])
+    return ScriptCall("sample", [keys.history, keys.stats, keys.queue, keys.delayed, keys.ring],
+                      [SAMPLE_GAP_MS, MAX_SAMPLES, TTL_S, keys.tenant_prefix])
 
 
 def series(raw: list[bytes], since_ms: int) -> list[dict]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -14,6 +15,7 @@ QUEUED, PROCESSING, COMPLETED, FAILED = "queued", "processing", "completed", "fa
 SUPERSEDED = "superseded"  # a newer upload or a delete of its product came after it: not stored
 STATUSES = (QUEUED, PROCESSING, COMPLETED, FAILED, SUPERSEDED)
 DEFAULT_TENANT = "default"  # the tenant of API_KEY, and of every job and point stored before tenants
+TENANT_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 TERMINAL = frozenset({COMPLETED, FAILED, SUPERSEDED})  # a job in one of these changes no more by itself
 
 
@@ -47,6 +49,11 @@ class JobSpec:
     photos: tuple[Photo, ...] = ()  # given for several photos only
     tenant: str = DEFAULT_TENANT
     callback_url: str = ""  # where the job's end is delivered (api/webhooks.py); "" for nowhere
+
+    def __post_init__(self) -> None:
+        # the scripts build the tenant's keys from its name: never let one reach them unchecked
+        if not re.match(TENANT_PATTERN, self.tenant):
+            raise ValueError(f"tenant {self.tenant!r} is not 1 to 64 of A-Za-z0-9_.-")
 
     def to_fields(self) -> dict[str, str]:
         fields = {

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from redis.crc import key_slot
 
-from .jobs import product_key  # noqa: F401  (a product's key in the versions hashes: defined beside the job)
+from .jobs import DEFAULT_TENANT, product_key  # noqa: F401  (product_key: defined beside the job)
 
 DEFAULT_NAMESPACE = "clipq"
 SLOTS = 16384
@@ -71,8 +71,32 @@ class Keys:
     # -- the job queue ---------------------------------------------------------------
     @property
     def queue(self) -> str:
-        """The pending list: the API LPUSHes job ids, workers move them from the right."""
+        """The default tenant's pending list: the API LPUSHes job ids, workers move them from the right."""
         return f"{self.tag}:queue"
+
+    # tenants: a pending list each, the ring of those with queued jobs (claims go round-robin over it)
+    def pending(self, tenant: str = DEFAULT_TENANT) -> str:
+        """A tenant's pending list; the default tenant's is ``queue`` (no migration)."""
+        return self.queue if tenant == DEFAULT_TENANT else f"{self.tenant_prefix}{tenant}:queue"
+
+    def pending_lists(self, ring: list[bytes | str]) -> list[str]:
+        """A shard's pending lists: the default tenant's (on ``ring`` or not) and those on ``ring``."""
+        tenants = {t.decode() if isinstance(t, bytes) else t for t in ring} - {DEFAULT_TENANT}
+        return [self.queue] + [self.pending(t) for t in sorted(tenants)]
+
+    @property
+    def ring(self) -> str:
+        return f"{self.tag}:ring"
+
+    @property
+    def tenant_prefix(self) -> str:
+        return f"{self.tag}:tenant:"
+
+    def tenant_stats(self, tenant: str) -> str:  # the fields of ``stats``, for one tenant
+        return f"{self.tenant_prefix}{tenant}:stats"
+
+    def tenant_bytes(self, tenant: str) -> str:  # the tenant's part of ``image_bytes``
+        return f"{self.tenant_prefix}{tenant}:image_bytes"
 
     @property
     def delayed(self) -> str:

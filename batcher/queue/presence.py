@@ -48,7 +48,11 @@ class Presence:
         return int(self._scripts.run(history.sample(self.keys)))
 
     def depth(self) -> int:
-        return int(self._redis.llen(self.keys.queue))
+        """Queued jobs of every tenant (not those delayed for a retry)."""
+        pipe = self._redis.pipeline(transaction=False)
+        for key in self.keys.pending_lists(self._redis.lrange(self.keys.ring, 0, -1)):
+            pipe.llen(key)
+        return sum(int(n) for n in pipe.execute())
 
     def next_delayed_in_s(self) -> float | None:
         """Seconds until the next delayed retry is due (Redis time), None when there is none."""

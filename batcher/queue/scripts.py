@@ -47,8 +47,9 @@ class Scripts:
 
     def run(self, call: ScriptCall, client=None):
         """Run ``call`` (on ``client``, a pipeline say, if given); a coroutine for an asyncio client.
-        In a pipeline on a cluster, only a script whose every key is declared (retry) is safe:
-        Redis checks those before it runs, and follows ASK only when they have all moved."""
+        In a pipeline on a cluster, only a script whose every key is declared is safe: Redis
+        checks those before it runs, and follows ASK only when they have all moved (retry is no
+        longer one: it builds its tenant's keys, so ``JobQueue.retry_each`` pins each call)."""
         if client is None and self._cluster:
             return self._pinned(call)
         return self._registered[call.script](keys=call.keys, args=call.args, client=client)

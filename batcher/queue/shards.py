@@ -13,6 +13,7 @@ the heartbeat, the registration and the housekeeping (reaper, promotions) run on
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
@@ -69,10 +70,15 @@ class ShardedConsumer:
         return set().union(*(s.held() for s in self.shards))
 
     def take_blocking(self, timeout_s: float) -> list[str]:
-        """Block up to ``timeout_s`` for job ids of any shard (the standing BLMOVEs)."""
-        if unmarked := [i for s in self.shards for i in s.unmarked()]:
-            return unmarked
-        return self._waits.wait(timeout_s)
+        """Block up to ``timeout_s`` for work in any shard (the standing BLMOVEs), then claim one
+        job of each shard that has some."""
+        deadline = time.monotonic() + timeout_s
+        while woken := self._waits.wait(deadline - time.monotonic()):
+            if got := [i for shard in woken for i in shard.take_now(1)]:
+                return got
+            if time.monotonic() >= deadline:
+                break
+        return []
 
     def take_now(self, n: int) -> list[str]:
         """Up to ``n`` more ids, from the next shard in turn first, then from the others."""
@@ -116,14 +122,10 @@ class ShardedConsumer:
         return sum(s.recover_own() for s in self.shards)
 
     def requeue_orphans(self) -> int:
-        self._waits.drain()  # ids moved by a standing BLMOVE are ours, not orphans
         return sum(s.requeue_orphans() for s in self.shards)
 
     def release(self) -> int:
-        try:
-            self._waits.drain()
-        except redis.RedisError:
-            pass  # release hands back the whole list, whatever moved into it
+        self._waits.drain()
         return sum(s.release() for s in self.shards)
 
     def promote_due(self, limit: int = 1000) -> int:

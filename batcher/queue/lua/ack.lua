@@ -5,7 +5,8 @@
 -- ARGV: job_key_prefix, image_key_prefix, job_ttl_s, failed_ttl_s, failed_image_ttl_s,
 --       max_attempts, outcomes_json  ([{id, outcome: completed|failed|retry, error, delay_ms, kind}]),
 --       finished_channel (the ids now completed, failed or superseded are published there, in the
---       same atomic step: a status long-poll hears of an outcome as soon as it is recorded)
+--       same atomic step: a status long-poll hears of an outcome as soon as it is recorded),
+--       tenant_key_prefix (each job's counters move in its tenant's stats too)
 --       kind, for a completed job: '' (embedded), 'unchanged' (its product already had this
 --       image's vector) or 'reused' (another product had it); stored in the job's 'outcome'.
 --       near_duplicates, for a completed job: a JSON list stored as it is in the job's field
@@ -20,7 +21,8 @@ local now = tostring(now_ms)
 local results = {now}
 local finished = {}
 local max_attempts = tonumber(ARGV[6])
-local budget = {bytes = KEYS[5], failed = KEYS[6], prefix = ARGV[2]}
+local q = {tenants = ARGV[9]}
+local budget = {bytes = KEYS[5], failed = KEYS[6], prefix = ARGV[2], jobs = ARGV[1], q = q}
 
 local function fail(job, image, id, message)
   fail_job(job, image, id, message, now_ms, KEYS[2], KEYS[3], ARGV[4], ARGV[5], budget)
@@ -28,14 +30,18 @@ local function fail(job, image, id, message)
 end
 
 local outcomes = cjson.decode(ARGV[7])
-for _, o in ipairs(outcomes) do here({ARGV[1] .. o.id, ARGV[2] .. o.id}) end  -- all or nothing
+for _, o in ipairs(outcomes) do  -- all or nothing
+  here({ARGV[1] .. o.id, ARGV[2] .. o.id})
+  here(tenant_keys(q, tenant_of(ARGV[1] .. o.id)))
+end
 
 for _, o in ipairs(outcomes) do
   local id = o.id
   local result = 'skipped'
   if redis.call('LREM', KEYS[1], 1, id) == 1 then
     local job, image = ARGV[1] .. id, ARGV[2] .. id
-    redis.call('HINCRBY', KEYS[2], 'processing', -1)
+    local tenant = tenant_of(job)
+    count(q, KEYS[2], tenant, 'processing', -1)
     if is_superseded(job, KEYS[7]) then
       supersede_job(job, image, now, KEYS[2], ARGV[3], budget)
       result = 'superseded'
@@ -48,11 +54,11 @@ for _, o in ipairs(outcomes) do
         redis.call('HSET', job, 'near_duplicates', o.near_duplicates)
       end
       redis.call('EXPIRE', job, tonumber(ARGV[3]))
-      drop_image(budget, image)
-      redis.call('HINCRBY', KEYS[2], 'completed', 1)
+      drop_image(budget, image, tenant)
+      count(q, KEYS[2], tenant, 'completed', 1)
       result = 'completed'
       if kind ~= '' then
-        redis.call('HINCRBY', KEYS[2], kind, 1)
+        count(q, KEYS[2], tenant, kind, 1)
         result = kind
       end
     elseif o.outcome == 'failed' then
@@ -64,7 +70,7 @@ for _, o in ipairs(outcomes) do
       else
         redis.call('HSET', job, 'status', 'queued', 'error_message', o.error, 'updated_at', now)
         redis.call('ZADD', KEYS[4], now_ms + tonumber(o.delay_ms), id)
-        redis.call('HINCRBY', KEYS[2], 'queued', 1)
+        count(q, KEYS[2], tenant, 'queued', 1)
         result = 'retried'
       end
     end
