@@ -417,7 +417,8 @@ class DeliveryStore(ShardReads):
         """Send a dead delivery again (its attempts reset); False when it is not dead, or not the
         caller's tenant's."""
         k = self.shard_of(delivery_id)
-        if not caller.sees((await self.redis.hget(k.delivery(delivery_id), "tenant") or b"").decode()):
+        found = await self.redis.hmget(k.delivery(delivery_id), ["tenant", "url"])
+        if not _sees(caller, {name: v.decode() for name, v in zip(("tenant", "url"), found) if v is not None}):
             return False
         _, done = await self.scripts.run(calls.requeue_delivery(self.shard_of(delivery_id), delivery_id))
         return bool(done)
@@ -436,7 +437,17 @@ class DeliveryStore(ShardReads):
         records = [{f.decode(): v.decode() for f, v in h.items()}
                    | {"delivery_id": d, "job_id": d.rpartition(".")[0], "dead_ms": str(t)}
                    for (d, t), h in zip(found, await pipe.execute())]
-        return [r for r in records if caller.sees(r.get("tenant"))][offset:offset + limit]
+        return [r for r in records if _sees(caller, r)][offset:offset + limit]
+
+
+def _sees(caller: Caller, delivery: dict[str, str]) -> bool:
+    """Whether a delivery's record is the caller's tenant's: its ``tenant``; without one, the
+    default's if it has a url (snapshotted before deliveries had tenants), else an admin's only
+    (the job's record expired before the first attempt: whose it was is not known)."""
+    if caller.tenant is None:
+        return True
+    owner = delivery.get("tenant") or (DEFAULT_TENANT if delivery.get("url") else None)
+    return owner is not None and caller.sees(owner)
 
 
 def _lane_alive(heartbeat: bytes) -> bool:

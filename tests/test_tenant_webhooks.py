@@ -146,3 +146,18 @@ def test_a_reload_with_a_webhook_url_and_no_secret_keeps_the_tenants_in_force(ap
     api.tenants_path.write_text(json.dumps({"shop-a": {"api_key": "key-a", "webhook_url": receiver.url("/x")}}))
     assert not api.app.state.tenants.reload("test")
     assert api.app.state.tenants.book.tenants["shop-a"].webhook_secret == "sec-a"
+
+
+def test_a_dead_letter_of_unknown_tenant_is_an_admins_only(api, r, namespace):
+    """A delivery whose job's record expired before its first attempt names no tenant: no tenant
+    lists or retries it; one snapshotted before deliveries had tenants (a url, no tenant) is default's."""
+    from batcher.queue.keys import Keys
+
+    k = Keys(namespace)
+    r.hset(k.delivery("job-x.1"), mapping={"attempts": 1, "last_error": "the job's record expired"})
+    r.hset(k.delivery("job-y.1"), mapping={"attempts": 1, "url": "https://h.example/", "body": "{}"})
+    r.zadd(k.deliveries_dead, {"job-x.1": 1, "job-y.1": 2})
+    assert dead(api, A) == [] and [d["delivery_id"] for d in dead(api, ADMIN)] == ["job-y.1", "job-x.1"]
+    assert [d["delivery_id"] for d in dead(api, ADMIN, tenant="default")] == ["job-y.1"]
+    assert api.post("/api/v1/webhooks/failed/job-x.1/retry", headers=A).status_code == 404
+    assert api.post("/api/v1/webhooks/failed/job-x.1/retry", headers=ADMIN).status_code == 202
