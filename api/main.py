@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from api import docs, errors
+from api.callbacks import hooks_of
 from api.lane import DirectRoute
 from api.limits import BodyLimits
 from api.metrics import ApiMetrics
@@ -49,9 +50,10 @@ async def lifespan(app: FastAPI):
     app.state.waiter.start()
     app.state.deliveries = DeliveryStore(connections, settings.queue_namespace, settings.queue_shards)
     deliverer = None
-    if settings.webhook_secret:  # without it no upload asks for a webhook (422)
+    if settings.webhook_secret or settings.tenants_file:  # without a secret no upload asks for a webhook (422)
         deliverer = Deliverer(app.state.deliveries, settings.webhooks, app.state.metrics,
-                              f"clipq-webhooks/{app.version}")
+                              f"clipq-webhooks/{app.version}",
+                              lambda tenant: hooks_of(tenants.current(), settings, tenant))
         deliverer.start()
         app.state.waiter.listeners.append(deliverer.nudge)  # a job just ended: its delivery is due
     try:

@@ -440,6 +440,7 @@ class DeliveryStore(ShardReads):
         if not h or b"callback_url" not in h:
             return None
         record = {"job_id": job_id, "ended_at": ended_ms, "url": h[b"callback_url"].decode(),
+                  "tenant": (h.get(b"tenant") or b"").decode() or DEFAULT_TENANT,
                   "body": json.dumps(_public(h), separators=(",", ":")), "attempts": "0"}
         await self.redis.hset(k.delivery(delivery_id), mapping=record)
         return record
@@ -451,24 +452,41 @@ class DeliveryStore(ShardReads):
             calls.settle_delivery(self.shard_of(delivery_id), delivery_id, outcome, delay_ms, fields))
         return int(now_ms), bool(done)
 
-    async def requeue(self, delivery_id: str) -> bool:
-        """Send a dead delivery again (its attempts reset); False when it is not dead."""
+    async def requeue(self, delivery_id: str, caller: Caller = EVERY) -> bool:
+        """Send a dead delivery again (its attempts reset); False when it is not dead, or not the
+        caller's tenant's."""
+        k = self.shard_of(delivery_id)
+        found = await self.redis.hmget(k.delivery(delivery_id), ["tenant", "url"])
+        if not _sees(caller, {name: v.decode() for name, v in zip(("tenant", "url"), found) if v is not None}):
+            return False
         _, done = await self.scripts.run(calls.requeue_delivery(self.shard_of(delivery_id), delivery_id))
         return bool(done)
 
-    async def dead(self, offset: int, limit: int) -> list[dict[str, str]]:
-        """Dead-lettered deliveries, the newest first, from ``offset``: their records and ``dead_ms``."""
+    async def dead(self, offset: int, limit: int, caller: Caller = EVERY) -> list[dict[str, str]]:
+        """Dead-lettered deliveries (of the caller's tenant: among the newest SCOPED_SCAN of all),
+        the newest first, from ``offset``: their records and ``dead_ms``."""
+        scan = offset + limit if caller.tenant is None else SCOPED_SCAN
         pipe = self.redis.pipeline(transaction=False)
         for k in self.shards:
-            pipe.zrevrange(k.deliveries_dead, 0, offset + limit - 1, withscores=True)
+            pipe.zrevrange(k.deliveries_dead, 0, scan - 1, withscores=True)
         found = sorted(((m.decode(), int(t)) for part in await pipe.execute() for m, t in part),
-                       key=lambda f: f[1], reverse=True)[offset:offset + limit]
+                       key=lambda f: f[1], reverse=True)[:scan]
         for delivery_id, _ in found:
             pipe.hgetall(self.shard_of(delivery_id).delivery(delivery_id))
-        records = await pipe.execute()
-        return [{f.decode(): v.decode() for f, v in h.items()}
-                | {"delivery_id": d, "job_id": d.rpartition(".")[0], "dead_ms": str(t)}
-                for (d, t), h in zip(found, records)]
+        records = [{f.decode(): v.decode() for f, v in h.items()}
+                   | {"delivery_id": d, "job_id": d.rpartition(".")[0], "dead_ms": str(t)}
+                   for (d, t), h in zip(found, await pipe.execute())]
+        return [r for r in records if _sees(caller, r)][offset:offset + limit]
+
+
+def _sees(caller: Caller, delivery: dict[str, str]) -> bool:
+    """Whether a delivery's record is the caller's tenant's: its ``tenant``; without one, the
+    default's if it has a url (snapshotted before deliveries had tenants), else an admin's only
+    (the job's record expired before the first attempt: whose it was is not known)."""
+    if caller.tenant is None:
+        return True
+    owner = delivery.get("tenant") or (DEFAULT_TENANT if delivery.get("url") else None)
+    return owner is not None and caller.sees(owner)
 
 
 def _lane_alive(heartbeat: bytes) -> bool:

@@ -51,11 +51,13 @@ class ApiSettings(QueueSettings):
                               "worker use others, up to MAX_PENDING_QUERIES); a call beyond them waits for a free one, "
                               "up to REDIS_TIMEOUT.")
     webhook_secret: str | None = Field(
-        None, repr=False, description="The key of the HMAC-SHA256 signature of every webhook (`X-Clipq-Signature`); "
-                                      "never logged. Unset: an upload with `callback_url` gets 422.")
+        None, repr=False, description="The key of the HMAC-SHA256 signature (`X-Clipq-Signature`) of the tenant "
+                                      "`default`'s webhooks (other tenants: `webhook_secret` in TENANTS_FILE); never "
+                                      "logged. Unset: its uploads with `callback_url` get 422.")
     webhook_url: str | None = Field(
-        None, description="Where a job's end is delivered when its upload has no `callback_url`. Unset: only "
-                          "uploads with `callback_url` are delivered. Needs WEBHOOK_SECRET.")
+        None, description="Where the end of a job of the tenant `default` is delivered when its upload has no "
+                          "`callback_url` (other tenants: `webhook_url` in TENANTS_FILE). Unset: only uploads "
+                          "with `callback_url` are delivered. Needs WEBHOOK_SECRET.")
     webhook_allowed_networks: str | None = Field(
         None, description="Comma-separated CIDR networks a webhook may reach although private, loopback or "
                           "link-local (the `image_url` policy, with its own list).")
@@ -83,8 +85,7 @@ class ApiSettings(QueueSettings):
 
     @property
     def webhooks(self) -> WebhookConfig:
-        return WebhookConfig(self.webhook_secret or "", self.webhook_url or "",
-                             parse_networks(self.webhook_allowed_networks), self.webhook_max_attempts,
+        return WebhookConfig(parse_networks(self.webhook_allowed_networks), self.webhook_max_attempts,
                              self.webhook_backoff_s, self.webhook_backoff_max_s, self.webhook_concurrency,
                              self.webhook_timeout_s)
 

@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass, fields
 from typing import Any
 
+from batcher.queue.addresses import UrlRefused, parse_url
 from batcher.queue.jobs import DEFAULT_TENANT
 
 TENANT_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -66,7 +67,23 @@ def _tenant(where: str, name: Any, record: Any) -> Tenant:
         raise TenantsError(f"{at} must be an object")
     if unknown := sorted(set(record) - KNOWN):
         raise TenantsError(f"{at}: unknown field {unknown[0]!r} (known: {', '.join(sorted(KNOWN))})")
-    return Tenant(name, _key_sha256(at, record), **_optional(at, record))
+    tenant = Tenant(name, _key_sha256(at, record), **_optional(at, record))
+    _check_webhook(at, tenant)
+    return tenant
+
+
+def _check_webhook(at: str, tenant: Tenant) -> None:
+    """A tenant's webhooks are always signed: a webhook_url needs a webhook_secret."""
+    if tenant.webhook_secret is not None and not tenant.webhook_secret:
+        raise TenantsError(f"{at}: webhook_secret must be a non-empty string")
+    if tenant.webhook_url is None:
+        return
+    if not tenant.webhook_secret:
+        raise TenantsError(f"{at}: webhook_url needs webhook_secret (webhooks are always signed)")
+    try:
+        parse_url(tenant.webhook_url)
+    except UrlRefused as exc:
+        raise TenantsError(f"{at}: webhook_url: {exc}") from None
 
 
 def _key_sha256(at: str, record: dict) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from batcher.queue.addresses import Network
 
@@ -15,8 +15,9 @@ TOLERANCE_S = 300  # how old a signature's t a receiver should accept (the READM
 
 @dataclass(frozen=True)
 class WebhookConfig:
-    secret: str = field(repr=False)  # WEBHOOK_SECRET: never logged
-    default_url: str  # WEBHOOK_URL: "" for none
+    """How deliveries are sent; whose secret signs them and where they go: ``api.callbacks``
+    (per tenant; WEBHOOK_SECRET and WEBHOOK_URL are the tenant ``default``'s)."""
+
     allowed: tuple[Network, ...]  # WEBHOOK_ALLOWED_NETWORKS
     max_attempts: int
     backoff_s: float

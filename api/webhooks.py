@@ -1,6 +1,11 @@
 """The webhook deliverer: a background task of the API that sends each ended job's status
 document to its ``callback_url``, signed (``api.webhook_config.sign``), at least once.
 
+Each attempt is signed with the ``webhook_secret`` of the delivery's tenant as the tenants file
+says at that moment (the tenant is copied from the job's record into the delivery's at its first
+attempt): a secret rotated by a reload applies to the next attempt; a tenant gone from the file,
+or left without a secret, dead-letters the delivery.
+
 ack.lua and reap.lua make a delivery due in the step that ends its job; this task leases due
 deliveries from every shard (``DeliveryStore.lease``: a lease that runs out, its sender dead,
 makes the delivery due again), sends up to WEBHOOK_CONCURRENCY at once, apart from indexing,
@@ -16,13 +21,16 @@ import ipaddress
 import logging
 import socket
 import time
+from typing import Callable
 
 import httpx
 
+from api.callbacks import TenantHooks
 from api.metrics import ApiMetrics
 from api.queue import DeliveryStore
 from api.webhook_config import DELIVERY_HEADER, SIGNATURE_HEADER, WebhookConfig, retryable, sign
 from batcher.queue.addresses import Target, UrlRefused, parse_url, refusal
+from batcher.queue.jobs import DEFAULT_TENANT
 
 log = logging.getLogger("clipq.webhooks")
 # how often an idle deliverer looks for due deliveries, unless nudged sooner (a job just ended, as
@@ -42,8 +50,10 @@ class Failed(Exception):
 
 
 class Deliverer:
-    def __init__(self, store: DeliveryStore, config: WebhookConfig, metrics: ApiMetrics, user_agent: str) -> None:
+    def __init__(self, store: DeliveryStore, config: WebhookConfig, metrics: ApiMetrics, user_agent: str,
+                 hooks: Callable[[str], TenantHooks | None]) -> None:
         self.store, self.config, self.metrics = store, config, metrics
+        self.hooks = hooks  # a tenant's secret of now (api.callbacks.hooks_of over the tenants in force)
         self.user_agent = user_agent
         self.client = httpx.AsyncClient(timeout=config.timeout_s, follow_redirects=False, trust_env=False)
         self.sending: set[asyncio.Task] = set()
@@ -133,9 +143,9 @@ class Deliverer:
         except UrlRefused as exc:
             raise Failed(f"the URL is refused: {exc}", True) from None
         address = await self._address(target)
-        body = record["body"].encode()
+        secret, body = self._secret(record.get("tenant") or DEFAULT_TENANT), record["body"].encode()
         headers = {"Content-Type": "application/json", "User-Agent": self.user_agent, "Host": target.host_header,
-                   DELIVERY_HEADER: delivery_id, SIGNATURE_HEADER: sign(self.config.secret, body, int(time.time()))}
+                   DELIVERY_HEADER: delivery_id, SIGNATURE_HEADER: sign(secret, body, int(time.time()))}
         literal = f"[{address}]" if ":" in address else address
         extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
         try:
@@ -147,6 +157,15 @@ class Deliverer:
             raise Failed(f"cannot connect: {type(exc).__name__}", False) from None
         if not 200 <= answer.status_code < 300:
             raise Failed(f"answered {answer.status_code}", not retryable(answer.status_code), answer.status_code)
+
+    def _secret(self, tenant: str) -> str:
+        """The tenant's webhook_secret at this attempt (a rotated one applies at once)."""
+        hooks = self.hooks(tenant)
+        if hooks is None:
+            raise Failed(f"the tenant {tenant!r} is no longer in TENANTS_FILE", True)
+        if not hooks.secret:
+            raise Failed(f"the tenant {tenant!r} has no webhook_secret any more", True)
+        return hooks.secret
 
     async def _address(self, target: Target) -> str:
         """The first of the host's addresses, once every one of them is allowed."""

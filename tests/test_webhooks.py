@@ -68,7 +68,7 @@ def test_a_signature_verifies_with_its_secret_body_and_time_only():
 
 
 def test_the_backoff_doubles_up_to_its_cap_and_which_answers_are_retried():
-    config = WebhookConfig("s", "", (), 8, 1.0, 5.0, 8, 10)
+    config = WebhookConfig((), 8, 1.0, 5.0, 8, 10)
     assert [config.delay_s(n) for n in (1, 2, 3, 4)] == [1, 2, 4, 5]
     assert [s for s in (400, 401, 404, 408, 409, 429, 500, 503) if retryable(s)] == [408, 429, 500, 503]
 

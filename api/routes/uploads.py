@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request, UploadFile
 from fastapi.responses import JSONResponse
 
 from api import photos
-from api.callbacks import check_callback_url
+from api.callbacks import NO_HOOKS, callback_for, hooks_of
 from api.errors import ApiError
 from api.form_fields import FormField, FormSpec
 from api.forms import read_form
@@ -17,7 +17,7 @@ from api.metrics import UPLOAD_ROUTE
 from api.queue import NotReplicated, OverBudget, QueueFull, TenantQuotaFull
 from api.photos import check_size
 from api.quotas import tenant_quota, tenant_quota_error
-from api.security import api_key, tenant_of
+from api.security import api_key, book_of, tenant_of
 from api.validation import MAX_PRODUCT_ID, check_image, check_nesting, check_product_id, parse_object
 from batcher.queue.jobs import JobSpec
 
@@ -42,7 +42,8 @@ FORM = FormSpec("Body_index_product_api_v1_index_product_with_image_post", (
     FormField("metadata", "A JSON object, kept with the product and matched by search filters.",
               check=_metadata),
     FormField("callback_url", "An http(s) URL that receives the job's status document, signed, when the job "
-              "ends (see Webhooks). Unset: WEBHOOK_URL, if set.", check=check_callback_url),
+              "ends (see Webhooks). Unset: the tenant's webhook_url, if set. Checked once the tenant is known "
+              "(callback_for)."),
 ))
 
 
@@ -60,7 +61,10 @@ async def index_product(request: Request) -> JSONResponse:
     checked = FORM.checked(form, settings)
     spec, image = _validate(settings, checked)
     # the tenant: set by the api_key guard
-    spec = replace(spec, tenant=tenant_of(request.state.caller), callback_url=checked["callback_url"])
+    tenant = tenant_of(request.state.caller)
+    hooks = hooks_of(book_of(request), settings, tenant) or NO_HOOKS  # an admin's ?tenant= may name none
+    callback = callback_for(checked["callback_url"], hooks, tenant, settings)
+    spec = replace(spec, tenant=tenant, callback_url=callback)
     start = time.perf_counter()
     try:
         job_id, version = await queue.enqueue(spec, image, tenant_quota(request, spec.tenant))
