@@ -224,3 +224,13 @@ def test_near_duplicates_pair_only_a_tenants_own_photos(api, run_burst, serve_wo
         return [(p["product_id"], p["duplicate_of"]["product_id"]) for p in resp.json()["pairs"]]
 
     assert pairs(A) == [("a2", "a1")] and pairs(B) == []
+
+
+def test_queue_history_is_the_whole_queues_so_a_tenant_gets_no_samples(api, r, namespace):
+    """The samples count every tenant's jobs: an admin sees them, a tenant none."""
+    r.lpush("{%s}:history" % namespace, json.dumps({"t": int(time.time() * 1000), "pending": 7, "delayed": 0,
+                                                     "processing": 0, "completed": 3, "failed": 0}))
+    admin = api.get("/api/v1/queue/history", headers=ADMIN).json()
+    tenant = api.get("/api/v1/queue/history", headers=A).json()
+    assert [s["pending"] for s in admin["samples"]] == [7]
+    assert tenant["samples"] == [] and tenant["tenant"] == "shop-a"

@@ -51,10 +51,14 @@ async def queue_stats(queue: Queue, caller: Reader, request: Request):
 
 
 @router.get("/history")
-async def queue_history(queue: Queue, minutes: Annotated[int, Query(ge=1, le=20)] = 15) -> dict:
-    """Samples of the queue (pending, delayed, processing, completed, failed, completions per
-    second) taken every few seconds by the workers' heartbeats; kept 20 minutes at most."""
-    return await monitor.recent_history(queue, minutes)
+async def queue_history(queue: Queue, caller: Reader, request: Request,
+                        minutes: Annotated[int, Query(ge=1, le=20)] = 15) -> dict:
+    """Samples of the whole queue (pending, delayed, processing, completed, failed, completions
+    per second) taken every few seconds by the workers' heartbeats; kept 20 minutes at most. Those
+    who see the whole queue's counters see them (an admin, or everyone where the default tenant
+    is the only one); a tenant gets no samples: they would show the other tenants' traffic."""
+    history = await monitor.recent_history(queue, minutes)
+    return history if sees_totals(request, caller) else history | {"samples": [], "tenant": caller.tenant}
 
 
 @router.get("/failed")
