@@ -16,7 +16,7 @@ from batcher.duplicates.phash import BITS, from_hex
 
 PHASH = "phash"  # the vector's name, in both engines; the payload field of the same name holds the hex
 # how deep a lookup searches each HNSW graph: 256 found every planted hash at 100,000 and
-# 1,000,000 stored ones (64 missed about 1 in 100); the cost grows with it, not with the catalog
+# 1,000,000 stored ones; the cost grows with it, and with the number of segments
 HASH_EF = 256
 # a segment's hashes are searched through its graph from this size on (4,000 hashes), not read
 # one by one: at the store's 20,000 points a segment, the default 10,000 KB would scan them all
