@@ -10,8 +10,11 @@ original is a true positive, a hit on any other original a false positive. Preci
 recall per transform at ``--max-distance``, and over a range of distances.
 
 ``--scale N`` stores N random hashes in another Edge store and times a batch's lookup (32
-photos, one banded read) against a full scan of every stored hash. Random hashes spread over
-the bands evenly; real catalogs, less so (more candidates per read).
+photos, one batched read): the hash vector's HNSW query (the worker's) and the former banded
+index (keyword probes, ``batcher.duplicates.bands``), each query a stored hash with 1 to
+``--max-distance`` bits flipped; both are checked against the exact answer (every stored hash
+compared). Random hashes spread over the bands evenly; real catalogs, less so (more candidates
+per banded read).
 
     python -m scripts.bench_duplicates [--synthetic 300] [--scale 100000] [--json out.json]
 """
@@ -27,12 +30,14 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
+from qdrant_edge import (FieldCondition, Filter, MatchAny, PayloadSchemaType, QueryBatchRequest, QueryRequest,
+                         UpdateOperation)
 
 from batcher.config import DuplicateConfig
-from batcher.duplicates.bands import probe_keys
+from batcher.duplicates.bands import band_keys, probe_keys
 from batcher.duplicates.finder import DuplicateFinder
 from batcher.duplicates.phash import distance, phash
-from batcher.duplicates.photo import Photo, Probe
+from batcher.duplicates.photo import Photo
 from batcher.queue.jobs import Job
 from batcher.settings import WorkerSettings
 from batcher.store import StoreConfig, open_store
@@ -40,10 +45,15 @@ from scripts.lib.bench_images import source_photos
 from scripts.lib.report import commit, machine_info, write_json
 from scripts.lib.stats import summary_ms
 
-DIM = 4  # the detector reads no vector: the smallest store will do
+# the detector reads no CLIP vector, but the store sizes its segments by it: 64-d, as large as the
+# hash vector, makes segments of 20,000 points (QDRANT_SEGMENT_POINTS) as a worker's catalog has
+DIM = 64
 BATCH = 32
 TRANSFORMS = ("resize_50", "jpeg_q40", "crop_5_centre", "crop_5_corner", "rotate_2")
 DISTANCES = (4, 6, 8, 10, 12, 14)
+BATCHES = 20
+LISTED = WorkerSettings.model_fields["worker_duplicate_max_listed"].default  # as the worker lists
+CANDIDATES = 16_384  # what the banded lookup read at most a photo
 
 
 def _jpeg(im: Image.Image, quality: int) -> Image.Image:
@@ -98,8 +108,12 @@ def open_temp_store(root: Path, segment_points: int = 20_000):
     return open_store(StoreConfig(path=str(root), segment_points=segment_points), DIM, "bench-duplicates")
 
 
-def store_hashes(store, finder: DuplicateFinder | None, hashes: list[int], prefix: str) -> None:
-    """Store one point per hash in batches, as the finish stage does (``finder`` marks them)."""
+def store_hashes(store, finder: DuplicateFinder | None, hashes: list[int], prefix: str, bands: bool = False
+                 ) -> None:
+    """Store one point per hash in batches, as the finish stage does (``finder`` marks them);
+    ``bands``: with the former banded index's keywords too (``phash_bands``, indexed)."""
+    if bands:
+        store.shard.update(UpdateOperation.create_field_index("phash_bands", PayloadSchemaType.Keyword))
     for start in range(0, len(hashes), 1000):
         chunk = hashes[start:start + 1000]
         jobs = [Job(f"job-{prefix}{start + i}", f"{prefix}{start + i}", "", "", {}, "", 0, 0, version=1)
@@ -108,6 +122,8 @@ def store_hashes(store, finder: DuplicateFinder | None, hashes: list[int], prefi
         if finder is None:
             for j in jobs:
                 DuplicateFinder.stamp(j, by_job[(j.job_id, 0)], [])
+                if bands:
+                    j.extra["phash_bands"] = band_keys(by_job[(j.job_id, 0)])
         else:
             finder.mark(jobs, by_job)
         store.upsert(jobs, np.ones((len(jobs), DIM), np.float32))
@@ -116,7 +132,7 @@ def store_hashes(store, finder: DuplicateFinder | None, hashes: list[int], prefi
 def detect(store, queries: list[tuple[str, str, int]], max_distance: int) -> list[list[tuple[str, int]]]:
     """Each query's (original, transform, hash) near duplicates as the detector finds them
     (a batch at a time, one banded read each): (stored product id, distance) pairs."""
-    finder = DuplicateFinder(store, DuplicateConfig(max_distance, 1000))
+    finder = DuplicateFinder(store, DuplicateConfig(max_distance, LISTED))
     found = []
     for start in range(0, len(queries), BATCH):
         chunk = queries[start:start + BATCH]
@@ -167,42 +183,65 @@ def hamming(h: int, stored: np.ndarray) -> np.ndarray:
 
 
 def latency(n: int, max_distance: int, seed: int, folder: Path) -> dict:
-    """A batch's banded lookup among ``n`` stored random hashes, against a full scan."""
+    """A batch's lookup among ``n`` stored random hashes: the hash vector (the worker's, through
+    ``DuplicateFinder``) against the former banded index (keyword probes), both checked against
+    the exact answer (every stored hash compared)."""
     rng = random.Random(seed)
     stored = [rng.getrandbits(64) for _ in range(n)]
     store = open_temp_store(folder / "scale")
     try:
         t0 = time.perf_counter()
-        store_hashes(store, None, stored, "p")
+        store_hashes(store, None, stored, "p", bands=True)
+        store._build_index()  # the last plain segment too, as a catalog this size has
         load_s = time.perf_counter() - t0
-        finder = DuplicateFinder(store, DuplicateConfig(max_distance, 1000))
-        banded, scans, hits = [], [], []
-        for r in range(10):
-            batch = [Photo(f"q{r}-{i}", 0, stored[rng.randrange(n)] ^ (1 << rng.randrange(64))) for i in range(BATCH)]
+        finder = DuplicateFinder(store, DuplicateConfig(max_distance, LISTED))
+        packed = np.array(stored, dtype=np.uint64)
+        vector, banded, found, exact, candidates = [], [], {"vector": 0, "banded": 0}, 0, 0
+        for r in range(BATCHES):
+            # each query a stored hash with 1 to max_distance of its bits flipped: a planted near duplicate
+            batch = [Photo(f"q{r}-{i}", 0, _flipped(stored[rng.randrange(n)], rng.randint(1, max_distance), rng))
+                     for i in range(BATCH)]
+            truth = [set(np.flatnonzero(hamming(p.phash, packed) <= max_distance).tolist()) for p in batch]
+            exact += sum(map(len, truth))
             t0 = time.perf_counter()
             near = finder.find(batch)
-            banded.append(time.perf_counter() - t0)
-            hits.append(sum(bool(ns) for ns in near))
+            vector.append(time.perf_counter() - t0)
+            found["vector"] += _hits(truth, [[int(x.product_id[1:]) for x in ns if x.product_id[0] == "p"] for ns in near])
             t0 = time.perf_counter()
-            full_scan(store, [p.phash for p in batch], max_distance)
-            scans.append(time.perf_counter() - t0)
-        candidates = sum(map(len, store.hashed([Probe(probe_keys(p.phash, max_distance), p.tenant, [])
-                                                for p in batch], n)))
+            hits, read = banded_lookup(store, batch, max_distance)
+            banded.append(time.perf_counter() - t0)
+            found["banded"] += _hits(truth, [[int(pid[1:]) for pid, _ in hs] for hs in hits])
+            candidates += read
     finally:
         store.close()
-    return {"points": n, "batch": BATCH, "load_s": round(load_s, 1), "banded_ms": summary_ms(banded),
-            "full_scan_ms": summary_ms(scans), "found_per_batch": min(hits), "candidates_per_batch": candidates}
+    return {"points": n, "batch": BATCH, "batches": BATCHES, "load_s": round(load_s, 1),
+            "vector_ms": summary_ms(vector), "banded_ms": summary_ms(banded), "planted": exact,
+            "found_vector": found["vector"], "found_banded": found["banded"],
+            "banded_candidates_per_batch": candidates // BATCHES}
 
 
-def full_scan(store, hashes: list[int], max_distance: int) -> list[list[int]]:
-    """Every stored hash read and compared: what the banded index saves."""
-    stored, offset = [], None
-    while True:
-        points, offset = store.scroll(offset, 10_000)
-        stored += [int(p.payload["phash"], 16) for p in points]
-        if offset is None:
-            break
-    return [[s for s in stored if distance(h, s) <= max_distance] for h in hashes]
+def _flipped(h: int, bits: int, rng: random.Random) -> int:
+    for b in rng.sample(range(64), bits):
+        h ^= 1 << b
+    return h
+
+
+def _hits(truth: list[set[int]], found: list[list[int]]) -> int:
+    return sum(len(t & set(f)) for t, f in zip(truth, found))
+
+
+def banded_lookup(store, batch: list[Photo], max_distance: int) -> tuple[list[list[tuple[str, int]]], int]:
+    """The former index (``batcher.duplicates.bands``, Edge only): the points holding one of a
+    photo's band keywords, the exact distance checked on them as the worker did; and how many
+    candidates were read."""
+    requests = [QueryRequest(limit=CANDIDATES, with_payload=["product_id", "phash"], filter=Filter(
+        must=[FieldCondition(key="phash_bands", match=MatchAny(probe_keys(p.phash, max_distance)))]))
+        for p in batch]
+    with store._lock:
+        found = store.shard.query_batch(QueryBatchRequest(requests))
+    return [[(x.payload["product_id"], d) for x in points
+             if (d := distance(p.phash, int(x.payload["phash"], 16))) <= max_distance]
+            for p, points in zip(batch, found)], sum(map(len, found))
 
 
 def report(result: dict) -> str:
@@ -217,10 +256,11 @@ def report(result: dict) -> str:
               "|---|---|---|---|"]
     lines += [f"| {d} | {s['precision']} | {s['recall']} | {s['false_positives']} |" for d, s in a["by_distance"].items()]
     if s := result.get("scale"):
-        lines += ["", f"{s['points']} stored hashes, batches of {s['batch']}: banded lookup p50 "
-                      f"{s['banded_ms']['p50']} ms (p95 {s['banded_ms']['p95']}), full scan p50 "
-                      f"{s['full_scan_ms']['p50']} ms; {s['candidates_per_batch']} candidates a batch, "
-                      f"{s['found_per_batch']} of {s['batch']} found (the worst batch)"]
+        lines += ["", f"{s['points']} stored hashes (loaded and indexed in {s['load_s']} s), {s['batches']} batches "
+                      f"of {s['batch']}: hash vector p50 / p95 {s['vector_ms']['p50']} / {s['vector_ms']['p95']} ms, "
+                      f"found {s['found_vector']} of {s['planted']} planted near duplicates; banded "
+                      f"{s['banded_ms']['p50']} / {s['banded_ms']['p95']} ms, found {s['found_banded']} of "
+                      f"{s['planted']} ({s['banded_candidates_per_batch']} candidates a batch)"]
     return "\n".join(lines)
 
 

@@ -1,4 +1,6 @@
-"""The banded index of perceptual hashes: how a Hamming search becomes keyword lookups.
+"""The former banded index of perceptual hashes: how a Hamming search becomes keyword lookups.
+The worker now asks the hash vector instead (``batcher.store.hash_vector``), which does not read
+more candidates as the catalog grows; this stays for ``scripts.bench_duplicates``'s comparison.
 
 A stored hash is cut into four 16-bit blocks, each a keyword of the point's ``phash_bands``
 (``"0:3fa1"``, …, ``"3:…"``), which a keyword index answers at once. Pigeonhole: two hashes

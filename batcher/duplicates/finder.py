@@ -2,12 +2,14 @@
 batch, the photos of other products already stored, or earlier in the same batch, whose
 perceptual hash lies within ``max_distance`` bits of its own.
 
-One batched store read for the whole batch: for each photo, the points sharing enough of its
-band keywords to lie within the distance (``bands``), none of the batch's own products (their
-points are being replaced). The exact distance is then checked here. Run in the store thread, after
+One batched store read for the whole batch: for each photo, the points whose hash vector lies
+within the distance (``batcher.store.hash_vector``: one HNSW query a photo), none of the batch's
+own products (their points are being replaced). The exact distance is then checked here, on
+the candidates' ``phash`` payload. Run in the store thread, after
 every earlier batch is stored, so that no pair between consecutive batches is missed.
 
-What is found goes into the photo's payload (``phash``, ``phash_bands``, ``near_duplicates``,
+What is found goes into the photo's payload (``phash``, which the store makes the hash vector
+of, ``near_duplicates``,
 ``near_duplicate_count``: ``GET /api/v1/duplicates`` pages through those points) and into its
 job's status, through the ack: one list over all the job's photos, each entry naming the job's
 photo it is a near duplicate of (``of_photo``). A product's own photos never pair with each
@@ -22,7 +24,6 @@ from dataclasses import asdict
 import numpy as np
 
 from batcher.config import DuplicateConfig
-from batcher.duplicates.bands import band_keys, probe_keys
 from batcher.duplicates.confirm import confirmed
 from batcher.duplicates.phash import distance, to_hex
 from batcher.duplicates.photo import NearDuplicate, Photo, Probe, stored_photo
@@ -31,9 +32,10 @@ from batcher.stages.batch import photo_of
 from batcher.store import VectorStore
 
 log = logging.getLogger("clipq.worker")
-# read at most a photo (ids and hashes): about 1 point in 120 at distance 10, so the lookup misses
-# nothing up to 2 million points; beyond, or for a photo shared by more products, the first found
-CANDIDATES_PER_PHOTO = 16_384
+# read at most a photo (ids and hashes), nearest first: the store returns only hashes within the
+# distance, so this bounds a photo shared by very many products (the nearest are listed); the
+# HNSW query searches at least this deep
+CANDIDATES_PER_PHOTO = 128
 
 
 def by_job(photos: list[Job], found: list[list[NearDuplicate] | None]) -> dict[str, list[dict] | None]:
@@ -69,7 +71,7 @@ class DuplicateFinder:
     @staticmethod
     def stamp(job: Job, phash: int, near: list[NearDuplicate]) -> None:
         """The payload fields of a photo with this hash and these near duplicates."""
-        job.extra = {"phash": to_hex(phash), "phash_bands": band_keys(phash),
+        job.extra = {"phash": to_hex(phash),
                      "near_duplicates": [asdict(n) for n in near], "near_duplicate_count": len(near)}
 
     def find(self, photos: list[Photo]) -> list[list[NearDuplicate] | None]:
@@ -90,8 +92,8 @@ class DuplicateFinder:
 
     def _stored(self, photos: list[Photo]) -> list[list[Photo]]:
         own = {t: sorted({p.product_id for p in photos if p.tenant == t}) for t in {p.tenant for p in photos}}
-        found = self.store.hashed([Probe(probe_keys(p.phash, self.config.max_distance), p.tenant, own[p.tenant])
-                                   for p in photos], CANDIDATES_PER_PHOTO)
+        found = self.store.hashed([Probe(p.phash, self.config.max_distance, p.tenant, own[p.tenant])
+                                   for p in photos], max(CANDIDATES_PER_PHOTO, self.config.max_listed))
         return [[p for p in map(stored_photo, payloads) if p is not None] for payloads in found]
 
     def _near(self, photo: Photo, candidates: list[Photo]) -> list[NearDuplicate]:

@@ -20,10 +20,12 @@ class Photo:
 
 @dataclass(frozen=True)
 class Probe:
-    """One photo's banded lookup: its band keywords, within its tenant, none of ``exclude``
-    (that tenant's products of the batch, whose points are being replaced)."""
+    """One photo's lookup: the stored hashes within ``max_distance`` bits of ``phash``, within
+    its tenant, none of ``exclude`` (that tenant's products of the batch, whose points are being
+    replaced)."""
 
-    keys: list[str]
+    phash: int
+    max_distance: int
     tenant: str
     exclude: list[str]
 

@@ -57,6 +57,9 @@ class VectorStore(Protocol):
     def backfill_keywords(self, batch: int = 256) -> int:
         """Keywords for the points stored without them, from their payloads (CLIP vectors untouched)."""
 
+    def backfill_hashes(self, batch: int = 256) -> int:
+        """Hash vectors for the points stored with a ``phash`` but without one, from their payloads."""
+
     def get(self, product_id: str, tenant: str = DEFAULT_TENANT) -> dict[str, Any] | None:
         """The tenant's product: photo 0's payload, with ``photos``: each photo's index, sha256
         and source."""
@@ -67,8 +70,8 @@ class VectorStore(Protocol):
 
     def hashed(self, probes: list[Probe], limit: int) -> list[list[dict[str, Any]]]:
         """For each probe, the payloads (``HASH_FIELDS``) of at most ``limit`` of its tenant's
-        points holding one of its ``phash_bands`` keywords, of no product it excludes: one
-        batched read through the keyword index."""
+        points whose hash vector lies within its distance, nearest first, of no product it
+        excludes: one batched query through the hash vector's HNSW index (approximate)."""
 
     def flagged(self, offset: str | None, limit: int, tenant: str = DEFAULT_TENANT
                 ) -> tuple[list[tuple[str, dict[str, Any]]], str | None]:

@@ -10,6 +10,8 @@ the worker. An embedded folder has one owner: stop the worker first.
                                         resumable (run it again after a cut), counts checked
   clipq-store backfill-keywords         keyword vectors for the points stored before keyword
                                         search, from their payloads (no re-embedding)
+  clipq-store backfill-hashes           perceptual-hash vectors for the photos stored before
+                                        them, from their ``phash`` payloads (near duplicates)
 """
 from __future__ import annotations
 
@@ -118,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     cp.add_argument("--to-collection", help="default: QDRANT_COLLECTION")
     cp.add_argument("--batch", type=int, default=BATCH)
     sub.add_parser("backfill-keywords", help="keyword vectors for points stored without them")
+    sub.add_parser("backfill-hashes", help="perceptual-hash vectors for photos stored with a hash but without one")
     a = p.parse_args(argv)
     config = WorkerSettings.from_env().store
     try:
@@ -149,6 +152,8 @@ def _run(a, config: StoreConfig) -> int:
             print(f"exported {export(store, sys.stdout)} points", file=sys.stderr)
         elif a.command == "backfill-keywords":
             print(f"gave keywords to {store.backfill_keywords(BATCH)} points", file=sys.stderr)
+        elif a.command == "backfill-hashes":
+            print(f"gave hash vectors to {store.backfill_hashes(BATCH)} points", file=sys.stderr)
         else:
             dest = replace(config, url=a.to_url, path=a.to_path or config.path,
                            collection=a.to_collection or config.collection)

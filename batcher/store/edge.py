@@ -28,9 +28,11 @@ from batcher.store.base import StoreError
 from batcher.store.config import MEMORY, StoreConfig
 from batcher.store.asks import Ask, vector_asks
 from batcher.store.edge_duplicates import EdgeDuplicates
-from batcher.store.edge_filters import older, same_images, with_keywords
-from batcher.store.edge_folder import add_keywords, ensure_indexes, has_keywords, open_shard, stored_dim
-from batcher.store.edge_queries import add_keywords_page, find_asks, product_photos, with_keywords_point
+from batcher.store.edge_filters import older, same_images, with_hash_vector, with_keywords
+from batcher.store.edge_folder import (add_hash_vector, add_keywords, ensure_indexes, has_hash_vector, has_keywords,
+                                      open_shard, stored_dim)
+from batcher.store.edge_queries import (add_hashes_page, add_keywords_page, find_asks, product_photos,
+                                        with_keywords_point)
 from batcher.store.edge_sets import read_product, write_sets
 from batcher.store.keywords import DENSE, backfill
 from batcher.store.points import IMAGE_FIELDS, Photo, StoredImage, by_photo_and_sha, made_by, point_id
@@ -51,6 +53,8 @@ class EdgeStore(EdgeDuplicates):
         ensure_indexes(shard, config.indexed_fields)
         if not has_keywords(folder):
             add_keywords(shard, folder)
+        if not has_hash_vector(folder):
+            add_hash_vector(shard, folder)
         self._unindexed = self._count_unindexed()
         self._flushed_at = time.monotonic()
         self.params = SearchParams(hnsw_ef=config.hnsw_ef)
@@ -70,10 +74,14 @@ class EdgeStore(EdgeDuplicates):
 
     def _count_unindexed(self) -> int:
         """Points whose CLIP vector has no HNSW index yet. Edge counts every keywords vector as
-        indexed (a sparse index is built as points come), so those are taken off."""
+        indexed (a sparse index is built as points come), and the hash vectors indexed with
+        the CLIP ones: their share of the dense ones is taken off (exact where spread alike)."""
         info = self.shard.info()
         sparse = self.shard.count(CountRequest(exact=True, filter=with_keywords()))
-        return max(0, info.points_count - (info.indexed_vectors_count - sparse))
+        hashed = self.shard.count(CountRequest(exact=True, filter=with_hash_vector()))
+        dense = max(0, info.indexed_vectors_count - sparse)
+        clip = dense * info.points_count // (info.points_count + hashed) if info.points_count else 0
+        return max(0, info.points_count - clip)
 
     def upsert(self, jobs: list[Job], vectors: np.ndarray) -> None:
         """Each product's photo set written whole, or not at all when a newer one is stored
@@ -150,9 +158,16 @@ class EdgeStore(EdgeDuplicates):
             return self.shard.scroll(ScrollRequest(offset=offset, limit=limit, with_payload=True, with_vector=DENSE))
 
     def backfill_keywords(self, batch: int = 256) -> int:
+        return self._backfill(add_keywords_page, batch)
+
+    def backfill_hashes(self, batch: int = 256) -> int:
+        return self._backfill(add_hashes_page, batch)
+
+    def _backfill(self, add_page, batch: int) -> int:
+        """``add_page`` (the vectors of one page of points stored without them) to the end."""
         def page(offset: Any) -> tuple[int, Any]:
             with self._lock:
-                done = add_keywords_page(self.shard, offset, batch)
+                done = add_page(self.shard, offset, batch)
                 self._written(0)
             return done
         return backfill(page)

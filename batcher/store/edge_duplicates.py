@@ -1,16 +1,18 @@
-"""The embedded store's reads for near-duplicate photos (``batcher.duplicates``): the banded
-lookup at ingest, the pairs' pages, the hashes of given points. Mixed into ``EdgeStore``."""
+"""The embedded store's reads for near-duplicate photos (``batcher.duplicates``): the lookup at
+ingest (a query on the hash vector, ``batcher.store.hash_vector``), the pairs' pages, the hashes
+of given points. Mixed into ``EdgeStore``."""
 from __future__ import annotations
 
 import threading
 from typing import Any
 
 import numpy as np
-from qdrant_edge import EdgeShard, QueryBatchRequest, QueryRequest, ScrollRequest
+from qdrant_edge import EdgeShard, Query, QueryBatchRequest, QueryRequest, ScrollRequest, SearchParams
 
-from batcher.store.edge_filters import banded, with_near_duplicates
+from batcher.store.edge_filters import hash_neighbours, with_near_duplicates
 from batcher.duplicates.photo import Probe
 from batcher.queue.jobs import DEFAULT_TENANT
+from batcher.store.hash_vector import HASH_EF, PHASH, hash_vector, min_score
 from batcher.store.keywords import DENSE
 from batcher.store.points import HASH_FIELDS, PAIR_FIELDS
 
@@ -20,8 +22,11 @@ class EdgeDuplicates:
     _lock: threading.Lock
 
     def hashed(self, probes: list[Probe], limit: int) -> list[list[dict[str, Any]]]:
-        requests = [QueryRequest(limit=limit, filter=banded(probe), with_payload=HASH_FIELDS)
-                    for probe in probes]
+        params = SearchParams(hnsw_ef=HASH_EF)
+        requests = [QueryRequest(limit=limit, query=Query.Nearest(hash_vector(p.phash), using=PHASH),
+                                 filter=hash_neighbours(p), score_threshold=min_score(p.max_distance),
+                                 with_payload=HASH_FIELDS, params=params)
+                    for p in probes]
         with self._lock:
             found = self.shard.query_batch(QueryBatchRequest(requests))
         return [[p.payload for p in points if p.payload] for points in found]

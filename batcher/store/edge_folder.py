@@ -11,8 +11,10 @@ from qdrant_edge import (Distance, EdgeConfig, EdgeOptimizersConfig, EdgeShard, 
                          HnswIndexConfig, KeywordIndexParams, Memory, Modifier, PayloadSchemaType,
                          ScalarQuantizationConfig, ScalarType, UpdateOperation)
 
+from batcher.duplicates.phash import BITS
 from batcher.store.base import StoreError, StoreLocked
 from batcher.store.config import StoreConfig
+from batcher.store.hash_vector import HASH_FULL_SCAN_KB, PHASH
 from batcher.store.keywords import KEYWORDS
 from batcher.store.points import INDEXED_INTEGERS, INDEXED_KEYWORDS, TENANT
 
@@ -21,8 +23,13 @@ MARKER = "clipq.json"  # which model's vectors the folder holds
 SHARD_FILE = "edge_config.json"  # written by Edge when it creates a shard
 
 
+# batcher.store.hash_vector; its graph is searched from a segment of HASH_FULL_SCAN_KB on
+HASH_VECTOR = EdgeVectorParams(size=BITS, distance=Distance.Dot, hnsw_config=HnswIndexConfig(
+    m=16, ef_construct=100, full_scan_threshold=HASH_FULL_SCAN_KB))
+
+
 def segment_kb(config: StoreConfig, dim: int) -> int:
-    """``segment_points`` as Edge's optimizer counts: kilobytes of float32 vectors."""
+    """``segment_points`` as Edge's optimizer counts: kilobytes of float32 CLIP vectors."""
     return max(1, config.segment_points * dim * 4 // 1024)
 
 
@@ -31,8 +38,9 @@ def new_shard_config(config: StoreConfig, dim: int) -> EdgeConfig:
                     else None)
     kb = segment_kb(config, dim)
     return EdgeConfig(
-        vectors=EdgeVectorParams(size=dim, distance=Distance.Cosine, quantization_config=quantization,
-                                 memory=Memory.Cold if config.vectors_on_disk else Memory.Cached),
+        vectors={"": EdgeVectorParams(size=dim, distance=Distance.Cosine, quantization_config=quantization,
+                                      memory=Memory.Cold if config.vectors_on_disk else Memory.Cached),
+                 PHASH: HASH_VECTOR},
         sparse_vectors={KEYWORDS: EdgeSparseVectorParams(modifier=Modifier.Idf)},
         hnsw_config=HnswIndexConfig(m=config.hnsw_m, ef_construct=config.hnsw_ef_construct,
                                     full_scan_threshold=10_000),
@@ -65,6 +73,20 @@ def stored_dim(folder: Path) -> int | None:
 def has_keywords(folder: Path) -> bool:
     """Whether the store was made with the keywords' sparse vector (stores made before it lack it)."""
     return KEYWORDS in json.loads((folder / SHARD_FILE).read_text()).get("sparse_vectors", {})
+
+
+def has_hash_vector(folder: Path) -> bool:
+    """Whether the store has the perceptual hashes' dense vector (stores made before it lack it)."""
+    return PHASH in json.loads((folder / SHARD_FILE).read_text()).get("vectors", {})
+
+
+def add_hash_vector(shard: EdgeShard, folder: Path) -> None:
+    """Give a store made before the hash vector its ``phash`` vector: new photos get one at
+    once; the photos already there get theirs, from their ``phash`` payload, from
+    ``clipq-store backfill-hashes``."""
+    shard.update(UpdateOperation.create_dense_vector(PHASH, BITS, Distance.Dot))
+    log.warning("the embedded store %s had no perceptual-hash vectors: added them; run `clipq-store "
+                "backfill-hashes` so that the near-duplicate lookup finds the photos stored before", folder)
 
 
 def add_keywords(shard: EdgeShard, folder: Path) -> None:

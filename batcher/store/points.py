@@ -26,7 +26,7 @@ from batcher.queue.messages import SearchResult
 POINT_NAMESPACE = uuid.UUID("6f1c3a52-2b0e-5c39-9f39-3c1f4a6c9e10")
 IMAGE_FIELDS = ["product_id", "image_sha256", "embedder", "photo_index"]
 # payload fields every engine indexes: the version checks, the image lookups, the product filter
-INDEXED_KEYWORDS = ("product_id", "image_sha256", "embedder", "phash_bands")
+INDEXED_KEYWORDS = ("product_id", "image_sha256", "embedder")
 INDEXED_INTEGERS = ("version", "photo_index", "near_duplicate_count")
 # what the near-duplicate lookups read of a point (batcher.duplicates): who it is, its hash, its pairs
 HASH_FIELDS = ["product_id", "photo_index", "phash"]

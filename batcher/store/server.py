@@ -21,13 +21,15 @@ from batcher.queue.messages import SearchResult
 from batcher.store.base import StoreError
 from batcher.store.config import StoreConfig
 from batcher.store.asks import Ask, vector_asks
+from batcher.store.hash_vector import PHASH
 from batcher.store.keywords import DENSE, KEYWORDS, backfill
 from batcher.store.points import (IMAGE_FIELDS, INDEXED_INTEGERS, INDEXED_KEYWORDS, TENANT, Photo, StoredImage,
                                   by_photo_and_sha, made_by, point_id)
 from batcher.store.server_duplicates import ServerDuplicates
 from batcher.store.server_filters import older, same_images
+from batcher.store.server_hashes import HASH_VECTOR, add_hash_vector, add_hashes_page, clip_size, point_vectors
 from batcher.store.server_queries import (KEYWORDS_CONFIG, add_keywords_page, add_keywords_vector, find_asks,
-                                          keywords_of, product_photos)
+                                          product_photos)
 from batcher.store.server_sets import delete_where, read_product, write_sets
 
 log = logging.getLogger(__name__)
@@ -53,7 +55,7 @@ class ServerStore(ServerDuplicates):
         if dim is None:
             if not client.collection_exists(config.collection):
                 raise StoreError(f"the Qdrant server has no collection {config.collection}")
-            dim = client.get_collection(config.collection).config.params.vectors.size
+            dim = clip_size(client.get_collection(config.collection).config.params.vectors)
         store = cls(client, config.collection, dim, embedder)
         store.ensure_collection(config)
         return store
@@ -63,7 +65,8 @@ class ServerStore(ServerDuplicates):
             try:
                 self.client.create_collection(
                     self.collection, shard_number=config.shards, replication_factor=config.replicas,
-                    vectors_config=models.VectorParams(size=self.dim, distance=models.Distance.COSINE),
+                    vectors_config={"": models.VectorParams(size=self.dim, distance=models.Distance.COSINE),
+                                    PHASH: HASH_VECTOR},
                     sparse_vectors_config=KEYWORDS_CONFIG,
                     hnsw_config=models.HnswConfigDiff(m=config.hnsw_m, ef_construct=config.hnsw_ef_construct),
                     quantization_config=(models.ScalarQuantization(scalar=models.ScalarQuantizationConfig(
@@ -74,13 +77,15 @@ class ServerStore(ServerDuplicates):
                     raise  # not a race with another worker creating it: a real failure
         else:
             params = self.client.get_collection(self.collection).config.params
-            if params.vectors.size != self.dim:
-                raise StoreError(f"collection {self.collection} holds {params.vectors.size}-d vectors but the model "
+            if (size := clip_size(params.vectors)) != self.dim:
+                raise StoreError(f"collection {self.collection} holds {size}-d vectors but the model "
                                    f"makes {self.dim}-d ones: use another QDRANT_COLLECTION")
             if KEYWORDS not in (params.sparse_vectors or {}):
                 add_keywords_vector(self.client, self.collection)
                 log.warning("collection %s had no keyword vectors: added them; run `clipq-store backfill-keywords` "
                             "so that keyword and hybrid searches find the products stored before", self.collection)
+            if not isinstance(params.vectors, dict) or PHASH not in params.vectors:
+                add_hash_vector(self.client, self.collection)
         fields = {**{f: models.PayloadSchemaType.KEYWORD for f in INDEXED_KEYWORDS},
                   **{f: models.PayloadSchemaType.INTEGER for f in INDEXED_INTEGERS},
                   **{f"metadata.{f}": models.PayloadSchemaType.KEYWORD for f in config.indexed_fields},
@@ -123,9 +128,16 @@ class ServerStore(ServerDuplicates):
             return product_photos(self.client, self.collection, product_id, tenant)
 
     def backfill_keywords(self, batch: int = 256) -> int:
+        return self._backfill(add_keywords_page, batch)
+
+    def backfill_hashes(self, batch: int = 256) -> int:
+        return self._backfill(add_hashes_page, batch)
+
+    def _backfill(self, add_page, batch: int) -> int:
+        """``add_page`` (the vectors of one page of points stored without them) to the end."""
         def page(offset: Any) -> tuple[int, Any]:
             with self._lock:
-                return add_keywords_page(self.client, self.collection, offset, batch)
+                return add_page(self.client, self.collection, offset, batch)
         return backfill(page)
 
     def get(self, product_id: str, tenant: str = DEFAULT_TENANT) -> dict[str, Any] | None:
@@ -152,7 +164,7 @@ class ServerStore(ServerDuplicates):
         """Store points as they are (an import or a copy): no version check."""
         with self._lock:
             self.client.upsert(self.collection, wait=True, points=[
-                models.PointStruct(id=str(i), vector={"": v, KEYWORDS: keywords_of(p)}, payload=p) for i, v, p in points])
+                models.PointStruct(id=str(i), vector=point_vectors(v, p), payload=p) for i, v, p in points])
 
     def count(self) -> int:
         with self._lock:

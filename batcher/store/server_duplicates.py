@@ -1,5 +1,6 @@
-"""A Qdrant server's reads for near-duplicate photos (``batcher.duplicates``): the banded
-lookup at ingest, the pairs' pages, the hashes of given points. Mixed into ``ServerStore``."""
+"""A Qdrant server's reads for near-duplicate photos (``batcher.duplicates``): the lookup at
+ingest (a query on the hash vector, ``batcher.store.hash_vector``), the pairs' pages, the hashes
+of given points. Mixed into ``ServerStore``."""
 from __future__ import annotations
 
 import threading
@@ -10,9 +11,10 @@ from qdrant_client import QdrantClient, models
 
 from batcher.duplicates.photo import Probe
 from batcher.queue.jobs import DEFAULT_TENANT
+from batcher.store.hash_vector import HASH_EF, PHASH, hash_vector, min_score
 from batcher.store.keywords import DENSE
 from batcher.store.points import HASH_FIELDS, PAIR_FIELDS
-from batcher.store.server_filters import banded, with_near_duplicates
+from batcher.store.server_filters import hash_neighbours, with_near_duplicates
 
 
 class ServerDuplicates:
@@ -21,8 +23,11 @@ class ServerDuplicates:
     _lock: threading.Lock
 
     def hashed(self, probes: list[Probe], limit: int) -> list[list[dict[str, Any]]]:
-        requests = [models.QueryRequest(filter=banded(probe), limit=limit, with_payload=HASH_FIELDS)
-                    for probe in probes]
+        params = models.SearchParams(hnsw_ef=HASH_EF)
+        requests = [models.QueryRequest(query=hash_vector(p.phash), using=PHASH, filter=hash_neighbours(p), limit=limit,
+                                        score_threshold=min_score(p.max_distance), with_payload=HASH_FIELDS,
+                                        params=params)
+                    for p in probes]
         with self._lock:
             responses = self.client.query_batch_points(self.collection, requests=requests)
         return [[p.payload for p in r.points if p.payload] for r in responses]

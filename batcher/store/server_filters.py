@@ -8,6 +8,7 @@ from qdrant_client import models
 
 from batcher.duplicates.photo import Probe
 from batcher.queue.jobs import DEFAULT_TENANT, Job
+from batcher.store.hash_vector import PHASH
 from batcher.store.keywords import KEYWORDS
 from batcher.store.points import TENANT, point_id, set_members as members
 
@@ -104,13 +105,19 @@ def same_images(shas: list[str], embedder: str, tenant: str = DEFAULT_TENANT) ->
                                tenant_is(tenant)])
 
 
-def banded(probe: Probe) -> models.Filter:
-    """The probe's tenant's points holding one of its ``phash_bands`` keywords, except the points
-    of the products it excludes (batcher.duplicates.bands)."""
+def hash_neighbours(probe: Probe) -> models.Filter:
+    """What a probe's hash-vector query may return: its tenant's points, except those of the
+    products it excludes (batcher.store.hash_vector)."""
     return models.Filter(
-        must=[models.FieldCondition(key="phash_bands", match=models.MatchAny(any=probe.keys)), tenant_is(probe.tenant)],
+        must=[tenant_is(probe.tenant)],
         must_not=[models.FieldCondition(key="product_id", match=models.MatchAny(any=probe.exclude))]
         if probe.exclude else None)
+
+
+def hashes_without_vector() -> models.Filter:
+    """Points stored with a ``phash`` before the hash vector existed: no ``phash`` vector yet."""
+    return models.Filter(must_not=[models.IsEmptyCondition(is_empty=models.PayloadField(key=PHASH)),
+                                   models.HasVectorCondition(has_vector=PHASH)])
 
 
 def with_near_duplicates(tenant: str = DEFAULT_TENANT) -> models.Filter:

@@ -10,11 +10,10 @@ import numpy as np
 from qdrant_client import QdrantClient, models
 
 from batcher.queue.jobs import Job
-from batcher.store.keywords import KEYWORDS
 from batcher.store.points import (PHOTOS_READ, SET_FIELDS, photo_sets, point_id, point_payload, product_view,
                                   write_plan)
 from batcher.store.server_filters import dropped, newer, of_product, own, replaceable, set_members, tenant_is
-from batcher.store.server_queries import keywords_of
+from batcher.store.server_hashes import point_vectors
 
 
 def delete_where(client: QdrantClient, collection: str, selector: models.Filter) -> None:
@@ -36,9 +35,9 @@ def write_sets(client: QdrantClient, collection: str, jobs: list[Job], vectors: 
     if not kept:
         return
     payloads = [point_payload(j, now, embedder) for j in kept]
-    client.upsert(collection, wait=True, update_filter=replaceable(kept), points=models.Batch(
-        ids=[point_id(j.product_id, j.photo_index, j.tenant) for j in kept], payloads=payloads,
-        vectors={"": vectors[keep].astype(np.float32).tolist(), KEYWORDS: [keywords_of(p) for p in payloads]}))
+    client.upsert(collection, wait=True, update_filter=replaceable(kept), points=[
+        models.PointStruct(id=point_id(j.product_id, j.photo_index, j.tenant), vector=point_vectors(v, p), payload=p)
+        for j, v, p in zip(kept, vectors[keep].astype(np.float32).tolist(), payloads)])
     sets = photo_sets(kept)
     delete_where(client, collection, models.Filter(should=[dropped(p, n, v, t) for t, p, v, n in sets]))
     if client.count(collection, count_filter=models.Filter(should=[newer(p, v, t) for t, p, v, _ in sets]),
