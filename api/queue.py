@@ -139,9 +139,11 @@ def _bounded_client(settings: ApiSettings, size: int, wait_s: float | None, **op
     if settings.redis_cluster:
         # The cluster client's pool per node cannot queue: a call beyond it fails at once
         # (MaxConnectionsError, a 503), at redis-py's default of 100 too: 150 waiting searches
-        # got 50 503s. So ``size`` (searches: MAX_PENDING_QUERIES, bounded by the lane), never
-        # below that default (short calls: REDIS_MAX_CONNECTIONS cannot make them wait here).
-        return async_client(settings.redis_url, True, max_connections=max(size, CLUSTER_POOL), **options)
+        # got 50 503s. So at least MAX_PENDING_QUERIES, for short calls too (each search the lane
+        # admits makes its own: under load 150 searches' asks overflowed 100), never below that
+        # default (REDIS_MAX_CONNECTIONS cannot make them wait here).
+        return async_client(settings.redis_url, True,
+                            max_connections=max(size, settings.max_pending_queries, CLUSTER_POOL), **options)
     pool = aioredis.BlockingConnectionPool.from_url(settings.redis_url, max_connections=size, timeout=wait_s, **options)
     client = aioredis.Redis(connection_pool=pool)
     client.auto_close_connection_pool = True  # aclose() closes the pool too, as from_url's clients do
