@@ -94,6 +94,7 @@ class WorkerApp:
         encoder = encoder or _load_encoder(settings.clip, settings.worker_batch_size)
         try:
             store = open_store(settings.store, encoder.dim, encoder.name, encoder.fingerprint)
+            store.warm()
         except StoreError as exc:
             raise StartupError(str(exc)) from None
         metrics = WorkerMetrics(registry or CollectorRegistry())

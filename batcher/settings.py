@@ -80,7 +80,7 @@ class WorkerSettings(QueueSettings):
         1 << 30, ge=1 << 20, description="Bytes of pixels all decode threads may hold at once (bit depth and "
                                          "bands counted, from the header); a larger image fails alone.")
     worker_duplicate_max_distance: int = Field(
-        10, ge=0, le=11, description="Near-duplicate photos: the largest Hamming distance between two perceptual "
+        10, ge=0, le=16, description="Near-duplicate photos: the largest Hamming distance between two perceptual "
                                      "hashes (of 64 bits) that counts as the same picture (measured: "
                                      "`python -m scripts.bench_duplicates`).")
     worker_duplicate_max_listed: int = Field(

@@ -9,12 +9,13 @@ Edge store, as the finish stage does), then each variant is looked up: a hit on 
 original is a true positive, a hit on any other original a false positive. Precision and
 recall per transform at ``--max-distance``, and over a range of distances.
 
-``--scale N`` stores N random hashes in another Edge store and times a batch's lookup (32
-photos, one batched read): the hash vector's HNSW query (the worker's) and the former banded
-index (keyword probes, ``batcher.duplicates.bands``), each query a stored hash with 1 to
-``--max-distance`` bits flipped; both are checked against the exact answer (every stored hash
-compared). Random hashes spread over the bands evenly; real catalogs, less so (more candidates
-per banded read).
+``--scale N`` stores N random hashes and times a batch's lookup (32 photos), side by side: the
+worker's, through ``DuplicateFinder`` on an embedded store as the worker opens it (every hash
+compared in memory, ``batcher.store.hash_index``; the found points read back), and the one it
+replaced, a query on a hash vector through its HNSW graph, in a second Edge store of the same
+hashes laid out as such stores were (its segments of 20,000 points searched at ``HASH_EF``).
+Each query is a stored hash with 1 to ``--max-distance`` bits flipped; both are checked against
+the exact answer (every stored hash compared).
 
     python -m scripts.bench_duplicates [--synthetic 300] [--scale 100000] [--json out.json]
 """
@@ -30,17 +31,21 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
-from qdrant_edge import (FieldCondition, Filter, MatchAny, PayloadSchemaType, QueryBatchRequest, QueryRequest,
+from qdrant_edge import (Distance, EdgeConfig, EdgeOptimizersConfig, EdgeShard, EdgeVectorParams, FieldCondition,
+                         Filter, HnswIndexConfig, MatchAny, Point, Query, QueryBatchRequest, QueryRequest, SearchParams,
                          UpdateOperation)
 
 from batcher.config import DuplicateConfig
-from batcher.duplicates.bands import band_keys, probe_keys
 from batcher.duplicates.finder import DuplicateFinder
 from batcher.duplicates.phash import distance, phash
 from batcher.duplicates.photo import Photo
 from batcher.queue.jobs import Job
 from batcher.settings import WorkerSettings
-from batcher.store import StoreConfig, open_store
+from batcher.store import StoreConfig, open_store, point_id
+from batcher.store.edge_filters import tenant_is
+from batcher.store.edge_folder import ensure_indexes, new_shard_config
+from batcher.store.hash_vector import HASH_EF, HASH_FULL_SCAN_KB, PHASH, hash_vector, min_score
+from batcher.store.points import HASH_FIELDS
 from scripts.lib.bench_images import source_photos
 from scripts.lib.report import commit, machine_info, write_json
 from scripts.lib.stats import summary_ms
@@ -48,12 +53,12 @@ from scripts.lib.stats import summary_ms
 # the detector reads no CLIP vector, but the store sizes its segments by it: 64-d, as large as the
 # hash vector, makes segments of 20,000 points (QDRANT_SEGMENT_POINTS) as a worker's catalog has
 DIM = 64
+SEGMENT_POINTS = 20_000
 BATCH = 32
 TRANSFORMS = ("resize_50", "jpeg_q40", "crop_5_centre", "crop_5_corner", "rotate_2")
 DISTANCES = (4, 6, 8, 10, 12, 14)
 BATCHES = 20
 LISTED = WorkerSettings.model_fields["worker_duplicate_max_listed"].default  # as the worker lists
-CANDIDATES = 16_384  # what the banded lookup read at most a photo
 
 
 def _jpeg(im: Image.Image, quality: int) -> Image.Image:
@@ -104,16 +109,12 @@ def originals(n_synthetic: int, seed: int) -> list[tuple[str, Image.Image]]:
     return kept
 
 
-def open_temp_store(root: Path, segment_points: int = 20_000):
-    return open_store(StoreConfig(path=str(root), segment_points=segment_points), DIM, "bench-duplicates")
+def open_temp_store(root: Path):
+    return open_store(StoreConfig(path=str(root), segment_points=SEGMENT_POINTS), DIM, "bench-duplicates")
 
 
-def store_hashes(store, finder: DuplicateFinder | None, hashes: list[int], prefix: str, bands: bool = False
-                 ) -> None:
-    """Store one point per hash in batches, as the finish stage does (``finder`` marks them);
-    ``bands``: with the former banded index's keywords too (``phash_bands``, indexed)."""
-    if bands:
-        store.shard.update(UpdateOperation.create_field_index("phash_bands", PayloadSchemaType.Keyword))
+def store_hashes(store, finder: DuplicateFinder | None, hashes: list[int], prefix: str) -> None:
+    """Store one point per hash in batches, as the finish stage does (``finder`` marks them)."""
     for start in range(0, len(hashes), 1000):
         chunk = hashes[start:start + 1000]
         jobs = [Job(f"job-{prefix}{start + i}", f"{prefix}{start + i}", "", "", {}, "", 0, 0, version=1)
@@ -122,8 +123,6 @@ def store_hashes(store, finder: DuplicateFinder | None, hashes: list[int], prefi
         if finder is None:
             for j in jobs:
                 DuplicateFinder.stamp(j, by_job[(j.job_id, 0)], [])
-                if bands:
-                    j.extra["phash_bands"] = band_keys(by_job[(j.job_id, 0)])
         else:
             finder.mark(jobs, by_job)
         store.upsert(jobs, np.ones((len(jobs), DIM), np.float32))
@@ -131,7 +130,7 @@ def store_hashes(store, finder: DuplicateFinder | None, hashes: list[int], prefi
 
 def detect(store, queries: list[tuple[str, str, int]], max_distance: int) -> list[list[tuple[str, int]]]:
     """Each query's (original, transform, hash) near duplicates as the detector finds them
-    (a batch at a time, one banded read each): (stored product id, distance) pairs."""
+    (a batch at a time): (stored product id, distance) pairs."""
     finder = DuplicateFinder(store, DuplicateConfig(max_distance, LISTED))
     found = []
     for start in range(0, len(queries), BATCH):
@@ -153,7 +152,7 @@ def scores(found: list[tuple[str, str, list[tuple[str, int]]]], transform: str |
 
 def accuracy(n_synthetic: int, seed: int, max_distance: int, folder: Path) -> dict:
     """The hash alone over a range of distances (every pair compared), and the detector itself
-    (the banded lookup in an Edge store) at ``max_distance``."""
+    (the worker's lookup in an Edge store) at ``max_distance``."""
     photos = originals(n_synthetic, seed)
     names = [name for name, _ in photos]
     t0 = time.perf_counter()
@@ -183,20 +182,26 @@ def hamming(h: int, stored: np.ndarray) -> np.ndarray:
 
 
 def latency(n: int, max_distance: int, seed: int, folder: Path) -> dict:
-    """A batch's lookup among ``n`` stored random hashes: the hash vector (the worker's, through
-    ``DuplicateFinder``) against the former banded index (keyword probes), both checked against
-    the exact answer (every stored hash compared)."""
+    """A batch's lookup among ``n`` stored random hashes: the worker's (``DuplicateFinder``, the
+    hashes in memory) against the former hash vector's HNSW query, in a store of its own; both
+    checked against the exact answer (every stored hash compared)."""
     rng = random.Random(seed)
     stored = [rng.getrandbits(64) for _ in range(n)]
-    store = open_temp_store(folder / "scale")
+    store, former = open_temp_store(folder / "scale"), former_store(folder / "former")
     try:
         t0 = time.perf_counter()
-        store_hashes(store, None, stored, "p", bands=True)
+        store_hashes(store, None, stored, "p")
         store._build_index()  # the last plain segment too, as a catalog this size has
         load_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        store.warm()
+        warm_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        load_former(former, stored)
+        former_load_s = time.perf_counter() - t0
         finder = DuplicateFinder(store, DuplicateConfig(max_distance, LISTED))
         packed = np.array(stored, dtype=np.uint64)
-        vector, banded, found, exact, candidates = [], [], {"vector": 0, "banded": 0}, 0, 0
+        times, found, exact = {"memory": [], "vector": []}, {"memory": 0, "vector": 0}, 0
         for r in range(BATCHES):
             # each query a stored hash with 1 to max_distance of its bits flipped: a planted near duplicate
             batch = [Photo(f"q{r}-{i}", 0, _flipped(stored[rng.randrange(n)], rng.randint(1, max_distance), rng))
@@ -205,19 +210,20 @@ def latency(n: int, max_distance: int, seed: int, folder: Path) -> dict:
             exact += sum(map(len, truth))
             t0 = time.perf_counter()
             near = finder.find(batch)
-            vector.append(time.perf_counter() - t0)
-            found["vector"] += _hits(truth, [[int(x.product_id[1:]) for x in ns if x.product_id[0] == "p"] for ns in near])
+            times["memory"].append(time.perf_counter() - t0)
+            found["memory"] += _hits(truth, [[int(x.product_id[1:]) for x in ns if x.product_id[0] == "p"] for ns in near])
             t0 = time.perf_counter()
-            hits, read = banded_lookup(store, batch, max_distance)
-            banded.append(time.perf_counter() - t0)
-            found["banded"] += _hits(truth, [[int(pid[1:]) for pid, _ in hs] for hs in hits])
-            candidates += read
+            hits = former_lookup(former, batch, max_distance)
+            times["vector"].append(time.perf_counter() - t0)
+            found["vector"] += _hits(truth, [[int(pid[1:]) for pid, _ in hs] for hs in hits])
+        segments = {"memory": store.info()["segments"], "vector": former.info().segments_count}
     finally:
         store.close()
-    return {"points": n, "batch": BATCH, "batches": BATCHES, "load_s": round(load_s, 1),
-            "vector_ms": summary_ms(vector), "banded_ms": summary_ms(banded), "planted": exact,
-            "found_vector": found["vector"], "found_banded": found["banded"],
-            "banded_candidates_per_batch": candidates // BATCHES}
+        former.close()
+    return {"points": n, "batch": BATCH, "batches": BATCHES, "load_s": round(load_s, 1), "warm_s": round(warm_s, 2),
+            "former_load_s": round(former_load_s, 1), "segments": segments, "planted": exact,
+            "memory_ms": summary_ms(times["memory"]), "vector_ms": summary_ms(times["vector"]),
+            "found_memory": found["memory"], "found_vector": found["vector"]}
 
 
 def _flipped(h: int, bits: int, rng: random.Random) -> int:
@@ -230,24 +236,54 @@ def _hits(truth: list[set[int]], found: list[list[int]]) -> int:
     return sum(len(t & set(f)) for t, f in zip(truth, found))
 
 
-def banded_lookup(store, batch: list[Photo], max_distance: int) -> tuple[list[list[tuple[str, int]]], int]:
-    """The former index (``batcher.duplicates.bands``, Edge only): the points holding one of a
-    photo's band keywords, the exact distance checked on them as the worker did; and how many
-    candidates were read."""
-    requests = [QueryRequest(limit=CANDIDATES, with_payload=["product_id", "phash"], filter=Filter(
-        must=[FieldCondition(key="phash_bands", match=MatchAny(probe_keys(p.phash, max_distance)))]))
-        for p in batch]
-    with store._lock:
-        found = store.shard.query_batch(QueryBatchRequest(requests))
+# -- the former lookup: a hash vector with its HNSW graph in each segment --------------------------
+FORMER_HASH_VECTOR = EdgeVectorParams(size=64, distance=Distance.Dot, hnsw_config=HnswIndexConfig(
+    m=16, ef_construct=100, full_scan_threshold=HASH_FULL_SCAN_KB))
+
+
+def former_store(folder: Path) -> EdgeShard:
+    """An Edge shard laid out as the embedded store was with the hash vector: the worker's
+    settings and payload indexes, and the ``phash`` vector beside the CLIP one."""
+    config = new_shard_config(StoreConfig(segment_points=SEGMENT_POINTS), DIM)
+    folder.mkdir(parents=True)
+    shard = EdgeShard.create(str(folder), EdgeConfig(
+        vectors={"": config.vectors[""], PHASH: FORMER_HASH_VECTOR}, sparse_vectors=config.sparse_vectors,
+        hnsw_config=config.hnsw_config, optimizers=EdgeOptimizersConfig(
+            indexing_threshold=config.optimizers.indexing_threshold, max_segment_size=config.optimizers.max_segment_size)))
+    ensure_indexes(shard, [])
+    return shard
+
+
+def load_former(shard: EdgeShard, hashes: list[int]) -> None:
+    ones = [1.0] * DIM
+    for start in range(0, len(hashes), 1000):
+        shard.update(UpdateOperation.upsert_points([
+            Point(point_id(f"p{i}"), {"": ones, PHASH: hash_vector(h)},
+                  {"product_id": f"p{i}", "tenant": "default", "phash": f"{h:016x}", "photo_index": 0})
+            for i, h in enumerate(hashes[start:start + 1000], start)]))
+    shard.optimize()
+
+
+def former_lookup(shard: EdgeShard, batch: list[Photo], max_distance: int) -> list[list[tuple[str, int]]]:
+    """The query the embedded store ran: one batched HNSW query on the hash vector, at least
+    ``64 - 2d`` (``min_score``), in the tenant, then the exact distance checked."""
+    params = SearchParams(hnsw_ef=HASH_EF)
+    own = MatchAny([p.product_id for p in batch])  # the batch's products, left out as the worker does
+    requests = [QueryRequest(limit=LISTED, query=Query.Nearest(hash_vector(p.phash), using=PHASH),
+                             filter=Filter(must=[tenant_is(p.tenant)], must_not=[FieldCondition(key="product_id",
+                                                                                                match=own)]),
+                             score_threshold=min_score(max_distance),
+                             with_payload=HASH_FIELDS, params=params) for p in batch]
+    found = shard.query_batch(QueryBatchRequest(requests))
     return [[(x.payload["product_id"], d) for x in points
              if (d := distance(p.phash, int(x.payload["phash"], 16))) <= max_distance]
-            for p, points in zip(batch, found)], sum(map(len, found))
+            for p, points in zip(batch, found)]
 
 
 def report(result: dict) -> str:
     a = result["accuracy"]
     lines = [f"{a['originals']} distinct originals, {a['variants']} variants, {a['negative_pairs']} negative pairs; "
-             f"WORKER_DUPLICATE_MAX_DISTANCE={a['max_distance']}; pairs the banded index missed: "
+             f"WORKER_DUPLICATE_MAX_DISTANCE={a['max_distance']}; pairs the lookup missed: "
              f"{a['index_missed_pairs']}; hashing {a['hash_ms_per_photo']} ms a photo (decoded)",
              "| transform | precision | recall | false positives |", "|---|---|---|---|"]
     for t, s in [*a["per_transform"].items(), ("all", a["all"])]:
@@ -256,11 +292,15 @@ def report(result: dict) -> str:
               "|---|---|---|---|"]
     lines += [f"| {d} | {s['precision']} | {s['recall']} | {s['false_positives']} |" for d, s in a["by_distance"].items()]
     if s := result.get("scale"):
-        lines += ["", f"{s['points']} stored hashes (loaded and indexed in {s['load_s']} s), {s['batches']} batches "
-                      f"of {s['batch']}: hash vector p50 / p95 {s['vector_ms']['p50']} / {s['vector_ms']['p95']} ms, "
-                      f"found {s['found_vector']} of {s['planted']} planted near duplicates; banded "
-                      f"{s['banded_ms']['p50']} / {s['banded_ms']['p95']} ms, found {s['found_banded']} of "
-                      f"{s['planted']} ({s['banded_candidates_per_batch']} candidates a batch)"]
+        lines += ["", f"{s['points']} stored hashes, {s['batches']} batches of {s['batch']}, "
+                      f"{s['planted']} planted near duplicates:",
+                      f"in memory (the worker's): p50 / p95 {s['memory_ms']['p50']} / {s['memory_ms']['p95']} ms, "
+                      f"found {s['found_memory']}; store loaded and indexed in {s['load_s']} s "
+                      f"({s['segments']['memory']} segments), hashes read in {s['warm_s']} s",
+                      f"hash vector (HNSW, the former): p50 / p95 {s['vector_ms']['p50']} / {s['vector_ms']['p95']} ms, "
+                      f"found {s['found_vector']}; loaded and indexed in {s['former_load_s']} s "
+                      f"({s['segments']['vector']} segments)",
+                      f"ratio of p50s: {s['vector_ms']['p50'] / max(s['memory_ms']['p50'], 1e-3):.1f}x"]
     return "\n".join(lines)
 
 

@@ -1,14 +1,12 @@
-"""The perceptual hash and its banded index (pure: no Redis, no store)."""
+"""The perceptual hash (pure: no Redis, no store)."""
 from __future__ import annotations
 
 import io
-import random
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from batcher.duplicates.bands import band_keys, probe_keys
 from batcher.duplicates.phash import distance, from_hex, phash, to_hex
 
 REAL = Path(__file__).parent / "data" / "corpus" / "real"
@@ -46,27 +44,6 @@ def test_hex_round_trip_and_bad_hex():
     assert from_hex(to_hex(h)) == h and len(to_hex(h)) == 16
     with pytest.raises(ValueError):
         from_hex("xyz")
-
-
-@pytest.mark.parametrize("max_distance", [3, 7, 10, 11])
-def test_hashes_within_the_distance_always_hold_a_probed_band(max_distance):
-    rng = random.Random(max_distance)
-    for _ in range(300):
-        a = rng.getrandbits(64)
-        b = a
-        for bit in rng.sample(range(64), rng.randint(0, max_distance)):
-            b ^= 1 << bit
-        assert set(probe_keys(a, max_distance)) & set(band_keys(b))
-
-
-def test_random_far_hashes_rarely_hold_a_probed_band():
-    rng = random.Random(1)
-    h = rng.getrandbits(64)
-    probes = set(probe_keys(h, 10))
-    assert len(band_keys(h)) == 4 and len(probes) == 4 * 137
-    assert sum(bool(probes & set(band_keys(rng.getrandbits(64)))) for _ in range(20_000)) < 20_000 * 0.02
-    with pytest.raises(ValueError):
-        probe_keys(h, 12)
 
 
 def test_both_decoders_hash_each_decoded_photo_alike_and_a_broken_one_not_at_all(encoder):

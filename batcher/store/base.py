@@ -58,7 +58,11 @@ class VectorStore(Protocol):
         """Keywords for the points stored without them, from their payloads (CLIP vectors untouched)."""
 
     def backfill_hashes(self, batch: int = 256) -> int:
-        """Hash vectors for the points stored with a ``phash`` but without one, from their payloads."""
+        """Hash vectors for the points stored with a ``phash`` but without one, from their
+        payloads (a server's; the embedded store's lookup reads the payloads: none to give)."""
+
+    def warm(self) -> None:
+        """Read now what the store's lookups keep in memory (the worker, at start-up)."""
 
     def get(self, product_id: str, tenant: str = DEFAULT_TENANT) -> dict[str, Any] | None:
         """The tenant's product: photo 0's payload, with ``photos``: each photo's index, sha256
@@ -70,8 +74,9 @@ class VectorStore(Protocol):
 
     def hashed(self, probes: list[Probe], limit: int) -> list[list[dict[str, Any]]]:
         """For each probe, the payloads (``HASH_FIELDS``) of at most ``limit`` of its tenant's
-        points whose hash vector lies within its distance, nearest first, of no product it
-        excludes: one batched query through the hash vector's HNSW index (approximate)."""
+        points whose hash lies within its distance, nearest first, of no product it excludes:
+        embedded, every stored hash compared in memory (exact, ``hash_index``); on a server, one
+        batched query through the hash vector's HNSW index (approximate, ``hash_vector``)."""
 
     def flagged(self, offset: str | None, limit: int, tenant: str = DEFAULT_TENANT
                 ) -> tuple[list[tuple[str, dict[str, Any]]], str | None]:

@@ -10,8 +10,9 @@ the worker. An embedded folder has one owner: stop the worker first.
                                         resumable (run it again after a cut), counts checked
   clipq-store backfill-keywords         keyword vectors for the points stored before keyword
                                         search, from their payloads (no re-embedding)
-  clipq-store backfill-hashes           perceptual-hash vectors for the photos stored before
-                                        them, from their ``phash`` payloads (near duplicates)
+  clipq-store backfill-hashes           a Qdrant server's perceptual-hash vectors for the photos
+                                        stored before them, from their ``phash`` payloads (an
+                                        embedded store needs none: it reads the payloads)
 """
 from __future__ import annotations
 
@@ -152,6 +153,9 @@ def _run(a, config: StoreConfig) -> int:
             print(f"exported {export(store, sys.stdout)} points", file=sys.stderr)
         elif a.command == "backfill-keywords":
             print(f"gave keywords to {store.backfill_keywords(BATCH)} points", file=sys.stderr)
+        elif a.command == "backfill-hashes" and store.engine == "edge":
+            print("the embedded store needs no hash vectors: its near-duplicate lookup reads every photo's "
+                  "`phash` payload (nothing to do)", file=sys.stderr)
         elif a.command == "backfill-hashes":
             print(f"gave hash vectors to {store.backfill_hashes(BATCH)} points", file=sys.stderr)
         else:

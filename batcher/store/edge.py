@@ -28,14 +28,13 @@ from batcher.store.base import StoreError
 from batcher.store.config import MEMORY, StoreConfig
 from batcher.store.asks import Ask, vector_asks
 from batcher.store.edge_duplicates import EdgeDuplicates
-from batcher.store.edge_filters import older, same_images, with_hash_vector, with_keywords
-from batcher.store.edge_folder import (add_hash_vector, add_keywords, ensure_indexes, has_hash_vector, has_keywords,
+from batcher.store.edge_filters import older, same_images, with_keywords
+from batcher.store.edge_folder import (add_keywords, drop_hash_vector, ensure_indexes, has_hash_vector, has_keywords,
                                       open_shard, stored_dim)
-from batcher.store.edge_queries import (add_hashes_page, add_keywords_page, find_asks, product_photos,
-                                        with_keywords_point)
+from batcher.store.edge_queries import add_keywords_page, find_asks, product_photos, with_keywords_point
 from batcher.store.edge_sets import read_product, write_sets
 from batcher.store.keywords import DENSE, backfill
-from batcher.store.points import IMAGE_FIELDS, Photo, StoredImage, by_photo_and_sha, made_by, point_id
+from batcher.store.points import IMAGE_FIELDS, PHOTOS_READ, Photo, StoredImage, by_photo_and_sha, made_by, point_id
 
 log = logging.getLogger(__name__)
 FLUSH_INTERVAL_S = 1.0
@@ -53,8 +52,8 @@ class EdgeStore(EdgeDuplicates):
         ensure_indexes(shard, config.indexed_fields)
         if not has_keywords(folder):
             add_keywords(shard, folder)
-        if not has_hash_vector(folder):
-            add_hash_vector(shard, folder)
+        if has_hash_vector(folder):
+            drop_hash_vector(shard, folder)
         self._unindexed = self._count_unindexed()
         self._flushed_at = time.monotonic()
         self.params = SearchParams(hnsw_ef=config.hnsw_ef)
@@ -74,20 +73,18 @@ class EdgeStore(EdgeDuplicates):
 
     def _count_unindexed(self) -> int:
         """Points whose CLIP vector has no HNSW index yet. Edge counts every keywords vector as
-        indexed (a sparse index is built as points come), and the hash vectors indexed with
-        the CLIP ones: their share of the dense ones is taken off (exact where spread alike)."""
+        indexed (a sparse index is built as points come): those are taken off."""
         info = self.shard.info()
         sparse = self.shard.count(CountRequest(exact=True, filter=with_keywords()))
-        hashed = self.shard.count(CountRequest(exact=True, filter=with_hash_vector()))
-        dense = max(0, info.indexed_vectors_count - sparse)
-        clip = dense * info.points_count // (info.points_count + hashed) if info.points_count else 0
-        return max(0, info.points_count - clip)
+        return max(0, info.points_count - max(0, info.indexed_vectors_count - sparse))
 
     def upsert(self, jobs: list[Job], vectors: np.ndarray) -> None:
         """Each product's photo set written whole, or not at all when a newer one is stored
         (``edge_sets.write_sets``), under the store's lock."""
         with self._lock:
-            self._written(write_sets(self.shard, jobs, vectors, self.embedder))
+            written, touched = write_sets(self.shard, jobs, vectors, self.embedder)
+            self._rehash(touched)
+            self._written(written)
 
     def _written(self, points: int) -> None:
         """After a write: the update is in the write-ahead log, which the kernel holds even if this
@@ -145,10 +142,13 @@ class EdgeStore(EdgeDuplicates):
 
     def delete(self, product_id: str, version: int, tenant: str = DEFAULT_TENANT) -> bool:
         stale = older(product_id, version, tenant)
-        with self._lock:  # the one writer: nothing is stored between the count and the delete
-            if not self.shard.count(CountRequest(exact=True, filter=stale)):
+        with self._lock:  # the one writer: nothing is stored between the read and the delete
+            found, _ = self.shard.scroll(ScrollRequest(limit=PHOTOS_READ, filter=stale, with_payload=False,
+                                                       with_vector=False))
+            if not found:
                 return False
             self.shard.update(UpdateOperation.delete_points_by_filter(stale))
+            self._rehash([str(p.id) for p in found])
             self._written(0)
         return True
 
@@ -161,7 +161,8 @@ class EdgeStore(EdgeDuplicates):
         return self._backfill(add_keywords_page, batch)
 
     def backfill_hashes(self, batch: int = 256) -> int:
-        return self._backfill(add_hashes_page, batch)
+        """None to give: the lookup reads the hashes from the payloads (``hash_index``)."""
+        return 0
 
     def _backfill(self, add_page, batch: int) -> int:
         """``add_page`` (the vectors of one page of points stored without them) to the end."""
@@ -176,6 +177,7 @@ class EdgeStore(EdgeDuplicates):
         """Store points as they are (an import or an upgrade): no version check."""
         with self._lock:
             self.shard.update(UpdateOperation.upsert_points([with_keywords_point(i, v, p) for i, v, p in points]))
+            self._rehash([str(i) for i, _, _ in points])
             self._written(len(points))
 
     def count(self) -> int:

@@ -8,9 +8,7 @@ from typing import Any
 from qdrant_edge import (FieldCondition, Filter, HasIdCondition, HasVectorCondition, IsEmptyCondition, MatchAny,
                          MatchValue, RangeFloat)
 
-from batcher.duplicates.photo import Probe
 from batcher.queue.jobs import DEFAULT_TENANT, Job
-from batcher.store.hash_vector import PHASH
 from batcher.store.keywords import KEYWORDS
 from batcher.store.points import TENANT, point_id, set_members as members
 
@@ -94,23 +92,6 @@ def with_keywords() -> Filter:
 def without_keywords() -> Filter:
     """Points stored before keyword search: no keywords vector yet."""
     return Filter(must_not=[HasVectorCondition(KEYWORDS)])
-
-
-def hash_neighbours(probe: Probe) -> Filter:
-    """What a probe's hash-vector query may return: its tenant's points, except those of the
-    products it excludes (batcher.store.hash_vector)."""
-    return Filter(must=[tenant_is(probe.tenant)],
-                  must_not=[FieldCondition(key="product_id", match=MatchAny(probe.exclude))] if probe.exclude
-                  else None)
-
-
-def with_hash_vector() -> Filter:
-    return Filter(must=[HasVectorCondition(PHASH)])
-
-
-def hashes_without_vector() -> Filter:
-    """Points stored with a ``phash`` before the hash vector existed: no ``phash`` vector yet."""
-    return Filter(must_not=[IsEmptyCondition(PHASH), HasVectorCondition(PHASH)])
 
 
 def with_near_duplicates(tenant: str = DEFAULT_TENANT) -> Filter:

@@ -11,21 +11,15 @@ from qdrant_edge import (Distance, EdgeConfig, EdgeOptimizersConfig, EdgeShard, 
                          HnswIndexConfig, KeywordIndexParams, Memory, Modifier, PayloadSchemaType,
                          ScalarQuantizationConfig, ScalarType, UpdateOperation)
 
-from batcher.duplicates.phash import BITS
 from batcher.store.base import StoreError, StoreLocked
 from batcher.store.config import StoreConfig
-from batcher.store.hash_vector import HASH_FULL_SCAN_KB, PHASH
+from batcher.store.hash_vector import PHASH
 from batcher.store.keywords import KEYWORDS
 from batcher.store.points import INDEXED_INTEGERS, INDEXED_KEYWORDS, TENANT
 
 log = logging.getLogger(__name__)
 MARKER = "clipq.json"  # which model's vectors the folder holds
 SHARD_FILE = "edge_config.json"  # written by Edge when it creates a shard
-
-
-# batcher.store.hash_vector; its graph is searched from a segment of HASH_FULL_SCAN_KB on
-HASH_VECTOR = EdgeVectorParams(size=BITS, distance=Distance.Dot, hnsw_config=HnswIndexConfig(
-    m=16, ef_construct=100, full_scan_threshold=HASH_FULL_SCAN_KB))
 
 
 def segment_kb(config: StoreConfig, dim: int) -> int:
@@ -39,8 +33,7 @@ def new_shard_config(config: StoreConfig, dim: int) -> EdgeConfig:
     kb = segment_kb(config, dim)
     return EdgeConfig(
         vectors={"": EdgeVectorParams(size=dim, distance=Distance.Cosine, quantization_config=quantization,
-                                      memory=Memory.Cold if config.vectors_on_disk else Memory.Cached),
-                 PHASH: HASH_VECTOR},
+                                      memory=Memory.Cold if config.vectors_on_disk else Memory.Cached)},
         sparse_vectors={KEYWORDS: EdgeSparseVectorParams(modifier=Modifier.Idf)},
         hnsw_config=HnswIndexConfig(m=config.hnsw_m, ef_construct=config.hnsw_ef_construct,
                                     full_scan_threshold=10_000),
@@ -76,17 +69,16 @@ def has_keywords(folder: Path) -> bool:
 
 
 def has_hash_vector(folder: Path) -> bool:
-    """Whether the store has the perceptual hashes' dense vector (stores made before it lack it)."""
+    """Whether the store has a perceptual-hash vector (those made before the lookup in memory do)."""
     return PHASH in json.loads((folder / SHARD_FILE).read_text()).get("vectors", {})
 
 
-def add_hash_vector(shard: EdgeShard, folder: Path) -> None:
-    """Give a store made before the hash vector its ``phash`` vector: new photos get one at
-    once; the photos already there get theirs, from their ``phash`` payload, from
-    ``clipq-store backfill-hashes``."""
-    shard.update(UpdateOperation.create_dense_vector(PHASH, BITS, Distance.Dot))
-    log.warning("the embedded store %s had no perceptual-hash vectors: added them; run `clipq-store "
-                "backfill-hashes` so that the near-duplicate lookup finds the photos stored before", folder)
+def drop_hash_vector(shard: EdgeShard, folder: Path) -> None:
+    """An embedded store finds near duplicates in memory (``hash_index``), from the ``phash``
+    payloads: the hash vector of a store made before is deleted, and its HNSW graph
+    with it (which made each segment's build, a pause of the worker, about a third longer)."""
+    shard.update(UpdateOperation.delete_vector_name(PHASH))
+    log.info("the embedded store %s: deleted its perceptual-hash vectors (the lookup reads the payloads)", folder)
 
 
 def add_keywords(shard: EdgeShard, folder: Path) -> None:

@@ -1,6 +1,5 @@
 """The embedded store's reads for search (``asks``) in Edge's types: one batched query for many
-searches of any kind, a product's photos for "more like this", the points with keywords and
-hash vectors.
+searches of any kind, a product's photos for "more like this", the points with keywords.
 ``EdgeStore`` calls these holding its lock."""
 from __future__ import annotations
 
@@ -11,9 +10,8 @@ from qdrant_edge import (EdgeShard, Fusion, Point, PointVectors, Prefetch, Query
 
 from batcher.queue.messages import SearchResult
 from batcher.store.asks import MAX_PHOTOS, RRF_K, Ask
-from batcher.store.edge_filters import conditions, has_flags, hashes_without_vector, of_product, without_keywords
+from batcher.store.edge_filters import conditions, has_flags, of_product, without_keywords
 from batcher.store.grouping import per_product
-from batcher.store.hash_vector import PHASH, payload_vector
 from batcher.store.keywords import DENSE, KEYWORDS, document_vector, query_vector
 from batcher.store.points import search_result
 
@@ -64,20 +62,6 @@ def add_keywords_page(shard: EdgeShard, offset: Any, batch: int) -> tuple[int, A
     return len(points), offset
 
 
-def add_hashes_page(shard: EdgeShard, offset: Any, batch: int) -> tuple[int, Any]:
-    """Hash vectors for one page of the points stored with a ``phash`` but without one."""
-    points, offset = shard.scroll(ScrollRequest(offset=offset, limit=batch, with_payload=[PHASH], with_vector=False,
-                                                filter=hashes_without_vector()))
-    vectors = [PointVectors(p.id, {PHASH: v}) for p in points if (v := payload_vector(p.payload))]
-    if vectors:
-        shard.update(UpdateOperation.update_vectors(vectors))
-    return len(vectors), offset
-
-
 def with_keywords_point(pid: Any, vector: list[float], payload: dict[str, Any]) -> Point:
-    """A point with its CLIP vector, its keywords and its hash vector (a photo with a
-    ``phash``), made from its payload."""
-    vectors = {"": vector, KEYWORDS: document_vector(payload)}
-    if hashed := payload_vector(payload):
-        vectors[PHASH] = hashed
-    return Point(pid, vectors, payload)
+    """A point with its CLIP vector and its keywords, made from its payload."""
+    return Point(pid, {"": vector, KEYWORDS: document_vector(payload)}, payload)

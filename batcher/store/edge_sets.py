@@ -14,24 +14,25 @@ from batcher.store.edge_queries import with_keywords_point
 from batcher.store.points import PHOTOS_READ, SET_FIELDS, point_id, point_payload, product_view, write_plan
 
 
-def write_sets(shard: EdgeShard, jobs: list[Job], vectors: np.ndarray, embedder: str) -> int:
+def write_sets(shard: EdgeShard, jobs: list[Job], vectors: np.ndarray, embedder: str) -> tuple[int, list[str]]:
     """One conditional upsert: Edge replaces a stored point only where ``replaceable`` holds (its
     version is not newer than the job's), and inserts the points not stored yet, each with its
     ``keywords`` vector. First the products' stored photos are read (each tenant's own): a
     stale photo set is left out; after, the photos a set dropped are deleted (``write_plan``).
-    Returns the points written."""
+    Returns the points written, and the ids of the points it may have changed (written or not)."""
     now = datetime.now(timezone.utc).isoformat()
     stored, _ = shard.scroll(ScrollRequest(limit=PHOTOS_READ * len(jobs), with_payload=SET_FIELDS, with_vector=False,
                                            filter=set_members(jobs)))
     keep, drop = write_plan(jobs, stored)
     kept = [jobs[i] for i in keep]
-    points = [with_keywords_point(point_id(j.product_id, j.photo_index, j.tenant), v, point_payload(j, now, embedder))
-              for j, v in zip(kept, vectors[keep].astype(np.float32).tolist())]
+    ids = [point_id(j.product_id, j.photo_index, j.tenant) for j in kept]
+    points = [with_keywords_point(i, v, point_payload(j, now, embedder))
+              for i, j, v in zip(ids, kept, vectors[keep].astype(np.float32).tolist())]
     if points:
         shard.update(UpdateOperation.upsert_points(points, condition=replaceable(kept)))
     if drop:
         shard.update(UpdateOperation.delete_points(drop))
-    return len(points)
+    return len(points), ids + [str(d) for d in drop]
 
 
 def read_product(shard: EdgeShard, product_id: str, tenant: str) -> dict[str, Any] | None:

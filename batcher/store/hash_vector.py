@@ -1,5 +1,6 @@
 """A photo's perceptual hash (``batcher.duplicates.phash``) as a named dense vector beside the
-CLIP one, so that the near-duplicate lookup is one nearest-neighbour query through an HNSW index.
+CLIP one, on a Qdrant server: there the near-duplicate lookup is one nearest-neighbour query
+through an HNSW index. (The embedded store compares the hashes in memory: ``hash_index``.)
 
 Bit ``b`` of the hash becomes +1 or -1: for two hashes at Hamming distance ``h`` the dot product
 is ``64 - 2h``, so "within ``d`` bits" is "score at least ``64 - 2d``" (``min_score``), checked
@@ -16,10 +17,11 @@ from batcher.duplicates.phash import BITS, from_hex
 
 PHASH = "phash"  # the vector's name, in both engines; the payload field of the same name holds the hex
 # how deep a lookup searches each HNSW graph: 256 found every planted hash at 100,000 and
-# 1,000,000 stored ones; the cost grows with it, and with the number of segments
+# 1,000,000 stored ones (an embedded store with the vector, before hash_index); the cost grows
+# with it, and with the number of segments
 HASH_EF = 256
 # a segment's hashes are searched through its graph from this size on (4,000 hashes), not read
-# one by one: at the store's 20,000 points a segment, the default 10,000 KB would scan them all
+# one by one: the default 10,000 KB would scan segments of 20,000 points whole
 HASH_FULL_SCAN_KB = 1_000
 
 

@@ -22,6 +22,9 @@ class ServerDuplicates:
     collection: str
     _lock: threading.Lock
 
+    def warm(self) -> None:
+        """Nothing held in memory: the lookup is a query on the server."""
+
     def hashed(self, probes: list[Probe], limit: int) -> list[list[dict[str, Any]]]:
         params = models.SearchParams(hnsw_ef=HASH_EF)
         requests = [models.QueryRequest(query=hash_vector(p.phash), using=PHASH, filter=hash_neighbours(p), limit=limit,
