@@ -25,6 +25,7 @@ import argparse
 import io
 import random
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -196,6 +197,7 @@ def latency(n: int, max_distance: int, seed: int, folder: Path) -> dict:
         t0 = time.perf_counter()
         store.warm()
         warm_s = time.perf_counter() - t0
+        index_mb = index_bytes(store._hash_index()) / 2**20
         t0 = time.perf_counter()
         load_former(former, stored)
         former_load_s = time.perf_counter() - t0
@@ -220,10 +222,17 @@ def latency(n: int, max_distance: int, seed: int, folder: Path) -> dict:
     finally:
         store.close()
         former.close()
-    return {"points": n, "batch": BATCH, "batches": BATCHES, "load_s": round(load_s, 1), "warm_s": round(warm_s, 2),
+    return {"points": n, "batch": BATCH, "batches": BATCHES, "load_s": round(load_s, 1), "warm_s": round(warm_s, 2), "index_mb": round(index_mb, 1),
             "former_load_s": round(former_load_s, 1), "segments": segments, "planted": exact,
             "memory_ms": summary_ms(times["memory"]), "vector_ms": summary_ms(times["vector"]),
             "found_memory": found["memory"], "found_vector": found["vector"]}
+
+
+def index_bytes(index) -> int:
+    """What the worker's index holds in memory: its arrays, its id map and list, the ids."""
+    arrays = sum(a.nbytes for a in (index._hashes, index._tenants, index._products))
+    ids = sum(sys.getsizeof(i) for i in index._slot)
+    return arrays + sys.getsizeof(index._slot) + sys.getsizeof(index._ids) + ids + 28 * len(index._slot)
 
 
 def _flipped(h: int, bits: int, rng: random.Random) -> int:
@@ -296,7 +305,8 @@ def report(result: dict) -> str:
                       f"{s['planted']} planted near duplicates:",
                       f"in memory (the worker's): p50 / p95 {s['memory_ms']['p50']} / {s['memory_ms']['p95']} ms, "
                       f"found {s['found_memory']}; store loaded and indexed in {s['load_s']} s "
-                      f"({s['segments']['memory']} segments), hashes read in {s['warm_s']} s",
+                      f"({s['segments']['memory']} segments), hashes read in {s['warm_s']} s "
+                      f"(held in {s['index_mb']} MB)",
                       f"hash vector (HNSW, the former): p50 / p95 {s['vector_ms']['p50']} / {s['vector_ms']['p95']} ms, "
                       f"found {s['found_vector']}; loaded and indexed in {s['former_load_s']} s "
                       f"({s['segments']['vector']} segments)",
