@@ -27,6 +27,6 @@ def test_bench_duplicates_measures_precision_recall_and_latency(tmp_path):
     scale = result["scale"]
     # every query is a stored hash with up to 10 bits flipped: both lookups find all the exact answer holds
     assert scale["points"] == 500 and scale["planted"] >= 20 * 32
-    assert scale["found_vector"] == scale["found_banded"] == scale["planted"]
-    assert scale["vector_ms"]["p50"] > 0 and scale["banded_ms"]["p50"] > 0
+    assert scale["found_memory"] == scale["found_vector"] == scale["planted"]
+    assert scale["memory_ms"]["p50"] > 0 and scale["vector_ms"]["p50"] > 0 and scale["index_mb"] > 0
     assert "| rotate_2 |" in proc.stdout and "planted near duplicates" in proc.stdout
