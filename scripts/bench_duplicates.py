@@ -264,12 +264,15 @@ def former_store(folder: Path) -> EdgeShard:
 
 
 def load_former(shard: EdgeShard, hashes: list[int]) -> None:
+    """As the worker loaded such a store: each segment's index built when it was full."""
     ones = [1.0] * DIM
     for start in range(0, len(hashes), 1000):
         shard.update(UpdateOperation.upsert_points([
             Point(point_id(f"p{i}"), {"": ones, PHASH: hash_vector(h)},
                   {"product_id": f"p{i}", "tenant": "default", "phash": f"{h:016x}", "photo_index": 0})
             for i, h in enumerate(hashes[start:start + 1000], start)]))
+        if (start + 1000) % SEGMENT_POINTS == 0:
+            shard.optimize()
     shard.optimize()
 
 
