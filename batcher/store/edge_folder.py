@@ -75,8 +75,9 @@ def has_hash_vector(folder: Path) -> bool:
 
 def drop_hash_vector(shard: EdgeShard, folder: Path) -> None:
     """An embedded store finds near duplicates in memory (``hash_index``), from the ``phash``
-    payloads: the hash vector of a store made before is deleted, and its HNSW graph
-    with it (which made each segment's build, a pause of the worker, about a third longer)."""
+    payloads: the hash vector of a store made before is deleted, and its HNSW graph with
+    it (built in each segment beside the CLIP one, it lengthened each build: a pause of the
+    worker)."""
     shard.update(UpdateOperation.delete_vector_name(PHASH))
     log.info("the embedded store %s: deleted its perceptual-hash vectors (the lookup reads the payloads)", folder)
 
