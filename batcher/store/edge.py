@@ -28,13 +28,13 @@ from batcher.store.base import StoreError
 from batcher.store.config import MEMORY, StoreConfig
 from batcher.store.asks import Ask, vector_asks
 from batcher.store.edge_duplicates import EdgeDuplicates
-from batcher.store.edge_filters import older, same_images, with_keywords
+from batcher.store.edge_filters import same_images, with_keywords
 from batcher.store.edge_folder import (add_keywords, drop_hash_vector, ensure_indexes, has_hash_vector, has_keywords,
                                       open_shard, stored_dim)
 from batcher.store.edge_queries import add_keywords_page, find_asks, product_photos, with_keywords_point
-from batcher.store.edge_sets import read_product, write_sets
+from batcher.store.edge_sets import delete_older, read_product, write_sets
 from batcher.store.keywords import DENSE, backfill
-from batcher.store.points import IMAGE_FIELDS, PHOTOS_READ, Photo, StoredImage, by_photo_and_sha, made_by, point_id
+from batcher.store.points import IMAGE_FIELDS, Photo, StoredImage, by_photo_and_sha, made_by, point_id
 
 log = logging.getLogger(__name__)
 FLUSH_INTERVAL_S = 1.0
@@ -141,16 +141,12 @@ class EdgeStore(EdgeDuplicates):
             return read_product(self.shard, product_id, tenant)
 
     def delete(self, product_id: str, version: int, tenant: str = DEFAULT_TENANT) -> bool:
-        stale = older(product_id, version, tenant)
         with self._lock:  # the one writer: nothing is stored between the read and the delete
-            found, _ = self.shard.scroll(ScrollRequest(limit=PHOTOS_READ, filter=stale, with_payload=False,
-                                                       with_vector=False))
-            if not found:
-                return False
-            self.shard.update(UpdateOperation.delete_points_by_filter(stale))
-            self._rehash([str(p.id) for p in found])
-            self._written(0)
-        return True
+            deleted = delete_older(self.shard, product_id, version, tenant)
+            if deleted:
+                self._rehash(deleted)
+                self._written(0)
+        return bool(deleted)
 
     def scroll(self, offset: Any = None, limit: int = 256) -> tuple[list[Any], Any]:
         """Points in id order, with vectors and payloads: ``clipq-store export`` and the copy."""

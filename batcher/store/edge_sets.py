@@ -1,4 +1,4 @@
-"""A product's photos on Qdrant Edge: a photo set written whole, and a product read whole. The
+"""A product's photos on Qdrant Edge: a photo set written whole, a product read and deleted whole. The
 caller holds the store's lock, so nothing is written between the read and the writes."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 from qdrant_edge import EdgeShard, ScrollRequest, UpdateOperation
 
 from batcher.queue.jobs import Job
-from batcher.store.edge_filters import of_product, replaceable, set_members
+from batcher.store.edge_filters import of_product, older, replaceable, set_members
 from batcher.store.edge_queries import with_keywords_point
 from batcher.store.points import PHOTOS_READ, SET_FIELDS, point_id, point_payload, product_view, write_plan
 
@@ -40,3 +40,12 @@ def read_product(shard: EdgeShard, product_id: str, tenant: str) -> dict[str, An
     found, _ = shard.scroll(ScrollRequest(limit=PHOTOS_READ, with_payload=True, with_vector=False,
                                           filter=of_product(product_id, tenant)))
     return product_view([p.payload for p in found])
+
+
+def delete_older(shard: EdgeShard, product_id: str, version: int, tenant: str) -> list[str]:
+    """Delete the tenant's product's photos older than ``version``: the ids of those deleted."""
+    stale = older(product_id, version, tenant)
+    found, _ = shard.scroll(ScrollRequest(limit=PHOTOS_READ, filter=stale, with_payload=False, with_vector=False))
+    if found:
+        shard.update(UpdateOperation.delete_points_by_filter(stale))
+    return [str(p.id) for p in found]
