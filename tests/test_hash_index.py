@@ -67,3 +67,20 @@ def test_many_points_match_a_plain_comparison_and_freed_slots_are_reused():
             found = index.near(probe, 12, tenant, excluded, 10_000)
             assert sorted(found) == sorted(pid for _, pid in expected)
             assert [distance(probe, truth[p][0]) for p in found] == sorted(d for d, _ in expected)
+
+
+def test_extend_reads_a_store_whole_as_put_one_by_one_would():
+    rng = random.Random(3)
+    rows = [(f"p{i}", rng.getrandbits(64) if i % 2 else flip(BASE, i % 64), "ab"[i % 3 == 0], f"prod{i // 3}")
+            for i in range(3_000)]
+    whole, one_by_one = HashIndex(capacity=8), HashIndex(capacity=8)
+    whole.extend(*map(list, zip(*rows[:1_000])))
+    whole.extend(*map(list, zip(*rows[1_000:])))  # a second page, past the arrays' first size
+    for row in rows:
+        one_by_one.put(*row)
+    whole.put("p1", BASE, "a", "prod0")  # then kept in step like any index
+    one_by_one.put("p1", BASE, "a", "prod0")
+    for index in (whole, one_by_one):
+        index.remove("p2")
+    for tenant in ("a", "b"):
+        assert whole.near(BASE, 10, tenant, ["prod5"], 100) == one_by_one.near(BASE, 10, tenant, ["prod5"], 100) != []

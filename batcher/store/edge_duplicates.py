@@ -54,8 +54,7 @@ class EdgeDuplicates:
                 # payload field made the read 4x slower
                 points, offset = self.shard.scroll(ScrollRequest(offset=offset, limit=PAGE, with_payload=INDEXED,
                                                                  with_vector=False))
-                for p in points:
-                    _index_point(index, str(p.id), p.payload)
+                index.extend(*_columns(points))
                 if offset is None:
                     break
             self._photo_hashes = index
@@ -68,10 +67,11 @@ class EdgeDuplicates:
         index takes from the store what it now holds of them (under the lock)."""
         if self._photo_hashes is None or not point_ids:
             return  # read whole when first needed, with these writes in it
-        stored = {str(p.id): p.payload for p in self.shard.retrieve(point_ids, INDEXED, False)}
-        for point_id in point_ids:
-            if not _index_point(self._photo_hashes, point_id, stored.get(point_id)):
-                self._photo_hashes.remove(point_id)
+        columns = _columns(self.shard.retrieve(point_ids, INDEXED, False))
+        for row in zip(*columns):
+            self._photo_hashes.put(*row)
+        for point_id in set(point_ids) - set(columns[0]):  # gone, or holding no hash now
+            self._photo_hashes.remove(point_id)
 
     def flagged(self, offset: str | None, limit: int, tenant: str = DEFAULT_TENANT
                 ) -> tuple[list[tuple[str, dict[str, Any]]], str | None]:
@@ -91,10 +91,16 @@ class EdgeDuplicates:
         return {str(p.id): np.asarray(p.vector, np.float32) for p in found if p.vector is not None}
 
 
-def _index_point(index: HashIndex, point_id: str, payload: dict[str, Any] | None) -> bool:
-    """Put a stored point's hash in the index; False when it holds no readable one."""
+def _columns(points: list) -> tuple[list[str], list[int], list[str], list[str]]:
+    """The ids, hashes, tenants and products of the points holding a readable hash."""
+    rows = [(str(p.id), h, tenant_of(payload), str(payload["product_id"]))
+            for p in points if (h := _hash_of(payload := p.payload)) is not None]  # payload: read once
+    return tuple(map(list, zip(*rows))) if rows else ([], [], [], [])
+
+
+def _hash_of(payload: dict[str, Any] | None) -> int | None:
+    """The payload's hash; None when it holds no readable one (or no product)."""
     try:
-        index.put(point_id, from_hex(payload[PHASH]), tenant_of(payload), str(payload["product_id"]))
+        return from_hex(payload[PHASH]) if "product_id" in payload else None
     except (KeyError, TypeError, ValueError):
-        return False
-    return True
+        return None

@@ -42,6 +42,16 @@ class HashIndex:
         self._tenants[slot] = self._codes.setdefault(tenant, len(self._codes))
         self._products[slot] = hash(product_id)
 
+    def extend(self, point_ids: list[str], hashes: list[int], tenants: list[str], products: list[str]) -> None:
+        """Points not in the index yet, all at once (the store read whole at start-up)."""
+        start, end = len(self._ids), len(self._ids) + len(point_ids)
+        self._reserve(end)
+        self._hashes[start:end] = np.array(hashes, np.uint64)
+        self._tenants[start:end] = [self._codes.setdefault(t, len(self._codes)) for t in tenants]
+        self._products[start:end] = [hash(p) for p in products]
+        self._ids.extend(point_ids)
+        self._slot.update(zip(point_ids, range(start, end)))
+
     def remove(self, point_id: str) -> None:
         slot = self._slot.pop(point_id, None)
         if slot is not None:
@@ -64,10 +74,14 @@ class HashIndex:
 
     def _grow(self) -> int:
         slot = len(self._ids)
-        if slot == len(self._hashes):  # twice as many
-            more = max(slot, 1024)
+        self._reserve(slot + 1)
+        self._ids.append(None)
+        return slot
+
+    def _reserve(self, slots: int) -> None:
+        """Arrays of at least ``slots`` (twice as large each time they grow)."""
+        if slots > len(self._hashes):
+            more = max(slots, 2 * len(self._hashes), 1024) - len(self._hashes)
             self._hashes = np.concatenate([self._hashes, np.zeros(more, np.uint64)])
             self._tenants = np.concatenate([self._tenants, np.full(more, FREE, np.int32)])
             self._products = np.concatenate([self._products, np.zeros(more, np.int64)])
-        self._ids.append(None)
-        return slot
