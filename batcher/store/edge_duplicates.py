@@ -22,7 +22,7 @@ from batcher.store.points import HASH_FIELDS, PAIR_FIELDS, TENANT, tenant_of
 
 log = logging.getLogger(__name__)
 INDEXED = [PHASH, TENANT, "product_id"]  # what the index holds of a point
-PAGE = 10_000  # points a read of the whole store takes at a time
+PAGE = 100_000  # points a read of the whole store takes at a time (each read seeks in every segment)
 
 
 class EdgeDuplicates:
