@@ -94,7 +94,8 @@ class WorkerApp:
         encoder = encoder or _load_encoder(settings.clip, settings.worker_batch_size)
         try:
             store = open_store(settings.store, encoder.dim, encoder.name, encoder.fingerprint)
-            store.warm()
+            if settings.worker_duplicate_max_listed:  # 0: no near-duplicate lookup
+                store.warm()
         except StoreError as exc:
             raise StartupError(str(exc)) from None
         metrics = WorkerMetrics(registry or CollectorRegistry())

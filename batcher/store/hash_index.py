@@ -1,12 +1,12 @@
 """The embedded store's photo hashes in memory, for the near-duplicate lookup: every stored
 photo's 64-bit perceptual hash (``batcher.duplicates.phash``), tenant and product, in numpy arrays, and
-a lookup that compares a probe with all of them at once (XOR and popcount: about 0.6 ms a
-probe per million photos, measured by ``python -m scripts.bench_duplicates``).
+a lookup that compares a probe with all of them at once (XOR and popcount: about 1 ms a probe
+per million photos, measured by ``python -m scripts.bench_duplicates``).
 
 Why not an index in Qdrant: the embedded store is owned by one process, so a copy of its
-hashes in that process is exact, and a scan of 8 bytes a photo is flat where an HNSW query
-costs one graph search per segment (1.4 s a batch at a million photos, 50 segments) and its
-graph doubles as much of each segment's build (a pause of the whole worker).
+hashes in that process is exact, and a scan of 8 bytes a photo beats an HNSW query, which costs
+one graph search per segment (17 times as much at a million photos, 51 segments), and whose
+graph lengthened each segment's build (a pause of the whole worker).
 
 The index holds point ids, never payloads: the store reads the found points back, so what it
 answers is what the store holds. ``EdgeStore`` keeps it in step with every write.
