@@ -116,3 +116,49 @@ def test_backoff_grows_exponentially_with_jitter_and_a_cap():
     assert lo == [500, 1000, 2000, 4000]
     assert hi == [1000, 2000, 4000, 8000]
     assert backoff_ms(30, 1000, 60_000, rand=lambda: 1.0) == 60_000
+
+
+# -- a claim that fails once some of the batch is taken (a slot moving, a node away) --------------
+class SlotMovesAfter:
+    """A consumer (or a shard) that hands out ``ids`` once, then fails as a moving slot does."""
+
+    def __init__(self, ids: list[str]) -> None:
+        self.ids = ids
+
+    def take(self) -> list[str]:
+        from batcher.queue.owner import SlotMoving
+
+        if not self.ids:
+            raise SlotMoving("the slot is moving between nodes")
+        out, self.ids = self.ids, []
+        return out
+
+    def take_blocking(self, timeout_s: float) -> list[str]:
+        return self.take()
+
+    def take_now(self, n: int) -> list[str]:
+        return self.take()
+
+
+def test_a_claim_failing_after_the_first_ends_the_batch_with_the_jobs_taken():
+    """The ids taken are in the worker's list and held: raised away, they would never be done."""
+    from batcher.queue.owner import SlotMoving
+    from batcher.stages.claim import _TimedSource
+
+    batch = collect(_TimedSource(SlotMovesAfter(["a", "b"])), BatchPolicy(16, 10.0), 1, clock=FakeClock())
+    assert batch == ["a", "b"]
+    with pytest.raises(SlotMoving):  # nothing taken yet: the claim stage backs off
+        collect(_TimedSource(SlotMovesAfter([])), BatchPolicy(16, 10.0), 1, clock=FakeClock())
+
+
+def test_a_shard_failing_keeps_what_the_other_shards_moved():
+    from batcher.queue.owner import SlotMoving
+    from batcher.queue.shards import ShardedConsumer
+
+    def take(shard, moved):
+        return shard.take_now(16 - len(moved))
+
+    shards = [SlotMovesAfter(["a"]), SlotMovesAfter([]), SlotMovesAfter(["c", "d"])]
+    assert ShardedConsumer._each(shards, take) == ["a", "c", "d"]
+    with pytest.raises(SlotMoving):
+        ShardedConsumer._each([SlotMovesAfter([]), SlotMovesAfter([])], take)

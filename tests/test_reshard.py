@@ -227,6 +227,18 @@ def test_a_tenants_key_moved_stops_the_scripts_before_any_write(cluster, namespa
     client.close()
 
 
+def whereabouts(rc, keys, job_ids: list[str]) -> dict[str, dict]:
+    """Where each job is: its record, and the lists and sets of its shard that hold it."""
+    found = {}
+    for job_id in job_ids:
+        k = keys[job_shard(job_id, SHARDS)]
+        lists = [k.pending(), k.queue] + [k.processing(w.decode()) for w in rc.smembers(k.workers)]
+        found[job_id] = {"record": rc.hgetall(k.job(job_id)), "ring": rc.lrange(k.ring, 0, -1),
+                         "in": [name for name in lists if rc.lpos(name, job_id) is not None],
+                         "delayed": rc.zscore(k.delayed, job_id), "failed": rc.zscore(k.failed, job_id)}
+    return found
+
+
 @pytest.mark.parametrize("batch, pause_s", [(10000, 0), (3, 0.03)], ids=["one MIGRATE", "3 keys at a time"])
 def test_a_slot_resharded_mid_traffic_loses_no_acknowledged_job(cluster, settings_kw, namespace, serve_worker, batch,
                                                                  pause_s):
@@ -274,7 +286,8 @@ def test_a_slot_resharded_mid_traffic_loses_no_acknowledged_job(cluster, setting
             if not left or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
-    assert left == [], f"{len(left)} of {len(accepted)} acknowledged jobs lost or unfinished"
+        assert left == [], (f"{len(left)} of {len(accepted)} acknowledged jobs lost or unfinished: "
+                            f"{whereabouts(rc, keys, left)}")
     assert cluster.owner_of(slot) == target
     assert cluster._call(source, "CLUSTER", "COUNTKEYSINSLOT", slot) == 0
     assert cluster._call(target, "CLUSTER", "COUNTKEYSINSLOT", slot) > 0

@@ -74,7 +74,7 @@ class ShardedConsumer:
         job of each shard that has some."""
         deadline = time.monotonic() + timeout_s
         while woken := self._waits.wait(deadline - time.monotonic()):
-            if got := [i for shard in woken for i in shard.take_now(1)]:
+            if got := self._each(woken, lambda shard, _: shard.take_now(1)):
                 return got
             if time.monotonic() >= deadline:
                 break
@@ -82,10 +82,24 @@ class ShardedConsumer:
 
     def take_now(self, n: int) -> list[str]:
         """Up to ``n`` more ids, from the next shard in turn first, then from the others."""
-        moved: list[str] = []
-        for shard in self._rotation():
-            moved += shard.take_now(n - len(moved))  # runs for marking alone when n is reached
+        moved = self._each(self._rotation(), lambda shard, moved: shard.take_now(n - len(moved)))
         self.claimed_at_ms = max(s.claimed_at_ms for s in self.shards)
+        return moved
+
+    @staticmethod
+    def _each(shards: list[JobConsumer], take: Callable[[JobConsumer, list[str]], list[str]]) -> list[str]:
+        """``take`` on each shard in turn. A shard that fails (its slot moving, its node away)
+        does not lose what the others moved into this worker's lists (held, so no orphan round
+        would give them back): they are returned, and the error only when none moved anything."""
+        moved: list[str] = []
+        error: redis.RedisError | None = None
+        for shard in shards:
+            try:
+                moved += take(shard, moved)
+            except redis.RedisError as exc:
+                error = error or exc
+        if error is not None and not moved:
+            raise error
         return moved
 
     def fetch(self, job_ids: list[str]) -> list[Job]:
