@@ -143,12 +143,12 @@ class SlotMovesAfter:
 def test_a_claim_failing_after_the_first_ends_the_batch_with_the_jobs_taken():
     """The ids taken are in the worker's list and held: raised away, they would never be done."""
     from batcher.queue.owner import SlotMoving
-    from batcher.stages.claim import _TimedSource
+    from batcher.stages.batch_source import BatchSource
 
-    batch = collect(_TimedSource(SlotMovesAfter(["a", "b"])), BatchPolicy(16, 10.0), 1, clock=FakeClock())
+    batch = collect(BatchSource(SlotMovesAfter(["a", "b"])), BatchPolicy(16, 10.0), 1, clock=FakeClock())
     assert batch == ["a", "b"]
     with pytest.raises(SlotMoving):  # nothing taken yet: the claim stage backs off
-        collect(_TimedSource(SlotMovesAfter([])), BatchPolicy(16, 10.0), 1, clock=FakeClock())
+        collect(BatchSource(SlotMovesAfter([])), BatchPolicy(16, 10.0), 1, clock=FakeClock())
 
 
 def test_a_shard_failing_keeps_what_the_other_shards_moved():

@@ -12,8 +12,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 
-import redis
-
 from batcher.config import BatchConfig, DecodeConfig, FetchConfig
 from batcher.decode import DecodeBudget
 from batcher.fetch import FetchError, UrlFetcher
@@ -26,45 +24,12 @@ from batcher.queue.jobs import Job, nesting
 from batcher.queue.photos import FramingError
 from batcher.stages import photos
 from batcher.stages.batch import Batch, Known, Twin, photo_of
+from batcher.stages.batch_source import BatchSource
 from batcher.stages.housekeeping import Housekeeping
 from batcher.stages.recall import RecallStage
 from models.preprocessing import Preprocessing
 
 log = logging.getLogger("clipq.worker")
-
-
-class _TimedSource:
-    """Wraps the consumer for one batch: notes when its first job arrived (the claim stage
-    starts), and ends the batch with the ids already taken when a later claim fails. Those ids
-    are in this worker's list and held: raised away, they would be lost to the pipeline, and
-    neither the reaper (the worker lives) nor the orphan round (they are held) would give them
-    back. The error comes back at the next claim, which backs off."""
-
-    def __init__(self, consumer: JobConsumer) -> None:
-        self.consumer = consumer
-        self.first_at: float | None = None
-        self.failed: Exception | None = None
-
-    def take_blocking(self, timeout_s: float) -> list[str]:
-        got = self._take(lambda: self.consumer.take_blocking(timeout_s))
-        if got and self.first_at is None:
-            self.first_at = time.perf_counter()
-        return got
-
-    def take_now(self, n: int) -> list[str]:
-        return self._take(lambda: self.consumer.take_now(n))
-
-    def _take(self, take: Callable[[], list[str]]) -> list[str]:
-        if self.failed is not None:
-            return []
-        try:
-            return take()
-        except redis.RedisError as exc:
-            if self.first_at is None:
-                raise  # nothing taken yet: the claim stage backs off
-            self.failed = exc
-            log.warning("claiming more of a batch: %s; the batch goes on with the jobs it has", exc)
-            return []
 
 
 class ClaimStage:
@@ -112,7 +77,7 @@ class ClaimStage:
             room = min(room, self.max_jobs - self._claimed)
         if room <= 0:
             return None
-        source = _TimedSource(self.consumer)
+        source = BatchSource(self.consumer)
         first_timeout = 0.05 if self.burst else self.batching.poll_interval_s
         ids = collect(source, BatchPolicy(room, self.batching.max_wait_ms / 1000), first_timeout)
         if not ids:
