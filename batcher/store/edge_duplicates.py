@@ -51,7 +51,7 @@ class EdgeDuplicates:
             t0, index, offset = time.perf_counter(), HashIndex(), None
             while True:
                 # every point, those without a hash passed over here: a filter on the (unindexed)
-                # payload field made the read 4x slower
+                # payload field made the read several times slower
                 points, offset = self.shard.scroll(ScrollRequest(offset=offset, limit=PAGE, with_payload=INDEXED,
                                                                  with_vector=False))
                 index.extend(*_columns(points))
