@@ -14,6 +14,7 @@ import io
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import threading
@@ -146,6 +147,7 @@ def main() -> None:
         api.stop()
         if redis_server:
             redis_server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
 
     report = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -49,6 +50,7 @@ class Running:
     upload_path: str
     children: list[Child] = field(default_factory=list)
     redis: LocalRedis | None = None
+    scratch: Path | None = None  # removed on stop (the local Redis's folder)
 
     @property
     def upload_url(self) -> str:
@@ -66,6 +68,8 @@ class Running:
             _end_group(child.proc.pid)
         if self.redis:
             self.redis.stop()
+        if self.scratch:
+            shutil.rmtree(self.scratch, ignore_errors=True)
 
 
 def _end_group(pgid: int) -> None:
@@ -96,13 +100,14 @@ def start(name: str, cfg: Config, timeout_s: float = 600) -> Running:
 
 
 def _start_clipq(cfg: Config) -> Running:
-    redis = LocalRedis(Path(tempfile.mkdtemp(prefix="clipq-peers-")) / "redis", aof=False).start()
+    scratch = Path(tempfile.mkdtemp(prefix="clipq-peers-"))
+    redis = LocalRedis(scratch / "redis", aof=False).start()
     env = dict(os.environ, REDIS_URL=redis.url, QUEUE_NAMESPACE="bench", LOG_LEVEL="WARNING", ALLOW_ANONYMOUS="true",
                CLIP_MODEL=cfg.model, CLIP_PRETRAINED="none", CLIP_DEVICE=cfg.device, QDRANT_PATH=":memory:",
                QDRANT_COLLECTION="bench", WORKER_BATCH_SIZE=str(cfg.batch_size),
                WORKER_MAX_WAIT_MS=str(cfg.window_ms), WORKER_METRICS_PORT="0")
     port = free_port()
-    running = Running("clipq", f"http://127.0.0.1:{port}", "/api/v1/index-product-with-image", redis=redis)
+    running = Running("clipq", f"http://127.0.0.1:{port}", "/api/v1/index-product-with-image", redis=redis, scratch=scratch)
     running.children.append(Child.start("clipq-api", api_args(port), cfg.logs, 5, env=env))
     running.children.append(Child.start("clipq-worker", [PY, "-m", "batcher"], cfg.logs, 35, env=env))
     return running
